@@ -1,0 +1,248 @@
+"""Corpus reading, encoding into a compact cached array, splitting, and truncated-BPTT batches.
+
+A corpus is read in chunks twice: once to find its vocabulary (so a rare character at the very end is
+still in it), once to encode it into the smallest integer type that fits, written to a flat file beside
+the run and memory-mapped for training. Peak memory is a few chunks, not a multiple of the text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from charrnn.common import CharRNNError
+from charrnn.tokenizer import CharTokenizer, dtype_for_vocab
+
+CHUNK_BYTES = 1 << 24  # 16 MiB per read: large enough for numpy to stream, small enough to bound memory
+CACHE_VERSION = 1
+
+
+def check_text_file(path: str | os.PathLike) -> Path:
+    """The path of a readable, non-empty file, or a `CharRNNError` saying what is wrong with it."""
+    p = Path(path)
+    if not p.exists():
+        raise CharRNNError(f"no such file: {str(p)!r}; check the path")
+    if p.is_dir():
+        raise CharRNNError(f"{str(p)!r} is a directory; give a text file")
+    if p.stat().st_size == 0:
+        raise CharRNNError(f"{str(p)!r} is empty; give a file with some text in it")
+    return p
+
+
+def iter_text(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool = False,
+              chunk_bytes: int = CHUNK_BYTES) -> Iterator[str | bytes]:
+    """Yield a file's contents chunk by chunk: bytes when `byte_level`, else strictly decoded text.
+
+    A leading UTF-8 byte-order mark is dropped. An undecodable byte raises a `CharRNNError` naming its
+    offset in the file.
+    """
+    p = check_text_file(path)
+    if not byte_level:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise CharRNNError(f"unknown text encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    offset = 0
+    first = True
+    with open(p, "rb") as f:
+        while True:
+            block = f.read(chunk_bytes)
+            final = len(block) < chunk_bytes
+            if byte_level:
+                if block:
+                    yield block
+            else:
+                if first and encoding.replace("-", "").replace("_", "").lower() == "utf8":
+                    if block.startswith(codecs.BOM_UTF8):
+                        block = block[len(codecs.BOM_UTF8):]
+                        offset += len(codecs.BOM_UTF8)
+                try:
+                    pending = len(decoder.getstate()[0])
+                    text = decoder.decode(block, final=final)
+                except UnicodeDecodeError as e:
+                    at = offset - pending + e.start
+                    raise CharRNNError(
+                        f"{str(p)!r} is not valid {encoding} (byte 0x{e.object[e.start]:02x} at offset {at}); "
+                        "pass --encoding (e.g. latin-1) or --byte-level") from None
+                if text:
+                    yield text
+            first = False
+            offset += len(block)
+            if final:
+                return
+
+
+def build_tokenizer(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool = False,
+                    document_separator: str | None = None) -> CharTokenizer:
+    """The vocabulary of a whole file, found in one streaming pass."""
+    if byte_level:
+        seen = np.zeros(256, dtype=bool)
+        for block in iter_text(path, encoding, True):
+            seen[np.frombuffer(block, dtype=np.uint8)] = True
+        return CharTokenizer(np.flatnonzero(seen).tolist(), True, document_separator)
+    chars: set[str] = set()
+    for text in iter_text(path, encoding, False):
+        chars.update(text)
+    return CharTokenizer(sorted(chars), False, document_separator)
+
+
+def iter_encoded(path: str | os.PathLike, tokenizer: CharTokenizer, encoding: str = "utf-8",
+                 chunk_bytes: int = CHUNK_BYTES, map_unknown: bool = False) -> Iterator[np.ndarray]:
+    """Yield the ids of a file chunk by chunk, `<eod>` first and in place of every document separator.
+
+    A separator split across two chunks is still found: the tail that could begin one is held back.
+    """
+    yield np.array([tokenizer.eod_id], dtype=np.int64)
+    sep = tokenizer.document_separator
+    plain = CharTokenizer.from_dict({**tokenizer.to_dict(), "document_separator": None})
+    if tokenizer.byte_level and sep:
+        sep = sep.encode("utf-8")
+    carry = sep[:0] if sep else None
+    eod = np.array([tokenizer.eod_id], dtype=np.int64)
+    for piece in iter_text(path, encoding, tokenizer.byte_level, chunk_bytes):
+        if not sep:
+            yield plain.encode(piece, map_unknown)
+            continue
+        parts = (carry + piece).split(sep)
+        keep = len(sep) - 1
+        last = parts.pop()
+        carry = last[len(last) - keep:] if keep and len(last) > keep else (last if keep else last[:0])
+        done = last[: len(last) - len(carry)]
+        for part in parts:
+            yield plain.encode(part, map_unknown)
+            yield eod
+        if done:
+            yield plain.encode(done, map_unknown)
+    if sep and carry:
+        yield plain.encode(carry, map_unknown)
+
+
+def _file_signature(p: Path) -> dict:
+    st = p.stat()
+    return {"source": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@dataclass
+class EncodedCorpus:
+    """A corpus as one memory-mapped id array (starting with `<eod>`) and its tokenizer."""
+
+    ids: np.ndarray
+    tokenizer: CharTokenizer
+    source: str
+    reused: bool  # True when an up-to-date cached encoding was found
+
+    def split(self, val_frac: float, test_frac: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return split_ids(self.ids, val_frac, test_frac)
+
+
+def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, encoding: str = "utf-8",
+                  byte_level: bool = False, document_separator: str | None = None,
+                  tokenizer: CharTokenizer | None = None) -> EncodedCorpus:
+    """Encode `path` into `cache_dir/corpus.bin` (+ `corpus.json`), or reuse that cache when unchanged.
+
+    With `tokenizer` given (resuming a run), the file must fit that vocabulary; otherwise one is built.
+    """
+    p = check_text_file(path)
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    bin_path, meta_path = cache / "corpus.bin", cache / "corpus.json"
+    settings = {"encoding": encoding, "byte_level": byte_level, "document_separator": document_separator or None}
+    signature = _file_signature(p)
+    if meta_path.exists() and bin_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = {}
+        same = (meta.get("cache_version") == CACHE_VERSION and meta.get("signature") == signature
+                and meta.get("settings") == settings)
+        if same and tokenizer is not None:
+            same = meta.get("tokenizer") == tokenizer.to_dict()
+        if same and bin_path.stat().st_size == meta["length"] * np.dtype(meta["dtype"]).itemsize:
+            ids = np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["length"],))
+            return EncodedCorpus(ids, CharTokenizer.from_dict(meta["tokenizer"]), str(p), True)
+
+    if tokenizer is None:
+        tokenizer = build_tokenizer(p, encoding, byte_level, document_separator)
+    elif (tokenizer.byte_level != byte_level):
+        raise CharRNNError("the corpus settings differ from the checkpoint's tokenizer (--byte-level)")
+    dtype = dtype_for_vocab(tokenizer.vocab_size)
+    tmp = bin_path.with_name(bin_path.name + f".{os.getpid()}.tmp")
+    length = 0
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as f:
+            for ids in iter_encoded(p, tokenizer, encoding):
+                block = ids.astype(dtype).tobytes()
+                digest.update(block)
+                f.write(block)
+                length += len(ids)
+        os.replace(tmp, bin_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    meta = {"cache_version": CACHE_VERSION, "signature": signature, "settings": settings,
+            "tokenizer": tokenizer.to_dict(), "length": length, "dtype": dtype.name,
+            "sha256_of_ids": digest.hexdigest()}
+    tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
+    tmp_meta.write_text(json.dumps(meta))
+    os.replace(tmp_meta, meta_path)
+    ids = np.memmap(bin_path, dtype=dtype, mode="r", shape=(length,))
+    return EncodedCorpus(ids, tokenizer, str(p), False)
+
+
+def split_ids(ids: np.ndarray, val_frac: float, test_frac: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contiguous train / validation / test views: the first part trains, the last parts evaluate.
+
+    The fractions apply to the text after the leading `<eod>`, so with `val_frac=0.1` the validation
+    split is exactly the last 10% of the file, as in nanoGPT's shakespeare_char.
+    """
+    if not (0.0 <= val_frac < 1.0 and 0.0 <= test_frac < 1.0 and val_frac + test_frac < 1.0):
+        raise CharRNNError(f"--val-frac {val_frac} and --test-frac {test_frac} must be in [0, 1) and sum below 1")
+    n = len(ids) - 1
+    train_end = 1 + int(n * (1.0 - val_frac - test_frac))
+    val_end = 1 + int(n * (1.0 - test_frac))
+    return ids[:train_end], ids[train_end:val_end], ids[val_end:]
+
+
+class StreamBatches:
+    """Truncated-BPTT batches: the text is cut into `batch_size` contiguous streams.
+
+    Batch i holds characters [i*T, (i+1)*T) of every stream, so row k of batch i+1 continues row k of
+    batch i and the hidden state can be carried from one to the next. Targets are the inputs shifted by
+    one character. `rows` selects a subset of the streams (one rank's share under DDP).
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, rows: slice | None = None):
+        if batch_size < 1 or seq_len < 1:
+            raise CharRNNError("--batch-size and --seq-len must be at least 1")
+        stream_len = (len(ids) - 1) // batch_size
+        if stream_len < seq_len:
+            need = batch_size * seq_len + 1
+            raise CharRNNError(
+                f"the training text has {len(ids) - 1} characters, too short for one batch of "
+                f"--batch-size {batch_size} x --seq-len {seq_len} (needs {need}); lower them or use a longer file")
+        self.batch_size, self.seq_len, self.stream_len = batch_size, seq_len, stream_len
+        self.steps_per_epoch = stream_len // seq_len
+        used = batch_size * stream_len
+        rows = rows or slice(None)
+        self._x = np.asarray(ids[:used]).reshape(batch_size, stream_len)[rows]
+        self._y = np.asarray(ids[1:used + 1]).reshape(batch_size, stream_len)[rows]
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of step `i` of an epoch, each (B, T) int64."""
+        s = slice(i * self.seq_len, (i + 1) * self.seq_len)
+        x = torch.from_numpy(self._x[:, s].astype(np.int64))
+        y = torch.from_numpy(self._y[:, s].astype(np.int64))
+        return x, y

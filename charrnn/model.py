@@ -1,0 +1,110 @@
+"""CharRNNConfig and CharRNN: embedding (or one-hot) -> stacked RNN/LSTM/GRU -> linear head.
+
+Shapes: B batch, T time steps, E embedding size, H hidden size, L layers, V vocabulary size.
+Training and sampling use the fused `torch.nn` recurrent kernels (cuDNN on a GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charrnn.common import CharRNNError
+
+CELLS = ("rnn", "lstm", "gru")
+
+# The recurrent state is always a tuple of (L, B, H) tensors: (h,) for rnn and gru, (h, c) for lstm.
+State = tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class CharRNNConfig:
+    """Everything needed to rebuild a CharRNN; saved with `asdict` in every checkpoint."""
+
+    vocab_size: int
+    cell: str = "gru"
+    num_layers: int = 2
+    hidden_size: int = 512
+    embedding_dim: int = 64  # 0 = one-hot input, as in the original char-rnn
+    dropout: float = 0.0  # between recurrent layers and before the head
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise CharRNNError(f"unknown --cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        if self.num_layers < 1:
+            raise CharRNNError(f"--num-layers must be at least 1, got {self.num_layers}")
+        if self.hidden_size < 1:
+            raise CharRNNError(f"--hidden-size must be at least 1, got {self.hidden_size}")
+        if self.embedding_dim < 0:
+            raise CharRNNError(f"--embedding-dim must be 0 (one-hot) or more, got {self.embedding_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharRNNError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.vocab_size < 2:
+            raise CharRNNError("the vocabulary needs at least 2 symbols")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CharRNNConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CharRNN(nn.Module):
+    """A character-level recurrent language model."""
+
+    def __init__(self, config: CharRNNConfig):
+        super().__init__()
+        self.config = config
+        V, E, H, L = config.vocab_size, config.embedding_dim, config.hidden_size, config.num_layers
+        self.embedding = nn.Embedding(V, E) if E > 0 else None
+        rnn_class = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
+        self.rnn = rnn_class(E if E > 0 else V, H, num_layers=L, batch_first=True,
+                             dropout=config.dropout if L > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(H, V)
+        if config.cell == "lstm":
+            # Forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default early on.
+            # PyTorch's gate order is i, f, g, o and it adds bias_ih and bias_hh, so set one of them to 1.
+            with torch.no_grad():
+                for name, p in self.rnn.named_parameters():
+                    if name.startswith("bias_"):
+                        p[H:2 * H] = 1.0 if name.startswith("bias_ih") else 0.0
+
+    @property
+    def num_state_tensors(self) -> int:
+        return 2 if self.config.cell == "lstm" else 1
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The zero state for `batch_size` streams: a tuple of (L, B, H) tensors."""
+        device = device if device is not None else self.head.weight.device
+        shape = (self.config.num_layers, batch_size, self.config.hidden_size)
+        return tuple(torch.zeros(shape, device=device) for _ in range(self.num_state_tensors))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embedding is None:
+            return F.one_hot(x, self.config.vocab_size).to(self.head.weight.dtype)  # (B, T, V)
+        return self.embedding(x)  # (B, T, E)
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Logits (B, T, V) for ids `x` (B, T), and the state after the last step."""
+        inputs = self.embed(x)
+        if state is None:
+            out, new = self.rnn(inputs)
+        else:
+            out, new = self.rnn(inputs, state if self.config.cell == "lstm" else state[0])
+        logits = self.head(self.drop(out))  # (B, T, V)
+        return logits, (tuple(new) if isinstance(new, tuple) else (new,))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph at a chunk boundary: truncated BPTT keeps the values, drops the history."""
+    return tuple(s.detach() for s in state)

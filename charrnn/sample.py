@@ -1,0 +1,250 @@
+"""Sampling: temperature, top-k, top-p (nucleus), greedy, beam search; priming, stop strings, streaming.
+
+Every sample starts from the `<eod>` state, the state the model learned for the start of a document,
+then reads the prime. Randomness comes only from the `torch.Generator` passed in, so a seed fixes the text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from charrnn.common import CharRNNError
+from charrnn.model import CharRNN, State
+from charrnn.tokenizer import CharTokenizer
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How to pick each next character."""
+
+    temperature: float = 1.0  # 0 = always the most likely character (greedy, argmax)
+    top_k: int | None = None  # sample only among the k most likely characters
+    top_p: float | None = None  # sample only among the most likely characters whose mass reaches p
+
+    def __post_init__(self):
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise CharRNNError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise CharRNNError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise CharRNNError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def next_token_distribution(logits: torch.Tensor, settings: SampleSettings) -> torch.Tensor:
+    """Probabilities (N, V) after temperature, top-k and top-p; excluded characters get exactly 0."""
+    logits = logits.float() / max(settings.temperature, 1e-8)
+    if settings.top_k is not None and settings.top_k < logits.size(-1):
+        kth = torch.topk(logits, settings.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if settings.top_p is not None and settings.top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a character when the mass of the ones strictly before it already reaches p; the first stays.
+        drop_sorted = (probs.cumsum(-1) - probs) >= settings.top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def choose(logits: torch.Tensor, settings: SampleSettings, generator: torch.Generator | None) -> torch.Tensor:
+    """Next ids (N,) from logits (N, V)."""
+    if settings.temperature == 0:
+        return logits.argmax(dim=-1)  # temperature 0 is the limit of sharpening: argmax
+    probs = next_token_distribution(logits, settings)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def prime_ids(tokenizer: CharTokenizer, prime: str, map_unknown: bool = False) -> torch.Tensor:
+    """`<eod>` followed by the prime's ids; unknown characters raise the tokenizer's clear error."""
+    ids = tokenizer.encode(prime, map_unknown=map_unknown) if prime else []
+    return torch.tensor([tokenizer.eod_id, *list(ids)], dtype=torch.long)
+
+
+class _Detokenizer:
+    """Turns ids into text one at a time; for byte-level models, waits for complete UTF-8 sequences."""
+
+    def __init__(self, tokenizer: CharTokenizer):
+        self.tokenizer = tokenizer
+        self.bytes = codecs.getincrementaldecoder("utf-8")(errors="replace") if tokenizer.byte_level else None
+
+    def __call__(self, i: int) -> str:
+        if self.bytes is not None:
+            return self.bytes.decode(self.tokenizer.decode_bytes([i]))
+        return self.tokenizer.decode([i])
+
+    def flush(self) -> str:
+        return self.bytes.decode(b"", final=True) if self.bytes is not None else ""
+
+
+class _StopWatcher:
+    """Holds back text that could be the start of a stop string, and cuts the text where one appears."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.text = ""
+        self.emitted = 0
+        self.done = False
+
+    def push(self, piece: str) -> str:
+        """Add generated text; return what is now safe to show."""
+        self.text += piece
+        for s in self.stops:
+            at = self.text.find(s, max(0, self.emitted - len(s)))
+            if at != -1:
+                self.text = self.text[:at]
+                self.done = True
+        if self.done:
+            return self.flush()
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        out = self.text[self.emitted : len(self.text) - hold]
+        self.emitted += len(out)
+        return out
+
+    def flush(self) -> str:
+        out = self.text[self.emitted :]
+        self.emitted = len(self.text)
+        return out
+
+
+@torch.inference_mode()
+def iter_sample(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", length: int = 500,
+                settings: SampleSettings = SampleSettings(), num_samples: int = 1,
+                stop: Sequence[str] = (), stop_at_eod: bool = True, generator: torch.Generator | None = None,
+                map_unknown: bool = False) -> Iterator[list[str]]:
+    """Generate `num_samples` continuations of `prime` side by side, one character per step.
+
+    Yields, per step, the list of new text pieces (one per sample; "" while a sample is finished or
+    holding back a possible stop string). A sample ends after `length` characters, at a stop string
+    (which is not included), or at `<eod>` when `stop_at_eod`.
+    """
+    if length < 0:
+        raise CharRNNError(f"--length must be 0 or more, got {length}")
+    if num_samples < 1:
+        raise CharRNNError(f"--num-samples must be at least 1, got {num_samples}")
+    model.eval()
+    device = model.head.weight.device
+    ids = prime_ids(tokenizer, prime, map_unknown).to(device)
+    x = ids.unsqueeze(0).expand(num_samples, -1)  # (N, P)
+    logits, state = model(x, model.init_state(num_samples, device))
+    logits = logits[:, -1]  # (N, V)
+    banned = torch.zeros(tokenizer.vocab_size, dtype=torch.bool, device=device)
+    banned[tokenizer.unk_id] = True  # <unk> means "some character we never saw": never produce it
+    detok = [_Detokenizer(tokenizer) for _ in range(num_samples)]
+    watch = [_StopWatcher(stop) for _ in range(num_samples)]
+    finished = [False] * num_samples
+    for _ in range(length):
+        nxt = choose(logits.masked_fill(banned, float("-inf")), settings, generator)
+        pieces = []
+        for k, i in enumerate(nxt.tolist()):
+            if finished[k]:
+                pieces.append("")
+                continue
+            if i == tokenizer.eod_id and stop_at_eod:
+                finished[k] = True
+                pieces.append(watch[k].push(detok[k].flush()) + watch[k].flush())
+                continue
+            pieces.append(watch[k].push(detok[k](i)))
+            finished[k] = watch[k].done
+        yield pieces
+        if all(finished):
+            return
+        logits, state = model(nxt.unsqueeze(1), state)
+        logits = logits[:, -1]
+    tails = [("" if finished[k] else watch[k].push(detok[k].flush()) + watch[k].flush()) for k in range(num_samples)]
+    if any(tails):
+        yield tails
+
+
+def sample(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", length: int = 500,
+           settings: SampleSettings = SampleSettings(), num_samples: int = 1, stop: Sequence[str] = (),
+           stop_at_eod: bool = True, seed: int | None = None, map_unknown: bool = False) -> list[str]:
+    """The generated continuations (without the prime), as whole strings."""
+    generator = make_generator(model, seed)
+    out = [""] * num_samples
+    for pieces in iter_sample(model, tokenizer, prime, length, settings, num_samples, stop, stop_at_eod,
+                              generator, map_unknown):
+        for k, piece in enumerate(pieces):
+            out[k] += piece
+    return out
+
+
+def make_generator(model: CharRNN, seed: int | None) -> torch.Generator:
+    """A generator on the model's device, seeded (or from fresh entropy when `seed` is None)."""
+    generator = torch.Generator(device=model.head.weight.device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def _reorder(state: State, index: torch.Tensor) -> State:
+    return tuple(s.index_select(1, index) for s in state)
+
+
+@torch.inference_mode()
+def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", length: int = 200,
+                beam_size: int = 5, length_alpha: float = 1.0, stop_at_eod: bool = True,
+                map_unknown: bool = False) -> tuple[str, float]:
+    """The continuation of `prime` with the highest length-normalised log-probability, and that score.
+
+    Hypotheses are ranked by sum(log p) / len**length_alpha, so one that ends early at `<eod>` is not
+    preferred merely for being short. Deterministic: no sampling.
+    """
+    if beam_size < 1:
+        raise CharRNNError(f"--beam-size must be at least 1, got {beam_size}")
+    if length < 1:
+        raise CharRNNError(f"--length must be at least 1 for beam search, got {length}")
+    model.eval()
+    device = model.head.weight.device
+    ids = prime_ids(tokenizer, prime, map_unknown).to(device)
+    logits, state = model(ids.unsqueeze(0), model.init_state(1, device))
+    logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (1, V)
+    logp[:, tokenizer.unk_id] = float("-inf")
+    scores = torch.zeros(1, device=device)  # cumulative log-probability of each live beam
+    seqs: list[list[int]] = [[]]
+    done: list[tuple[float, list[int]]] = []
+
+    def normalised(total: float, n: int) -> float:
+        return total / max(n, 1) ** length_alpha
+
+    for t in range(length):
+        V = logp.size(-1)
+        cand = (scores.unsqueeze(1) + logp).reshape(-1)  # (K*V,)
+        top = torch.topk(cand, min(beam_size, cand.numel()))
+        beams, tokens = top.indices // V, top.indices % V
+        keep_rows, keep_tokens, new_scores, new_seqs = [], [], [], []
+        for score, b, tok in zip(top.values.tolist(), beams.tolist(), tokens.tolist()):
+            if score == float("-inf"):
+                continue
+            if tok == tokenizer.eod_id and stop_at_eod:
+                done.append((normalised(score, t + 1), seqs[b]))
+                continue
+            keep_rows.append(b)
+            keep_tokens.append(tok)
+            new_scores.append(score)
+            new_seqs.append(seqs[b] + [tok])
+        if not keep_rows:
+            break
+        index = torch.tensor(keep_rows, device=device)
+        state = _reorder(state, index)
+        scores = torch.tensor(new_scores, device=device)
+        seqs = new_seqs
+        if t == length - 1:
+            break
+        logits, state = model(torch.tensor(keep_tokens, device=device).unsqueeze(1), state)
+        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        logp[:, tokenizer.unk_id] = float("-inf")
+    finals = done + [(normalised(s, len(q)), q) for s, q in zip(scores.tolist(), seqs)]
+    best_score, best_seq = max(finals, key=lambda d: d[0])
+    return tokenizer.decode(best_seq), best_score

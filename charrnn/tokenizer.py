@@ -1,0 +1,182 @@
+"""CharTokenizer: Unicode code points (or bytes) to integer ids and back.
+
+Ids 0..n-1 are the corpus symbols in sorted order, so the vocabulary of a text is the same on every run.
+Two special ids follow them:
+- `<eod>` (end of document) separates documents and starts every corpus, so an empty prime means
+  "the state at the start of a document" and samples can stop where a document would end;
+- `<unk>` stands for a character the corpus never had, used only when unknown characters are mapped
+  instead of refused. It is never sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from charrnn.common import CharRNNError
+
+EOD = "<eod>"
+UNK = "<unk>"
+
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds every id of a vocabulary."""
+    if vocab_size <= 2**8:
+        return np.dtype(np.uint8)
+    if vocab_size <= 2**16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.uint32)
+
+
+class CharTokenizer:
+    """Maps characters (code points) or, with `byte_level`, bytes to ids.
+
+    `document_separator`, when set, is a string of the corpus (say a blank line, "\\n\\n") that `encode`
+    turns into the `<eod>` id and `decode` turns back, so `decode(encode(s)) == s` still holds.
+    """
+
+    def __init__(self, symbols: Sequence[str] | Sequence[int], byte_level: bool = False,
+                 document_separator: str | None = None):
+        if byte_level:
+            values = sorted({int(b) for b in symbols})
+            if values and not (0 <= values[0] and values[-1] <= 255):
+                raise ValueError("byte-level symbols must be integers 0..255")
+            codes = values
+        else:
+            chars = sorted(set(symbols))
+            if any(len(c) != 1 for c in chars):
+                raise ValueError("character symbols must be single code points")
+            codes = [ord(c) for c in chars]
+        self.byte_level = byte_level
+        self.document_separator = document_separator or None
+        self.codes: list[int] = codes  # code point (or byte value) of each ordinary id
+        self.eod_id = len(codes)
+        self.unk_id = len(codes) + 1
+        self.vocab_size = len(codes) + 2
+        # Dense lookup table code -> id (-1 = unknown): encoding a big text is one numpy gather.
+        self._lookup = np.full((max(codes) + 1) if codes else 1, -1, dtype=np.int64)
+        self._lookup[codes] = np.arange(len(codes))
+        self.dtype = dtype_for_vocab(self.vocab_size)
+
+    # ----- construction and serialisation -------------------------------------------------------
+
+    @classmethod
+    def from_text(cls, text: str | bytes, byte_level: bool = False,
+                  document_separator: str | None = None) -> CharTokenizer:
+        """Build the vocabulary of one text."""
+        if byte_level:
+            data = text.encode("utf-8") if isinstance(text, str) else text
+            return cls(np.unique(np.frombuffer(data, dtype=np.uint8)).tolist(), True, document_separator)
+        return cls(sorted(set(text)), False, document_separator)
+
+    def to_dict(self) -> dict:
+        """Plain types only, so a checkpoint holding it loads with `weights_only=True`."""
+        return {"codes": list(self.codes), "byte_level": self.byte_level,
+                "document_separator": self.document_separator}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CharTokenizer:
+        codes = [int(c) for c in d["codes"]]
+        symbols = codes if d["byte_level"] else [chr(c) for c in codes]
+        return cls(symbols, bool(d["byte_level"]), d.get("document_separator"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CharTokenizer) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        kind = "bytes" if self.byte_level else "characters"
+        return f"CharTokenizer({len(self.codes)} {kind} + <eod>, <unk>)"
+
+    # ----- encoding -----------------------------------------------------------------------------
+
+    def _codes_of(self, text: str | bytes) -> np.ndarray:
+        if self.byte_level:
+            data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+            return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+        if not isinstance(text, str):
+            raise TypeError("a character-level tokenizer encodes str, not bytes")
+        return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.int64)
+
+    def _encode_plain(self, text: str | bytes, map_unknown: bool) -> np.ndarray:
+        codes = self._codes_of(text)
+        ids = np.full(codes.shape, -1, dtype=np.int64)
+        known = codes < len(self._lookup)
+        ids[known] = self._lookup[codes[known]]
+        missing = ids < 0
+        if missing.any():
+            if not map_unknown:
+                raise CharRNNError(self._unknown_message(codes[missing]))
+            ids[missing] = self.unk_id
+        return ids
+
+    def _unknown_message(self, codes: np.ndarray) -> str:
+        unique = np.unique(codes)
+        if self.byte_level:
+            shown = ", ".join(f"0x{int(c):02x}" for c in unique[:12])
+            what = "byte values"
+        else:
+            shown = ", ".join(repr(chr(int(c))) for c in unique[:12])
+            what = "characters"
+        more = f" and {len(unique) - 12} more" if len(unique) > 12 else ""
+        return (f"{len(unique)} {what} not in the model's vocabulary: {shown}{more}; "
+                "remove them or pass --map-unknown to read them as <unk>")
+
+    def encode(self, text: str | bytes, map_unknown: bool = False) -> np.ndarray:
+        """Ids of `text` as an int64 array; document separators become `<eod>`.
+
+        Characters outside the vocabulary raise `CharRNNError` listing them, or become `<unk>` with
+        `map_unknown=True`.
+        """
+        sep = self.document_separator
+        if not sep:
+            return self._encode_plain(text, map_unknown)
+        sep_ = sep.encode("utf-8") if isinstance(text, bytes) else sep
+        parts = text.split(sep_)
+        pieces: list[np.ndarray] = []
+        eod = np.array([self.eod_id], dtype=np.int64)
+        for i, part in enumerate(parts):
+            if i:
+                pieces.append(eod)
+            pieces.append(self._encode_plain(part, map_unknown))
+        return np.concatenate(pieces)
+
+    def unknown_symbols(self, text: str | bytes) -> list[str]:
+        """The distinct characters of `text` (or byte values, as "0xNN") that the vocabulary lacks."""
+        codes = np.unique(self._codes_of(text))
+        known = set(self.codes)
+        return [f"0x{c:02x}" if self.byte_level else chr(c) for c in codes.tolist() if c not in known]
+
+    # ----- decoding -----------------------------------------------------------------------------
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """Byte-level decoding without loss (invalid UTF-8 stays as it is)."""
+        sep = (self.document_separator or "").encode("utf-8")
+        out = bytearray()
+        for i in ids:
+            i = int(i)
+            if i < len(self.codes):
+                out.append(self.codes[i])
+            elif i == self.eod_id:
+                out += sep
+            else:
+                out += b"?"
+        return bytes(out)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`; `<eod>` becomes the document separator (or nothing), `<unk>` becomes U+FFFD."""
+        if self.byte_level:
+            return self.decode_bytes(ids).decode("utf-8", errors="replace")
+        sep = self.document_separator or ""
+        n = len(self.codes)
+        return "".join(chr(self.codes[i]) if i < n else (sep if i == self.eod_id else "\ufffd")
+                       for i in map(int, ids))
+
+    def symbol(self, i: int) -> str:
+        """A printable name of one id, for tables: the character itself, `<eod>`, `<unk>`, or 0xNN."""
+        if i == self.eod_id:
+            return EOD
+        if i == self.unk_id:
+            return UNK
+        c = self.codes[i]
+        return f"0x{c:02x}" if self.byte_level else chr(c)

@@ -1,0 +1,125 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from charrnn.checkpoint import (atomic_save, checkpoint_info, load_checkpoint, load_model, model_from_checkpoint,
+                                save_checkpoint)
+from charrnn.common import CharRNNError
+from charrnn.model import CharRNN, CharRNNConfig
+from charrnn.tokenizer import CharTokenizer
+
+
+def small_model(cell="lstm"):
+    torch.manual_seed(0)
+    tok = CharTokenizer.from_text("abc def\n")
+    return CharRNN(CharRNNConfig(vocab_size=tok.vocab_size, cell=cell, hidden_size=8, embedding_dim=4)), tok
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_save_load_gives_identical_logits(tmp_path, cell):
+    model, tok = small_model(cell)
+    save_checkpoint(tmp_path / "m.pt", model, tok)
+    loaded, tok2, ckpt = load_model(tmp_path / "m.pt")
+    x = torch.tensor([[0, 1, 2, 3]])
+    model.eval()
+    assert torch.equal(model(x)[0], loaded(x)[0])
+    assert tok2 == tok and ckpt["version"] == 1
+
+
+def test_checkpoint_saved_from_another_device_loads_on_cpu(tmp_path):
+    # What a GPU run writes: tensors whose storage says "cuda:0". Build that file without a GPU by
+    # saving on the meta device map: torch.load(map_location="cpu") must restore them on the CPU.
+    model, tok = small_model()
+    save_checkpoint(tmp_path / "m.pt", model, tok)
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    if torch.cuda.is_available():
+        ckpt["model_state"] = {k: v.cuda() for k, v in ckpt["model_state"].items()}
+        torch.save(ckpt, tmp_path / "gpu.pt")
+    else:
+        # Rewrite the stored location tags the way a CUDA save records them.
+        import io
+        import zipfile
+        src = zipfile.ZipFile(tmp_path / "m.pt")
+        with zipfile.ZipFile(tmp_path / "gpu.pt", "w") as dst:
+            for item in src.infolist():
+                data = src.read(item.filename)
+                if item.filename.endswith("data.pkl"):
+                    data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+                dst.writestr(item, data)
+        assert b"cuda:0" in zipfile.ZipFile(tmp_path / "gpu.pt").read(
+            [n for n in zipfile.ZipFile(tmp_path / "gpu.pt").namelist() if n.endswith("data.pkl")][0])
+    loaded, _, _ = load_model(tmp_path / "gpu.pt", "cpu")
+    assert all(p.device.type == "cpu" for p in loaded.parameters())
+    x = torch.tensor([[0, 1, 2]])
+    model.eval()
+    assert torch.equal(model(x)[0], loaded(x)[0])
+
+
+class Malicious:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "charrnn-checkpoint", "version": 1, "payload": Malicious()}, bad, pickle_protocol=2)
+    with pytest.raises(CharRNNError, match="could run code"):
+        load_checkpoint(bad)
+    assert not (tmp_path / "pwned").exists()
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump(Malicious(), f)
+    with pytest.raises(CharRNNError, match="not a charrnn checkpoint"):
+        load_checkpoint(tmp_path / "evil.pkl")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_not_a_checkpoint_and_unknown_version(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CharRNNError, match="not a charrnn checkpoint"):
+        load_checkpoint(tmp_path / "notes.txt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CharRNNError, match="no 'charrnn-checkpoint' header"):
+        load_checkpoint(tmp_path / "other.pt")
+    model, tok = small_model()
+    save_checkpoint(tmp_path / "m.pt", model, tok)
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    ckpt["version"] = 99
+    torch.save(ckpt, tmp_path / "future.pt")
+    with pytest.raises(CharRNNError, match="format version 99"):
+        load_checkpoint(tmp_path / "future.pt")
+    with pytest.raises(CharRNNError, match="holds no checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_atomic_write_survives_a_crash(tmp_path, monkeypatch):
+    model, tok = small_model()
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model, tok)
+    before = path.read_bytes()
+
+    def crash_mid_write(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_mid_write)
+    with pytest.raises(OSError):
+        save_checkpoint(path, model, tok)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+    monkeypatch.undo()
+    model_from_checkpoint(load_checkpoint(path))
+
+
+def test_info_describes_the_run(trained_run):
+    run, _ = trained_run
+    info = checkpoint_info(run)
+    assert info["cell"] == "gru" and info["step"] == 60 and info["trained_on"] == "cpu"
+    assert info["num_parameters"] > 0 and info["best_val_loss"] is not None and info["resumable"]
+
+
+def test_atomic_save_plain(tmp_path):
+    atomic_save({"a": torch.ones(1)}, tmp_path / "x" / "y.pt")
+    assert torch.load(tmp_path / "x" / "y.pt", weights_only=True)["a"].item() == 1

@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from charrnn.checkpoint import load_model
+from charrnn.common import CharRNNError
+from charrnn.evaluate import evaluate, evaluate_file
+from charrnn.sample import SampleSettings, beam_search, iter_sample, next_token_distribution, sample
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(trained_run):
+    model, tok, _ = load_model(trained_run[0])
+    return model, tok
+
+
+def test_same_seed_same_text(model_and_tok):
+    model, tok = model_and_tok
+    a = sample(model, tok, "First", 80, SampleSettings(1.0), num_samples=2, seed=7)
+    b = sample(model, tok, "First", 80, SampleSettings(1.0), num_samples=2, seed=7)
+    c = sample(model, tok, "First", 80, SampleSettings(1.0), num_samples=2, seed=8)
+    assert a == b and a != c and len(a) == 2
+
+
+def test_temperature_zero_is_argmax(model_and_tok):
+    model, tok = model_and_tok
+    text = sample(model, tok, "First", 30, SampleSettings(0.0), seed=1, stop_at_eod=False)[0]
+    # Recompute the greedy path by hand from full forward passes.
+    ids = [tok.eod_id, *tok.encode("First").tolist()]
+    out = []
+    for _ in range(30):
+        logits, _ = model(torch.tensor([ids]))
+        last = logits[0, -1]
+        last[tok.unk_id] = float("-inf")
+        nxt = int(last.argmax())
+        ids.append(nxt)
+        out.append(nxt)
+    assert text == tok.decode(out)
+
+
+def test_top_k_and_top_p_never_emit_excluded():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 30)
+    probs = next_token_distribution(logits, SampleSettings(1.0, top_k=3))
+    assert ((probs > 0).sum(-1) == 3).all()
+    assert torch.equal((probs > 0), logits >= torch.topk(logits, 3).values[:, -1:])
+    p = next_token_distribution(logits, SampleSettings(1.0, top_p=0.5))
+    full = torch.softmax(logits, -1)
+    for row in range(4):
+        kept = p[row] > 0
+        order = torch.argsort(full[row], descending=True)
+        n = int(kept.sum())
+        assert set(order[:n].tolist()) == set(torch.nonzero(kept).flatten().tolist())  # the most likely ones
+        assert full[row][order[: n - 1]].sum() < 0.5 <= full[row][order[:n]].sum() + 1e-6  # smallest such set
+
+
+def test_sampling_respects_top_k(model_and_tok):
+    model, tok = model_and_tok
+    gen = torch.Generator().manual_seed(0)
+    for pieces in iter_sample(model, tok, "", 50, SampleSettings(2.0, top_k=1), generator=gen, stop_at_eod=False):
+        pass
+    greedy = sample(model, tok, "", 50, SampleSettings(0.0), stop_at_eod=False)
+    topk1 = sample(model, tok, "", 50, SampleSettings(2.0, top_k=1), seed=3, stop_at_eod=False)
+    assert greedy == topk1
+
+
+def test_stop_string_cuts_the_sample(model_and_tok):
+    model, tok = model_and_tok
+    free = sample(model, tok, "First", 200, SampleSettings(0.0), stop_at_eod=False)[0]
+    stop = free[10:13]
+    first = free.find(stop)
+    cut = sample(model, tok, "First", 200, SampleSettings(0.0), stop=[stop], stop_at_eod=False)[0]
+    assert cut == free[:first]
+
+
+def test_unknown_prime_is_a_clear_error(model_and_tok):
+    model, tok = model_and_tok
+    with pytest.raises(CharRNNError, match="'Z'"):
+        sample(model, tok, "Zebra", 10)
+    assert len(sample(model, tok, "Zebra", 10, map_unknown=True, stop_at_eod=False)[0]) == 10
+
+
+def test_beam_search_is_deterministic_and_scores_well(model_and_tok):
+    model, tok = model_and_tok
+    text, score = beam_search(model, tok, "First Citizen:\n", 20, beam_size=4, stop_at_eod=False)
+    again, _ = beam_search(model, tok, "First Citizen:\n", 20, beam_size=4, stop_at_eod=False)
+    greedy = sample(model, tok, "First Citizen:\n", 20, SampleSettings(0.0), stop_at_eod=False)[0]
+    assert text == again and len(text) == 20
+
+    def logp(cont):
+        ids = torch.tensor([[tok.eod_id, *tok.encode("First Citizen:\n" + cont).tolist()]])
+        lp = torch.log_softmax(model(ids)[0][0, :-1], -1)
+        n = len(cont)
+        return lp[-n:].gather(1, ids[0, -n:, None]).sum().item()
+
+    assert logp(text) >= logp(greedy) - 1e-4  # a beam of 4 finds at least the greedy path's probability
+
+
+def test_streams_and_burn_in_agree_with_a_single_pass(model_and_tok, trained_run):
+    model, tok = model_and_tok
+    ids = tok.encode(trained_run[1].read_text())
+    one = evaluate(model, ids, streams=1)
+    many = evaluate(model, ids, streams=8, burn_in=64)
+    assert one.chars == many.chars == len(ids) - 1
+    assert abs(one.nats_per_char - many.nats_per_char) < 0.02
+    file_result = evaluate_file(model, tok, trained_run[1], streams=1)
+    assert file_result.chars == len(trained_run[1].read_text())

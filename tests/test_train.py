@@ -1,0 +1,164 @@
+import json
+import math
+import threading
+
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.common import CharRNNError
+from charrnn.model import CELLS
+from charrnn.train import TrainConfig, learning_rate, resume_config, train
+
+from conftest import tiny_config
+
+
+def losses_of(run_dir):
+    return [json.loads(l)["loss"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if json.loads(l)["kind"] == "train"]
+
+
+def test_overfits_a_short_text(tmp_path):
+    text = "hello world, hello charrnn. " * 4
+    corpus = tmp_path / "hello.txt"
+    corpus.write_text(text)
+    summary = train(tiny_config(corpus, tmp_path / "run", cell="lstm", hidden_size=64, batch_size=1, seq_len=32,
+                                val_frac=0.0, max_steps=150, eval_every=150, lr=1e-2, schedule="constant"))
+    assert summary.history[0] > 2.5
+    assert sum(summary.history[-10:]) / 10 < 0.3  # memorised
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_learns(tmp_path, corpus, cell):
+    summary = train(tiny_config(corpus, tmp_path / cell, cell=cell, max_steps=40, eval_every=40))
+    assert summary.val_loss is not None
+    assert summary.history[-1] < summary.history[0] - 0.8
+
+
+def test_run_directory_contents(tmp_path, corpus):
+    run = tmp_path / "run"
+    train(tiny_config(corpus, run))
+    for name in ("best.pt", "last.pt", "run.json", "metrics.jsonl", "loss.svg", "corpus.bin", "corpus.json"):
+        assert (run / name).exists(), name
+    assert (run / "loss.svg").read_text().startswith("<svg")
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["train_state"]["step"] == 10
+    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    assert [e["step"] for e in evals] == [5, 10]
+    assert all(abs(e["val_bpc"] - e["val_loss"] / math.log(2)) < 1e-9 for e in evals)
+
+
+def test_resume_is_exact(tmp_path, corpus):
+    # Dropout and a cosine schedule make the check strict: RNG state and schedule position must be restored.
+    kw = dict(cell="lstm", num_layers=2, dropout=0.2, max_steps=12, eval_every=4)
+    full = tmp_path / "full"
+    train(tiny_config(corpus, full, **kw))
+
+    part = tmp_path / "part"
+    stop = threading.Event()
+
+    def interrupt_at_7(event):
+        if event["kind"] == "train" and event["step"] == 7:
+            stop.set()  # what Ctrl-C does
+
+    stopped = train(tiny_config(corpus, part, **kw), on_event=interrupt_at_7, stop=stop)
+    assert stopped.stop_reason == "interrupted" and stopped.step == 7
+    assert "--resume" in stopped.message
+    resumed = train(resume_config(part), resume=True)
+    assert resumed.step == 12
+    assert losses_of(part) == pytest.approx(losses_of(full), rel=1e-5, abs=1e-6)
+
+
+def test_resume_extends_with_max_steps(tmp_path, corpus):
+    run = tmp_path / "run"
+    train(tiny_config(corpus, run, max_steps=6))
+    with pytest.raises(CharRNNError, match="already finished"):
+        train(resume_config(run), resume=True)
+    more = train(resume_config(run, max_steps=9), resume=True)
+    assert more.step == 9 and len(losses_of(run)) == 9
+
+
+def test_resume_refuses_changed_settings(tmp_path, corpus):
+    run = tmp_path / "run"
+    train(tiny_config(corpus, run, max_steps=3))
+    with pytest.raises(CharRNNError, match="--hidden-size cannot change"):
+        resume_config(run, hidden_size=64)
+    with pytest.raises(CharRNNError, match="not a run directory"):
+        resume_config(tmp_path)
+
+
+def test_existing_run_is_not_overwritten(tmp_path, corpus):
+    run = tmp_path / "run"
+    train(tiny_config(corpus, run, max_steps=3))
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(CharRNNError, match="already holds a run"):
+        train(tiny_config(corpus, run, max_steps=3))
+    assert (run / "last.pt").read_bytes() == before
+    train(tiny_config(corpus, run, max_steps=2), overwrite=True)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch):
+    import charrnn.train as train_module
+
+    calls = {"n": 0}
+    real_detach = train_module.detach_state
+
+    def poisoned_after_six(state):
+        calls["n"] += 1
+        state = real_detach(state)
+        return tuple(torch.full_like(s, float("nan")) for s in state) if calls["n"] >= 6 else state
+
+    monkeypatch.setattr(train_module, "detach_state", poisoned_after_six)
+    run = tmp_path / "run"
+    summary = train(tiny_config(corpus, run, max_steps=50, eval_every=5))
+    assert summary.stop_reason == "diverged" and summary.step == 6
+    assert "NaN" in summary.message and "lower --lr" in summary.message
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["train_state"]["step"] == 5
+    assert all(torch.isfinite(t).all() for t in ckpt["model_state"].values())
+
+
+def test_exploding_loss_threshold(tmp_path, corpus):
+    summary = train(tiny_config(corpus, tmp_path / "run", cell="rnn", optimizer="sgd", momentum=0.0, lr=1e4,
+                                grad_clip=0, schedule="constant", max_steps=50, eval_every=1))
+    assert summary.stop_reason == "diverged" and "no checkpoint had been written yet" in summary.message
+
+
+def test_every_optimizer_and_schedule_runs(tmp_path, corpus):
+    for i, (opt, sched) in enumerate([("adam", "constant"), ("rmsprop", "exponential"), ("sgd", "cosine"),
+                                      ("adagrad", "constant")]):
+        s = train(tiny_config(corpus, tmp_path / str(i), optimizer=opt, schedule=sched, nesterov=opt == "sgd",
+                              max_steps=4, eval_every=4, lr=1e-2))
+        assert s.step == 4 and math.isfinite(s.val_loss)
+
+
+def test_epochs_stop_rule(tmp_path, corpus):
+    s = train(tiny_config(corpus, tmp_path / "run", epochs=1.0, max_steps=None, eval_every=1000))
+    assert s.stop_reason == "epochs" and s.epoch == pytest.approx(1.0)
+
+
+def test_patience_stops_early(tmp_path, corpus):
+    s = train(tiny_config(corpus, tmp_path / "run", lr=1e-9, schedule="constant", max_steps=100, eval_every=1,
+                          patience=2))
+    assert s.stop_reason == "patience" and s.step < 100
+
+
+def test_learning_rate_schedules():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_frac=0.1)
+    assert learning_rate(cfg, 0, 0, 0.0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 50, 0, 0.0) == pytest.approx(1.0)
+    assert learning_rate(cfg, 50, 0, 1.0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 50, 0, 0.5) == pytest.approx(0.55)
+    exp = TrainConfig(lr=1.0, schedule="exponential", lr_decay=0.5, lr_decay_after=2)
+    assert [learning_rate(exp, 0, e, 0) for e in range(4)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_bad_settings_are_clear_errors(tmp_path, corpus):
+    with pytest.raises(CharRNNError, match="--optimizer"):
+        TrainConfig(optimizer="lion")
+    with pytest.raises(CharRNNError, match="--lr"):
+        TrainConfig(lr=-1)
+    with pytest.raises(CharRNNError, match="too short for one batch"):
+        train(tiny_config(corpus, tmp_path / "r", batch_size=512, seq_len=512))
+    with pytest.raises(CharRNNError, match="bf16 needs a CUDA GPU"):
+        train(tiny_config(corpus, tmp_path / "r2", precision="bf16"))
