@@ -57,6 +57,24 @@ def main() -> None:
     app()
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "0": "\0"}
+
+
+def unescape(text: str | None) -> str | None:
+    """Read backslash escapes \\n, \\t, \\r, \\0 and \\\\ as typed on a shell line; other text is kept."""
+    if text is None or "\\" not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
 def _given(**options) -> dict:
     """The options the user actually passed (Typer gives None for the rest)."""
     return {k: v for k, v in options.items() if v is not None}
@@ -67,7 +85,7 @@ def _given(**options) -> dict:
 def _d(name: str) -> str:
     from charrnn.train import TrainConfig
     value = TrainConfig.__dataclass_fields__[name].default
-    return f"[default: {value}]"
+    return f"\\[default: {value}]"  # the backslash stops Rich reading it as markup
 
 
 class TrainView:
@@ -138,13 +156,13 @@ def _summary_table(summary) -> Table:
 
 @app.command("train")
 def train_command(
-    corpus: Optional[Path] = typer.Argument(None, help="Text file to train on. [default: the bundled corpora/tinyshakespeare.txt]", show_default=False),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory for checkpoints, metrics and the loss curve. [default: checkpoints/<corpus name>]"),
+    corpus: Optional[Path] = typer.Argument(None, help="Text file to train on. \\[default: the bundled corpora/tinyshakespeare.txt]", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory for checkpoints, metrics and the loss curve. \\[default: checkpoints/<corpus name>]"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly where it stopped; it remembers its corpus and settings. --max-steps, --epochs or --time-budget given with it extend the run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the checkpoints of an earlier run in the run directory."),
     encoding: Optional[str] = typer.Option(None, help=f"Text encoding of the corpus. {_d('encoding')}"),
     byte_level: Optional[bool] = typer.Option(None, "--byte-level", help="Tokens are bytes, not Unicode characters (for binary-ish corpora).", show_default=False),
-    document_separator: Optional[str] = typer.Option(None, help="String that separates documents in the corpus (e.g. $'\\n\\n'); it becomes an end-of-document token samples can stop at."),
+    document_separator: Optional[str] = typer.Option(None, help="String that separates documents in the corpus, e.g. '\\n\\n' for a blank line (\\n, \\t, \\\\ escapes are read); it becomes an end-of-document token that samples stop at."),
     val_frac: Optional[float] = typer.Option(None, help=f"Fraction at the end of the corpus held out for validation. {_d('val_frac')}"),
     test_frac: Optional[float] = typer.Option(None, help=f"Fraction at the very end held out for a test split (never used in training). {_d('test_frac')}"),
     cell: Optional[str] = typer.Option(None, help=f"Recurrent cell: rnn (tanh), lstm or gru. {_d('cell')}"),
@@ -167,14 +185,14 @@ def train_command(
     grad_clip: Optional[float] = typer.Option(None, help=f"Clip the global gradient L2 norm to this; 0 = off. {_d('grad_clip')}"),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (counted from the run's start)."),
     epochs: Optional[float] = typer.Option(None, help="Stop after this many passes over the training text."),
-    time_budget: Optional[float] = typer.Option(None, help="Stop after this many minutes (training and periodic evaluation). [default: 5 when no other stop is given]"),
+    time_budget: Optional[float] = typer.Option(None, help="Stop after this many minutes (training and periodic evaluation). \\[default: 5 when no other stop is given]"),
     eval_every: Optional[int] = typer.Option(None, help=f"Evaluate on the whole validation split and checkpoint every N steps. {_d('eval_every')}"),
     eval_streams: Optional[int] = typer.Option(None, help=f"Validation text is read as this many parallel contiguous pieces (state carried in each). {_d('eval_streams')}"),
     patience: Optional[int] = typer.Option(None, help="Stop when the validation loss has not improved for this many evaluations."),
     explode_factor: Optional[float] = typer.Option(None, help=f"Stop when the training loss exceeds this x ln(vocab size), keeping the last good checkpoint; 0 = only on NaN/inf. {_d('explode_factor')}"),
     seed: Optional[int] = typer.Option(None, help=f"Random seed. {_d('seed')}"),
     device: Optional[str] = typer.Option(None, help=f"auto (CUDA, then MPS, then CPU), cpu, cuda or mps. {_d('device')}"),
-    precision: Optional[str] = typer.Option(None, help=f"fp32, or bf16 autocast (CUDA only). {_d('precision')}"),
+    precision: Optional[str] = typer.Option(None, help=f"auto (bf16 autocast where the GPU or CPU computes bfloat16 natively, else fp32), fp32 or bf16. {_d('precision')}"),
     compile: Optional[bool] = typer.Option(None, "--compile", help="torch.compile the model for training.", show_default=False),
     sample_length: int = typer.Option(500, help="Characters of sample printed when training ends; 0 = none."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout instead of tables and a sample."),
@@ -185,7 +203,7 @@ def train_command(
     from charrnn.train import TrainConfig, resume_config, train
 
     options = _given(out=str(out) if out else None, encoding=encoding, byte_level=byte_level,
-                     document_separator=document_separator, val_frac=val_frac, test_frac=test_frac, cell=cell,
+                     document_separator=unescape(document_separator), val_frac=val_frac, test_frac=test_frac, cell=cell,
                      num_layers=num_layers, hidden_size=hidden_size, embedding_dim=embedding_dim, dropout=dropout,
                      batch_size=batch_size, seq_len=seq_len, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                      momentum=momentum, nesterov=nesterov, schedule=schedule, warmup_steps=warmup_steps,
@@ -233,15 +251,15 @@ def train_command(
 @app.command("sample")
 def sample_command(
     checkpoint: Path = typer.Argument(..., help="Run directory (uses best.pt) or checkpoint file."),
-    prime: str = typer.Option("", "--prime", "-p", help="Text to start from. [default: the start of a document]", show_default=False),
+    prime: str = typer.Option("", "--prime", "-p", help="Text to start from (\\n, \\t, \\\\ escapes are read). \\[default: the start of a document]", show_default=False),
     length: int = typer.Option(500, "--length", "-n", help="Characters to generate per sample."),
     temperature: float = typer.Option(0.8, "--temperature", "-t", help="Sampling temperature; 0 = always the most likely character."),
     top_k: Optional[int] = typer.Option(None, help="Sample only among the k most likely characters."),
     top_p: Optional[float] = typer.Option(None, help="Sample only among the most likely characters covering probability p (nucleus)."),
     greedy: bool = typer.Option(False, "--greedy", help="Same as --temperature 0."),
-    seed: Optional[int] = typer.Option(None, help="Random seed: the same seed gives the same text. [default: fresh randomness]"),
+    seed: Optional[int] = typer.Option(None, help="Random seed: the same seed gives the same text. \\[default: fresh randomness]"),
     num_samples: int = typer.Option(1, help="Independent samples, generated together as one batch."),
-    stop: list[str] = typer.Option([], "--stop", help="End a sample where this string appears (not included); repeatable."),
+    stop: list[str] = typer.Option([], "--stop", help="End a sample where this string appears (not included; \\n escapes are read); repeatable."),
     no_stop_at_eod: bool = typer.Option(False, "--no-stop-at-eod", help="Keep going past an end-of-document token (it is printed as the document separator)."),
     beam_size: Optional[int] = typer.Option(None, help="Beam search with this many beams instead of sampling (deterministic)."),
     length_alpha: float = typer.Option(1.0, help="Beam search: rank hypotheses by log-probability / length**alpha."),
@@ -254,6 +272,8 @@ def sample_command(
     from charrnn.sample import SampleSettings, beam_search, iter_sample, make_generator
 
     settings = SampleSettings(temperature=0.0 if greedy else temperature, top_k=top_k, top_p=top_p)
+    prime = unescape(prime)
+    stop = [unescape(s) for s in stop]
     model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
     if beam_size is not None:
         if num_samples != 1:

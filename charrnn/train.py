@@ -36,7 +36,7 @@ from charrnn.tokenizer import CharTokenizer
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd", "adagrad")
 SCHEDULES = ("constant", "cosine", "exponential")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 RUN_FILE, METRICS_FILE, CURVE_FILE = "run.json", "metrics.jsonl", "loss.svg"
 DEFAULT_CORPUS = "corpora/tinyshakespeare.txt"
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no other stopping rule is given
@@ -181,6 +181,24 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether this device does bfloat16 arithmetic in hardware (Ampere+ GPUs; CPUs with AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` becomes bf16 where the hardware computes it natively, else fp32."""
+    if precision == "auto":
+        return "bf16" if bf16_is_native(device) else "fp32"
+    if precision == "bf16" and device.type == "mps":
+        raise CharRNNError("--precision bf16 is not supported on MPS here; use --precision fp32")
+    return precision
+
+
 def learning_rate(config: TrainConfig, step: int, epoch: int, progress: float) -> float:
     """The learning rate for `step` (0-based) in `epoch` (0-based); `progress` in [0, 1] is how much
     of the run is done (by steps, epochs or time budget, whichever is furthest along)."""
@@ -302,8 +320,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
             (run_dir / name).unlink(missing_ok=True)
 
     device = resolve_device(config.device)
-    if config.precision == "bf16" and device.type != "cuda":
-        raise CharRNNError("--precision bf16 needs a CUDA GPU; use --precision fp32 on this device")
+    precision = resolve_precision(config.precision, device)
     seed_everything(config.seed)
 
     corpus_path = Path(config.corpus)
@@ -337,7 +354,9 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         state = tuple(s.to(device) for s in ts["hidden_state"])
         _set_rng_state(ts["rng"])
     forward = torch.compile(model) if config.compile else model
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.precision == "bf16"
+    # bf16 autocast runs the matrix products in bfloat16; weights, optimizer state, the carried hidden
+    # state and evaluation stay in float32.
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
     n_params = count_parameters(model)
     steps_per_epoch = len(batches)
@@ -371,7 +390,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
 
     def meta(elapsed: float) -> dict:
         return {"step": step, "epoch": epoch + (step - epoch * steps_per_epoch) / steps_per_epoch,
-                "elapsed_s": elapsed, "device": str(device), "precision": config.precision,
+                "elapsed_s": elapsed, "device": str(device), "precision": precision,
                 "torch": str(torch.__version__), "val_loss": last_val, "best_val_loss": best_val,
                 "best_step": best_step, "corpus": str(corpus.source), "num_parameters": n_params,
                 "train_config": asdict(config)}
@@ -419,6 +438,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         return ""
 
     emit({"kind": "start", "run_dir": str(run_dir), "resumed": resume, "step": step, "device": str(device),
+          "precision": precision,
           "num_parameters": n_params, "vocab_size": tokenizer.vocab_size, "train_chars": len(train_ids) - 1,
           "val_chars": max(len(val_ids) - 1, 0), "steps_per_epoch": steps_per_epoch,
           "corpus_reused": corpus.reused, "max_steps": config.max_steps, "time_budget_s": time_budget_s,
@@ -466,7 +486,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
                 stop_reason, message = "diverged", divergence_message(loss_value, "training")
                 break
             optimizer.step()
-            state = detach_state(new_state)
+            state = tuple(s.float() for s in detach_state(new_state))
             step += 1
             last_loss = loss_value
             history.append(loss_value)

@@ -25,7 +25,7 @@ def corpus(tmp_path):
 
 def tiny_config(corpus, out, **kw) -> TrainConfig:
     base = dict(corpus=str(corpus), out=str(out), cell="lstm", num_layers=1, hidden_size=32, embedding_dim=16,
-                batch_size=4, seq_len=16, max_steps=10, eval_every=5, lr=1e-2, seed=0, device="cpu")
+                batch_size=4, seq_len=16, max_steps=10, eval_every=5, lr=1e-2, seed=0, device="cpu", precision="fp32")
     base.update(kw)
     return TrainConfig(**base)
 

@@ -8,7 +8,7 @@ import torch
 from charrnn.checkpoint import load_checkpoint
 from charrnn.common import CharRNNError
 from charrnn.model import CELLS
-from charrnn.train import TrainConfig, learning_rate, resume_config, train
+from charrnn.train import TrainConfig, learning_rate, resolve_precision, resume_config, train
 
 from conftest import tiny_config
 
@@ -160,5 +160,26 @@ def test_bad_settings_are_clear_errors(tmp_path, corpus):
         TrainConfig(lr=-1)
     with pytest.raises(CharRNNError, match="too short for one batch"):
         train(tiny_config(corpus, tmp_path / "r", batch_size=512, seq_len=512))
-    with pytest.raises(CharRNNError, match="bf16 needs a CUDA GPU"):
-        train(tiny_config(corpus, tmp_path / "r2", precision="bf16"))
+    with pytest.raises(CharRNNError, match="--precision"):
+        TrainConfig(precision="fp16")
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, corpus):
+    s = train(tiny_config(corpus, tmp_path / "run", precision="bf16", max_steps=20, eval_every=20))
+    assert s.history[-1] < s.history[0] - 0.5
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+
+
+def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, corpus):
+    import os
+    import signal
+
+    def press_ctrl_c(event):
+        if event["kind"] == "train" and event["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    s = train(tiny_config(corpus, tmp_path / "run", max_steps=100), on_event=press_ctrl_c)
+    assert s.stop_reason == "interrupted" and s.step == 3
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"] == 3
+    assert "charrnn train --resume" in s.message

@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from charrnn.layers import GATES, trace_layer
+from charrnn.model import CELLS, CharRNN, CharRNNConfig
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_hand_written_layers_match_torch_nn(cell):
+    torch.manual_seed(0)
+    model = CharRNN(CharRNNConfig(vocab_size=9, cell=cell, num_layers=2, hidden_size=12, embedding_dim=5)).double()
+    x = torch.randint(0, 9, (3, 11))
+    state = tuple(torch.randn(2, 3, 12, dtype=torch.double) for _ in range(model.num_state_tensors))
+    out, final = model.rnn(model.embed(x), state if cell == "lstm" else state[0])
+    final = final if isinstance(final, tuple) else (final,)
+    inputs = model.embed(x)
+    for layer in range(2):
+        rec = trace_layer(cell, model.rnn, layer, inputs, state[0][layer], state[1][layer] if cell == "lstm" else None)
+        assert set(rec) == {"h", *(["c"] if cell == "lstm" else []), *GATES[cell]}
+        assert rec["h"].shape == (3, 11, 12)
+        assert torch.allclose(rec["h"][:, -1], final[0][layer], atol=1e-10)
+        if cell == "lstm":
+            assert torch.allclose(rec["c"][:, -1], final[1][layer], atol=1e-10)
+        inputs = rec["h"]
+    assert torch.allclose(inputs, out, atol=1e-10)
