@@ -360,3 +360,62 @@ def info_command(
         table.add_row(key.replace("_", " "), "-" if value is None else str(value))
     table.add_row("vocabulary", info["vocabulary"])
     Console().print(table)
+
+
+# ----- bench ----------------------------------------------------------------------------------------
+
+@app.command("bench")
+def bench_command(
+    full: bool = typer.Option(False, "--full", help="torch-rnn's grid: rnn/lstm/gru x 1-3 layers x hidden 64-512 (long)."),
+    cell: list[str] = typer.Option([], "--cell", help="Measure this cell (repeatable); with --num-layers/--hidden-size it replaces the grid. Unspecified: all cells, 2 layers, 512 units."),
+    num_layers: list[int] = typer.Option([], "--num-layers", help="Measure this many layers (repeatable)."),
+    hidden_size: list[int] = typer.Option([], "--hidden-size", help="Measure this hidden size (repeatable)."),
+    batch_size: int = typer.Option(64, help="Training batch size (streams)."),
+    seq_len: int = typer.Option(128, help="Training sequence length."),
+    steps: int = typer.Option(12, help="Training steps per measurement (the first fifth are warm-up)."),
+    sample_chars: int = typer.Option(400, help="Characters generated per batch-1 sampling measurement."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or auto, for both charrnn and the reference loop."),
+    corpus_mb: Optional[float] = typer.Option(None, help="Instead: encode a corpus of this many MB (generated, or --corpus) and report MB/s and peak memory."),
+    corpus: Optional[Path] = typer.Option(None, help="With --corpus-mb: the text file to encode (its first N MB are used)."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Measure training and sampling speed against a plain PyTorch loop, and the hardware's limit."""
+    from charrnn import bench
+
+    if corpus_mb is not None:
+        result = bench.bench_encoding(corpus_mb, corpus)
+        if json_output:
+            print(json.dumps(result))
+            return
+        table = Table(title="corpus encoding", show_header=False)
+        for k, v in result.items():
+            table.add_row(k.replace("_", " "), str(v))
+        Console().print(table)
+        return
+    bench.check_grid_args(steps, batch_size, seq_len)
+    grid = bench.FULL_GRID if full else bench.SMALL_GRID
+    if cell or num_layers or hidden_size:  # an explicit grid: unspecified dimensions default to all cells, 2 x 512
+        grid = [(c, l, h) for c in (cell or ["rnn", "lstm", "gru"]) for l in (num_layers or [2])
+                for h in (hidden_size or [512])]
+    table = Table(title="charrnn bench: training (chars/s, forward+backward+step) and sampling (chars/s)")
+    for name in ("cell", "layers", "hidden", "train", "reference", "ratio", "% of matmul peak", "sample b=1",
+                 "sample b=64", "peak MB"):
+        table.add_column(name, justify="right")
+    console = err
+
+    def add(row):
+        table.add_row(row.cell, str(row.num_layers), str(row.hidden_size), f"{row.train_chars_per_s:,.0f}",
+                      f"{row.reference_train_chars_per_s:,.0f}", f"{row.train_ratio:.2f}",
+                      f"{100 * row.train_fraction_of_peak:.1f}", f"{row.sample_chars_per_s_batch1:,.0f}",
+                      f"{row.sample_chars_per_s_batch64:,.0f}", f"{row.peak_memory_mb:,.0f}")
+        if not json_output:
+            console.print(f"measured {row.cell} {row.num_layers}x{row.hidden_size}")
+
+    result = bench.run_bench(grid, batch_size, seq_len, steps, sample_chars, device, precision, add)
+    if json_output:
+        print(json.dumps(result))
+        return
+    Console().print(table)
+    Console().print(f"device {result['device']}, {result['threads']} threads, {result['precision']}, "
+                    f"matmul {result['matmul_flops'] / 1e9:.1f} GFLOP/s measured")

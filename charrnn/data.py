@@ -21,7 +21,7 @@ import torch
 from charrnn.common import CharRNNError
 from charrnn.tokenizer import CharTokenizer, dtype_for_vocab
 
-CHUNK_BYTES = 1 << 24  # 16 MiB per read: large enough for numpy to stream, small enough to bound memory
+CHUNK_BYTES = 1 << 22  # 4 MiB per read: large enough for numpy to stream, small enough to bound memory
 CACHE_VERSION = 1
 
 
@@ -89,28 +89,32 @@ def build_tokenizer(path: str | os.PathLike, encoding: str = "utf-8", byte_level
         for block in iter_text(path, encoding, True):
             seen[np.frombuffer(block, dtype=np.uint8)] = True
         return CharTokenizer(np.flatnonzero(seen).tolist(), True, document_separator)
-    chars: set[str] = set()
+    seen = np.zeros(0x110000, dtype=bool)  # one flag per Unicode code point
     for text in iter_text(path, encoding, False):
-        chars.update(text)
-    return CharTokenizer(sorted(chars), False, document_separator)
+        if text.isascii():
+            seen[np.frombuffer(text.encode("ascii"), dtype=np.uint8)] = True
+        else:
+            seen[np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")] = True
+    return CharTokenizer([chr(c) for c in np.flatnonzero(seen)], False, document_separator)
 
 
 def iter_encoded(path: str | os.PathLike, tokenizer: CharTokenizer, encoding: str = "utf-8",
                  chunk_bytes: int = CHUNK_BYTES, map_unknown: bool = False) -> Iterator[np.ndarray]:
-    """Yield the ids of a file chunk by chunk, `<eod>` first and in place of every document separator.
+    """Yield the ids (in the vocabulary's compact dtype) of a file chunk by chunk, `<eod>` first and in place
+    of every document separator.
 
     A separator split across two chunks is still found: the tail that could begin one is held back.
     """
-    yield np.array([tokenizer.eod_id], dtype=np.int64)
+    eod = np.array([tokenizer.eod_id], dtype=tokenizer.dtype)
+    yield eod
     sep = tokenizer.document_separator
     plain = CharTokenizer.from_dict({**tokenizer.to_dict(), "document_separator": None})
     if tokenizer.byte_level and sep:
         sep = sep.encode("utf-8")
     carry = sep[:0] if sep else None
-    eod = np.array([tokenizer.eod_id], dtype=np.int64)
     for piece in iter_text(path, encoding, tokenizer.byte_level, chunk_bytes):
         if not sep:
-            yield plain.encode(piece, map_unknown)
+            yield plain.encode_compact(piece, map_unknown)
             continue
         parts = (carry + piece).split(sep)
         keep = len(sep) - 1
@@ -118,12 +122,12 @@ def iter_encoded(path: str | os.PathLike, tokenizer: CharTokenizer, encoding: st
         carry = last[len(last) - keep:] if keep and len(last) > keep else (last if keep else last[:0])
         done = last[: len(last) - len(carry)]
         for part in parts:
-            yield plain.encode(part, map_unknown)
+            yield plain.encode_compact(part, map_unknown)
             yield eod
         if done:
-            yield plain.encode(done, map_unknown)
+            yield plain.encode_compact(done, map_unknown)
     if sep and carry:
-        yield plain.encode(carry, map_unknown)
+        yield plain.encode_compact(carry, map_unknown)
 
 
 def _file_signature(p: Path) -> dict:
@@ -181,7 +185,7 @@ def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, encodin
     try:
         with open(tmp, "wb") as f:
             for ids in iter_encoded(p, tokenizer, encoding):
-                block = ids.astype(dtype).tobytes()
+                block = memoryview(ids.astype(dtype, copy=False))
                 digest.update(block)
                 f.write(block)
                 length += len(ids)

@@ -71,3 +71,114 @@ def trace_layer(cell: str, rnn: nn.RNNBase, layer: int, x: torch.Tensor, h: torc
         for name, value in zip(names, gates):
             out[name].append(value)
     return {k: torch.stack(v, dim=1) for k, v in out.items()}
+
+
+class Stepper:
+    """Fast one-character-at-a-time inference with the weights of a trained CharRNN.
+
+    Sampling calls the network once per character, so per-call overhead, not arithmetic, limits a
+    plain loop over `nn.LSTM`. This stepper removes what it can:
+    - layer 0's input projection of every vocabulary id is computed once (a (V, G) table), so reading a
+      character is a row lookup instead of an embedding and a matrix product;
+    - all hidden states live in one (B, L*H) buffer, so [h of layer l-1 ; h of layer l] is a view and,
+      for rnn and lstm, each layer above the first is a single product with [W_ih | W_hh];
+    - LSTM gate rows are reordered to (i, f, o, g) so two in-place activations cover the four gates;
+    - every buffer is allocated once and written in place; no autograd graph is recorded.
+    It computes what `CharRNN.forward` computes, step by step (tested to 1e-5).
+    """
+
+    def __init__(self, model, batch_size: int):
+        cfg = model.config
+        self.cell, self.L, self.H, self.B = cfg.cell, cfg.num_layers, cfg.hidden_size, batch_size
+        H, L, B = self.H, self.L, batch_size
+        device, dtype = model.head.weight.device, model.head.weight.dtype
+        G = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell] * H
+        order = None
+        if self.cell == "lstm":
+            order = torch.cat([torch.arange(k * H, (k + 1) * H, device=device) for k in (0, 1, 3, 2)])
+        self.w_in, self.w_hh, self.b_in, self.b_hh = [], [], [], []
+        with torch.no_grad():
+            for layer in range(L):
+                w_ih, w_hh, b_ih, b_hh = (t.detach() for t in layer_weights(model.rnn, layer))
+                if order is not None:
+                    w_ih, w_hh, b_ih, b_hh = w_ih[order], w_hh[order], b_ih[order], b_hh[order]
+                gru = self.cell == "gru"
+                if layer == 0:
+                    # (V, G): the input projection of every symbol, biases folded in (but GRU's b_hn,
+                    # which the reset gate multiplies, stays with the hidden projection).
+                    inputs = model.embed(torch.arange(cfg.vocab_size, device=device).unsqueeze(0))[0]
+                    self.w_in.append((inputs @ w_ih.t() + b_ih + (0 if gru else b_hh)).contiguous())
+                    self.w_hh.append(w_hh.t().contiguous())
+                    self.b_in.append(None)
+                    self.b_hh.append(b_hh.clone() if gru else None)
+                elif gru:
+                    self.w_in.append(w_ih.t().contiguous())
+                    self.w_hh.append(w_hh.t().contiguous())
+                    self.b_in.append(b_ih.clone())
+                    self.b_hh.append(b_hh.clone())
+                else:
+                    self.w_in.append(torch.cat([w_ih, w_hh], 1).t().contiguous())  # (2H, G)
+                    self.w_hh.append(None)
+                    self.b_in.append((b_ih + b_hh).contiguous())
+                    self.b_hh.append(None)
+            self.head_w = model.head.weight.detach().t().contiguous()  # (H, V)
+            self.head_b = model.head.bias.detach().clone()
+        self.hs = torch.zeros(B, L * H, device=device, dtype=dtype)  # [h_0 | h_1 | ... | h_{L-1}]
+        self.h = [self.hs[:, l * H:(l + 1) * H] for l in range(L)]
+        self.c = [torch.zeros(B, H, device=device, dtype=dtype) for _ in range(L)] if self.cell == "lstm" else []
+        self.gates = torch.zeros(B, G, device=device, dtype=dtype)
+        self.gh = torch.zeros(B, G, device=device, dtype=dtype)
+        self.tmp = torch.zeros(B, H, device=device, dtype=dtype)
+        self.logits = torch.zeros(B, cfg.vocab_size, device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def load_state(self, state) -> None:
+        """Copy a model state (tuple of (L, B, H) tensors) into the buffers."""
+        for l in range(self.L):
+            self.h[l].copy_(state[0][l])
+            if self.cell == "lstm":
+                self.c[l].copy_(state[1][l])
+
+    def state(self):
+        """The current state in the model's layout (a copy)."""
+        h = torch.stack([t.clone() for t in self.h])
+        return (h, torch.stack([t.clone() for t in self.c])) if self.cell == "lstm" else (h,)
+
+    @torch.no_grad()
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep streams `index` (beam search): stream k takes the state of stream index[k]."""
+        self.hs.copy_(self.hs.index_select(0, index))
+        for c in self.c:
+            c.copy_(c.index_select(0, index))
+
+    @torch.inference_mode()
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """Advance every stream by one character `x` (B,); returns the next-character logits (B, V)."""
+        H, gates, gh, tmp = self.H, self.gates, self.gh, self.tmp
+        for l in range(self.L):
+            h = self.h[l]
+            if l == 0:
+                torch.index_select(self.w_in[0], 0, x, out=gates)
+            if self.cell == "gru":
+                if l > 0:
+                    torch.addmm(self.b_in[l], self.h[l - 1], self.w_in[l], out=gates)
+                torch.addmm(self.b_hh[l], h, self.w_hh[l], out=gh)
+                rz = gates[:, :2 * H].add_(gh[:, :2 * H]).sigmoid_()
+                n = gates[:, 2 * H:].addcmul_(rz[:, :H], gh[:, 2 * H:]).tanh_()
+                torch.sub(h, n, out=tmp)
+                h.copy_(n).addcmul_(rz[:, H:], tmp)  # h' = (1 - z) n + z h
+                continue
+            if l == 0:
+                gates.addmm_(h, self.w_hh[0])
+            else:
+                torch.addmm(self.b_in[l], self.hs[:, (l - 1) * H:(l + 1) * H], self.w_in[l], out=gates)
+            if self.cell == "rnn":
+                torch.tanh(gates, out=h)
+                continue
+            gates[:, :3 * H].sigmoid_()
+            gates[:, 3 * H:].tanh_()
+            c = self.c[l]
+            c.mul_(gates[:, H:2 * H]).addcmul_(gates[:, :H], gates[:, 3 * H:])  # c' = f c + i g
+            torch.tanh(c, out=tmp)
+            torch.mul(gates[:, 2 * H:3 * H], tmp, out=h)  # h' = o tanh(c')
+        return torch.addmm(self.head_b, self.h[-1], self.head_w, out=self.logits)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from charrnn.common import CharRNNError
-from charrnn.model import CharRNN, State
+from charrnn.layers import Stepper
+from charrnn.model import CharRNN
 from charrnn.tokenizer import CharTokenizer
 
 
@@ -137,6 +138,8 @@ def iter_sample(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
     x = ids.unsqueeze(0).expand(num_samples, -1)  # (N, P)
     logits, state = model(x, model.init_state(num_samples, device))
     logits = logits[:, -1]  # (N, V)
+    stepper = Stepper(model, num_samples)  # one character at a time from here on
+    stepper.load_state(state)
     banned = torch.zeros(tokenizer.vocab_size, dtype=torch.bool, device=device)
     banned[tokenizer.unk_id] = True  # <unk> means "some character we never saw": never produce it
     detok = [_Detokenizer(tokenizer) for _ in range(num_samples)]
@@ -158,8 +161,7 @@ def iter_sample(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
         yield pieces
         if all(finished):
             return
-        logits, state = model(nxt.unsqueeze(1), state)
-        logits = logits[:, -1]
+        logits = stepper.step(nxt)
     tails = [("" if finished[k] else watch[k].push(detok[k].flush()) + watch[k].flush()) for k in range(num_samples)]
     if any(tails):
         yield tails
@@ -188,10 +190,6 @@ def make_generator(model: CharRNN, seed: int | None) -> torch.Generator:
     return generator
 
 
-def _reorder(state: State, index: torch.Tensor) -> State:
-    return tuple(s.index_select(1, index) for s in state)
-
-
 @torch.inference_mode()
 def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", length: int = 200,
                 beam_size: int = 5, length_alpha: float = 1.0, stop_at_eod: bool = True,
@@ -208,8 +206,10 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
     model.eval()
     device = model.head.weight.device
     ids = prime_ids(tokenizer, prime, map_unknown).to(device)
-    logits, state = model(ids.unsqueeze(0), model.init_state(1, device))
-    logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (1, V)
+    logits, state = model(ids.unsqueeze(0).expand(beam_size, -1), model.init_state(beam_size, device))
+    stepper = Stepper(model, beam_size)
+    stepper.load_state(state)
+    logp = torch.log_softmax(logits[:1, -1].float(), dim=-1)  # (1, V): every beam starts the same
     logp[:, tokenizer.unk_id] = float("-inf")
     scores = torch.zeros(1, device=device)  # cumulative log-probability of each live beam
     seqs: list[list[int]] = [[]]
@@ -236,14 +236,14 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
             new_seqs.append(seqs[b] + [tok])
         if not keep_rows:
             break
-        index = torch.tensor(keep_rows, device=device)
-        state = _reorder(state, index)
+        index = torch.tensor(keep_rows + [keep_rows[0]] * (beam_size - len(keep_rows)), device=device)
+        stepper.reorder(index)
         scores = torch.tensor(new_scores, device=device)
         seqs = new_seqs
         if t == length - 1:
             break
-        logits, state = model(torch.tensor(keep_tokens, device=device).unsqueeze(1), state)
-        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        tokens_in = torch.tensor(keep_tokens + [keep_tokens[0]] * (beam_size - len(keep_tokens)), device=device)
+        logp = torch.log_softmax(stepper.step(tokens_in).float(), dim=-1)[: len(keep_rows)]
         logp[:, tokenizer.unk_id] = float("-inf")
     finals = done + [(normalised(s, len(q)), q) for s, q in zip(scores.tolist(), seqs)]
     best_score, best_seq = max(finals, key=lambda d: d[0])

@@ -54,9 +54,10 @@ class CharTokenizer:
         self.eod_id = len(codes)
         self.unk_id = len(codes) + 1
         self.vocab_size = len(codes) + 2
-        # Dense lookup table code -> id (-1 = unknown): encoding a big text is one numpy gather.
-        self._lookup = np.full((max(codes) + 1) if codes else 1, -1, dtype=np.int64)
-        self._lookup[codes] = np.arange(len(codes))
+        # Dense lookup table code -> id, one entry past the largest code; -1 = unknown. Codes beyond
+        # the table are clipped onto that last entry, so encoding a big text is two numpy passes.
+        self._lookup = np.full((max(codes) + 2) if codes else 1, -1, dtype=np.int32)
+        self._lookup[codes] = np.arange(len(codes), dtype=np.int32)
         self.dtype = dtype_for_vocab(self.vocab_size)
 
     # ----- construction and serialisation -------------------------------------------------------
@@ -91,24 +92,29 @@ class CharTokenizer:
     # ----- encoding -----------------------------------------------------------------------------
 
     def _codes_of(self, text: str | bytes) -> np.ndarray:
+        """Code points (or byte values) of `text` as a uint8 or uint32 array, without a per-character loop."""
         if self.byte_level:
             data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-            return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+            return np.frombuffer(data, dtype=np.uint8)
         if not isinstance(text, str):
             raise TypeError("a character-level tokenizer encodes str, not bytes")
-        return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.int64)
+        if text.isascii():  # the common case: one byte per character, a quarter of UTF-32's memory
+            return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+        return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
-    def _encode_plain(self, text: str | bytes, map_unknown: bool) -> np.ndarray:
+    def encode_compact(self, text: str | bytes, map_unknown: bool = False) -> np.ndarray:
+        """Ids of `text` (no document-separator handling) in the vocabulary's compact dtype."""
         codes = self._codes_of(text)
-        ids = np.full(codes.shape, -1, dtype=np.int64)
-        known = codes < len(self._lookup)
-        ids[known] = self._lookup[codes[known]]
+        limit = len(self._lookup) - 1
+        if limit < np.iinfo(codes.dtype).max:
+            codes = np.minimum(codes, codes.dtype.type(limit))
+        ids = self._lookup[codes]  # (N,) int32
         missing = ids < 0
         if missing.any():
             if not map_unknown:
-                raise CharRNNError(self._unknown_message(codes[missing]))
+                raise CharRNNError(self._unknown_message(self._codes_of(text)[missing]))
             ids[missing] = self.unk_id
-        return ids
+        return ids.astype(self.dtype, copy=False)
 
     def _unknown_message(self, codes: np.ndarray) -> str:
         unique = np.unique(codes)
@@ -130,7 +136,7 @@ class CharTokenizer:
         """
         sep = self.document_separator
         if not sep:
-            return self._encode_plain(text, map_unknown)
+            return self.encode_compact(text, map_unknown).astype(np.int64)
         sep_ = sep.encode("utf-8") if isinstance(text, bytes) else sep
         parts = text.split(sep_)
         pieces: list[np.ndarray] = []
@@ -138,12 +144,12 @@ class CharTokenizer:
         for i, part in enumerate(parts):
             if i:
                 pieces.append(eod)
-            pieces.append(self._encode_plain(part, map_unknown))
+            pieces.append(self.encode_compact(part, map_unknown).astype(np.int64))
         return np.concatenate(pieces)
 
     def unknown_symbols(self, text: str | bytes) -> list[str]:
         """The distinct characters of `text` (or byte values, as "0xNN") that the vocabulary lacks."""
-        codes = np.unique(self._codes_of(text))
+        codes = np.unique(self._codes_of(text)).astype(np.int64)
         known = set(self.codes)
         return [f"0x{c:02x}" if self.byte_level else chr(c) for c in codes.tolist() if c not in known]
 

@@ -23,3 +23,23 @@ def test_hand_written_layers_match_torch_nn(cell):
             assert torch.allclose(rec["c"][:, -1], final[1][layer], atol=1e-10)
         inputs = rec["h"]
     assert torch.allclose(inputs, out, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("num_layers,embedding_dim", [(1, 0), (3, 6)])
+def test_stepper_matches_the_fused_forward(cell, num_layers, embedding_dim):
+    from charrnn.layers import Stepper
+
+    torch.manual_seed(0)
+    model = CharRNN(CharRNNConfig(vocab_size=13, cell=cell, num_layers=num_layers, hidden_size=16,
+                                  embedding_dim=embedding_dim)).eval()
+    x = torch.randint(0, 13, (4, 9))
+    prefix_logits, state = model(x[:, :3])
+    full, final = model(x)
+    stepper = Stepper(model, batch_size=4)
+    stepper.load_state(state)
+    for t in range(3, 9):
+        logits = stepper.step(x[:, t])
+        assert torch.allclose(logits, full[:, t], atol=1e-5), t
+    for a, b in zip(stepper.state(), final):
+        assert torch.allclose(a, b, atol=1e-5)
