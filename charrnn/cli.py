@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -41,9 +42,12 @@ class OneLineErrors(TyperGroup):
 
 
 def _fail(message: str, code: int):
+    """One line on stderr (red on a terminal), then exit with `code`."""
     message = " ".join(str(message).split())
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False) if err.is_terminal \
-        else print(f"error: {message}", file=sys.stderr)
+    if err.is_terminal:
+        err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    else:
+        print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -224,6 +228,11 @@ def train_command(
             options["corpus"] = str(corpus)
         config = TrainConfig(**options)
 
+    from charrnn.distributed import world_from_env
+
+    if not world_from_env().is_main:  # under torchrun, rank 0 alone reports
+        train(config, None, resume=resume is not None, overwrite=overwrite)
+        return
     console = err
     with TrainView(console) as view:
         summary = train(config, view if not json_output else None, resume=resume is not None, overwrite=overwrite)

@@ -26,6 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch.nn.parallel import DistributedDataParallel
+
+from charrnn import distributed
 from charrnn.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from charrnn.common import CharRNNError, resolve_device, seed_everything
 from charrnn.data import EncodedCorpus, StreamBatches, encode_corpus
@@ -67,7 +70,7 @@ class TrainConfig:
     batch_size: int = 32
     seq_len: int = 128
     optimizer: str = "adamw"
-    lr: float = 3e-3
+    lr: float = 5e-3
     weight_decay: float = 0.01
     momentum: float = 0.9  # sgd and rmsprop
     nesterov: bool = False
@@ -81,14 +84,14 @@ class TrainConfig:
     max_steps: int | None = None
     epochs: float | None = None
     time_budget: float | None = None  # minutes
-    eval_every: int = 200
+    eval_every: int = 500
     eval_streams: int = 16
     patience: int | None = None  # evaluations without improvement before stopping
     explode_factor: float = 3.0  # stop when the loss exceeds this times ln(V); 0 = never
     # machine
     seed: int = 1337
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     compile: bool = False
 
     def __post_init__(self):
@@ -302,12 +305,14 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
     `stop` (set by Ctrl-C, or by a caller) ends the run after the current step with a checkpoint.
     Events passed to `on_event` are dicts with a "kind": start, log, train, eval, checkpoint, end.
     """
-    emit = on_event or (lambda e: None)
+    world = distributed.world_from_env()
+    emit = (on_event or (lambda e: None)) if world.is_main else (lambda e: None)
     config = config.with_default_stop()
     run_dir = config.run_dir
     stop = stop or threading.Event()
 
     ckpt = None
+    overwrite_old = False
     if resume:
         ckpt = load_checkpoint(run_dir / LAST)
         if not ckpt.get("train_state"):
@@ -316,34 +321,53 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         if not overwrite:
             raise CharRNNError(f"{str(run_dir)!r} already holds a run: continue it with --resume {run_dir}, "
                                "or start afresh with another --out or with --overwrite")
-        for name in (LAST, BEST, METRICS_FILE, CURVE_FILE):
-            (run_dir / name).unlink(missing_ok=True)
+        overwrite_old = True
 
     device = resolve_device(config.device)
+    if world.active and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
     precision = resolve_precision(config.precision, device)
+    if config.batch_size % world.size:
+        raise CharRNNError(f"--batch-size {config.batch_size} must be divisible by the {world.size} processes "
+                           "of this torchrun job (each owns an equal share of the streams)")
+    distributed.init(world, device)
+    distributed.barrier(world)  # every rank has checked the run directory before rank 0 changes it
+    if overwrite_old and world.is_main:
+        for name in (LAST, BEST, METRICS_FILE, CURVE_FILE):
+            (run_dir / name).unlink(missing_ok=True)
     seed_everything(config.seed)
 
     corpus_path = Path(config.corpus)
     if not resume and config.corpus == DEFAULT_CORPUS:
         corpus_path = default_corpus_path()
     tokenizer = CharTokenizer.from_dict(ckpt["tokenizer"]) if ckpt else None
-    corpus: EncodedCorpus = encode_corpus(corpus_path, run_dir, config.encoding, config.byte_level,
-                                          config.document_separator, tokenizer)
+    for turn in ((0,) if not world.active else ("main", "others")):
+        # Rank 0 encodes the corpus; the others then find it cached.
+        if turn == 0 or (turn == "main") == world.is_main:
+            corpus: EncodedCorpus = encode_corpus(corpus_path, run_dir, config.encoding, config.byte_level,
+                                                  config.document_separator, tokenizer)
+        distributed.barrier(world)
     tokenizer = corpus.tokenizer
     if not resume:
         config = replace(config, corpus=str(corpus_path.resolve()), out=str(run_dir))
-        write_run_file(config)
+        if world.is_main:
+            write_run_file(config)
     train_ids, val_ids, _ = corpus.split(config.val_frac, config.test_frac)
     if config.val_frac > 0 and len(val_ids) < 2:
         raise CharRNNError(f"the validation split of {corpus_path} is under 2 characters; raise --val-frac or use a longer file")
-    batches = StreamBatches(train_ids, config.batch_size, config.seq_len)
+    local_batch = config.batch_size // world.size
+    rows = slice(world.rank * local_batch, (world.rank + 1) * local_batch)  # this rank's streams
+    batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rows)
 
     model = CharRNN(config.model_config(tokenizer.vocab_size)).to(device)
+    if world.active:
+        torch.manual_seed(config.seed + world.rank)  # different dropout masks on each rank
     optimizer = make_optimizer(config, model.parameters())
     step, epoch, elapsed_before = 0, 0, 0.0
     best_val, best_step, last_val = None, None, None
     evals_since_best = 0
-    state: State = model.init_state(config.batch_size, device)
+    state: State = model.init_state(local_batch, device)
     if ckpt:
         ts = ckpt["train_state"]
         model.load_state_dict(ckpt["model_state"])
@@ -351,19 +375,23 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         step, epoch, elapsed_before = ts["step"], ts["epoch"], ts["elapsed_s"]
         best_val, best_step, last_val = ts["best_val_loss"], ts["best_step"], ts["last_val_loss"]
         evals_since_best = ts["evals_since_best"]
-        state = tuple(s.to(device) for s in ts["hidden_state"])
-        _set_rng_state(ts["rng"])
+        state = tuple(s[:, rows].to(device) for s in ts["hidden_state"])
+        rngs = ts["rng"]
+        _set_rng_state(rngs[world.rank] if len(rngs) == world.size else rngs[0])
     forward = torch.compile(model) if config.compile else model
+    if world.active:
+        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     # bf16 autocast runs the matrix products in bfloat16; weights, optimizer state, the carried hidden
     # state and evaluation stay in float32.
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
     n_params = count_parameters(model)
     steps_per_epoch = len(batches)
-    chars_per_step = config.batch_size * config.seq_len
+    chars_per_step = config.batch_size * config.seq_len  # over all ranks
     log_v = math.log(tokenizer.vocab_size)
     metrics_path = run_dir / METRICS_FILE
-    _truncate_metrics(metrics_path, step)
+    if world.is_main:
+        _truncate_metrics(metrics_path, step)
     time_budget_s = config.time_budget * 60 if config.time_budget is not None else None
     max_epoch_steps = math.ceil(config.epochs * steps_per_epoch) if config.epochs is not None else None
     if resume and ((config.max_steps is not None and step >= config.max_steps)
@@ -384,8 +412,11 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         return p
 
     def train_state(elapsed: float) -> dict:
+        # Collectives: every rank takes part, rank 0 keeps the result.
+        full_state = distributed.gather_rows(world, state)
+        rngs = distributed.gather_objects(world, _rng_state())
         return {"step": step, "epoch": epoch, "elapsed_s": elapsed, "optimizer": optimizer.state_dict(),
-                "hidden_state": list(state), "rng": _rng_state(), "best_val_loss": best_val,
+                "hidden_state": list(full_state), "rng": rngs, "best_val_loss": best_val,
                 "best_step": best_step, "last_val_loss": last_val, "evals_since_best": evals_since_best}
 
     def meta(elapsed: float) -> dict:
@@ -396,7 +427,9 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
                 "train_config": asdict(config)}
 
     def save(name: str, elapsed: float) -> None:
-        save_checkpoint(run_dir / name, model, tokenizer, train_state(elapsed), meta(elapsed))
+        ts = train_state(elapsed)
+        if world.is_main:
+            save_checkpoint(run_dir / name, model, tokenizer, ts, meta(elapsed))
         emit({"kind": "checkpoint", "path": str(run_dir / name), "step": step})
 
     def exploded(loss: float) -> bool:
@@ -417,22 +450,27 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         """
         nonlocal best_val, best_step, last_val, evals_since_best
         if len(val_ids) >= 2:
-            result = evaluate(model, val_ids, config.eval_streams)
-            if exploded(result.nats_per_char):
-                return divergence_message(result.nats_per_char, "validation")
-            last_val = result.nats_per_char
+            # Computed once, on rank 0, and agreed: every rank then takes the same decisions.
+            with autocast:  # at the training precision: bf16 halves its cost and moved the loss by ~3e-5 here
+                result = evaluate(model, val_ids, config.eval_streams) if world.is_main else None
+            val = distributed.broadcast_float(world, result.nats_per_char if result else 0.0, device)
+            if exploded(val):
+                return divergence_message(val, "validation")
+            last_val = val
             if best_val is None or last_val < best_val:
                 best_val, best_step, evals_since_best = last_val, step, 0
                 save(BEST, time.perf_counter() - t_start)
             else:
                 evals_since_best += 1
-            record = {"kind": "eval", "step": step, "val_loss": last_val, "val_bpc": result.bits_per_char,
-                      "val_ppl": result.perplexity, "best_val_loss": best_val,
-                      "elapsed_s": round(time.perf_counter() - t_start, 3)}
-            log.write(json.dumps(record) + "\n")
-            emit(record)
+            if world.is_main:
+                record = {"kind": "eval", "step": step, "val_loss": last_val, "val_bpc": result.bits_per_char,
+                          "val_ppl": result.perplexity, "best_val_loss": best_val,
+                          "elapsed_s": round(time.perf_counter() - t_start, 3)}
+                log.write(json.dumps(record) + "\n")
+                emit(record)
         save(LAST, time.perf_counter() - t_start)
-        write_loss_curve(metrics_path, run_dir / CURVE_FILE, f"{run_dir.name}: loss per character")
+        if world.is_main:
+            write_loss_curve(metrics_path, run_dir / CURVE_FILE, f"{run_dir.name}: loss per character")
         if config.patience is not None and evals_since_best >= config.patience:
             return "patience"
         return ""
@@ -451,16 +489,22 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
     t_rate, rate_chars = time.perf_counter(), 0
     chars_per_s = 0.0
     model.train()
-    with _sigint_sets(stop), open(metrics_path, "a", buffering=1) as log:
+    log_file = open(metrics_path, "a", buffering=1) if world.is_main else open(os.devnull, "w")
+    with _sigint_sets(stop), log_file as log:
         while True:
             elapsed = time.perf_counter() - t_start
+            # Clocks and Ctrl-C differ between ranks: rank 0 decides, the others follow.
+            flags = distributed.broadcast_float(
+                world, (1.0 if time_budget_s is not None and elapsed >= time_budget_s else 0.0)
+                + (2.0 if stop.is_set() else 0.0), device)
+            timed_out, interrupted = flags in (1.0, 3.0), flags >= 2.0
             if config.max_steps is not None and step >= config.max_steps:
                 stop_reason = "max_steps"
             elif max_epoch_steps is not None and step >= max_epoch_steps:
                 stop_reason = "epochs"
-            elif time_budget_s is not None and elapsed >= time_budget_s:
+            elif timed_out:
                 stop_reason = "time_budget"
-            elif stop.is_set():
+            elif interrupted:
                 stop_reason = "interrupted"
             if stop_reason:
                 break
@@ -468,7 +512,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
             if i >= steps_per_epoch:  # epoch boundary: the streams restart, so does the state
                 epoch += 1
                 i = 0
-                state = model.init_state(config.batch_size, device)
+                state = model.init_state(local_batch, device)
             lr = learning_rate(config, step, epoch, progress(elapsed))
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -481,7 +525,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
             loss.backward()
             grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                          if config.grad_clip > 0 else None)
-            loss_value = loss.item()
+            loss_value = distributed.mean(world, loss).item()
             if exploded(loss_value):
                 stop_reason, message = "diverged", divergence_message(loss_value, "training")
                 break
@@ -522,7 +566,8 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         if stop_reason == "interrupted":
             message = f"interrupted at step {step}; continue with: charrnn train --resume {run_dir}"
     elapsed = time.perf_counter() - t_start
-    write_loss_curve(metrics_path, run_dir / CURVE_FILE, f"{run_dir.name}: loss per character")
+    if world.is_main:
+        write_loss_curve(metrics_path, run_dir / CURVE_FILE, f"{run_dir.name}: loss per character")
     summary = TrainSummary(str(run_dir), step, round(step / steps_per_epoch, 4), elapsed, stop_reason, last_loss,
                            last_val, best_val, best_step, chars_per_s, n_params, message, history)
     emit({"kind": "end", **{k: v for k, v in asdict(summary).items() if k != "history"}})
