@@ -128,6 +128,7 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
     tokenizer = CharTokenizer.from_dict(ckpt["tokenizer"])
     n_params = sum(t.numel() for t in ckpt["model_state"].values())
     shown = "".join(tokenizer.symbol(i) for i in range(len(tokenizer.codes)))
+    shown = shown.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     return {
         "path": str(p),
         "format_version": ckpt["version"],
@@ -136,10 +137,10 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
         "document_separator": tokenizer.document_separator,
         "num_parameters": n_params,
         "step": meta.get("step"),
-        "epoch": meta.get("epoch"),
+        "epoch": round(meta["epoch"], 3) if meta.get("epoch") is not None else None,
         "train_minutes": round(meta["elapsed_s"] / 60, 2) if meta.get("elapsed_s") is not None else None,
-        "val_loss": meta.get("val_loss"),
-        "best_val_loss": meta.get("best_val_loss"),
+        "val_loss": round(meta["val_loss"], 4) if meta.get("val_loss") is not None else None,
+        "best_val_loss": round(meta["best_val_loss"], 4) if meta.get("best_val_loss") is not None else None,
         "best_step": meta.get("best_step"),
         "trained_on": meta.get("device"),
         "precision": meta.get("precision"),

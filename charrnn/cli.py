@@ -381,8 +381,9 @@ def bench_command(
     hidden_size: list[int] = typer.Option([], "--hidden-size", help="Measure this hidden size (repeatable)."),
     batch_size: int = typer.Option(64, help="Training batch size (streams)."),
     seq_len: int = typer.Option(128, help="Training sequence length."),
-    steps: int = typer.Option(12, help="Training steps per measurement (the first fifth are warm-up)."),
-    sample_chars: int = typer.Option(400, help="Characters generated per batch-1 sampling measurement."),
+    steps: int = typer.Option(8, help="Training steps per measurement (the first fifth, at least 2, are warm-up)."),
+    repeats: int = typer.Option(2, help="Measure charrnn and the reference alternately this many times; keep each one's best."),
+    sample_chars: int = typer.Option(1000, help="Characters generated per batch-1 sampling measurement."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     precision: str = typer.Option("fp32", help="fp32, bf16 or auto, for both charrnn and the reference loop."),
     corpus_mb: Optional[float] = typer.Option(None, help="Instead: encode a corpus of this many MB (generated, or --corpus) and report MB/s and peak memory."),
@@ -421,7 +422,9 @@ def bench_command(
         if not json_output:
             console.print(f"measured {row.cell} {row.num_layers}x{row.hidden_size}")
 
-    result = bench.run_bench(grid, batch_size, seq_len, steps, sample_chars, device, precision, add)
+    if repeats < 1:
+        raise CharRNNError("--repeats must be at least 1")
+    result = bench.run_bench(grid, batch_size, seq_len, steps, sample_chars, device, precision, repeats, add)
     if json_output:
         print(json.dumps(result))
         return

@@ -38,7 +38,9 @@ class SampleSettings:
 
 def next_token_distribution(logits: torch.Tensor, settings: SampleSettings) -> torch.Tensor:
     """Probabilities (N, V) after temperature, top-k and top-p; excluded characters get exactly 0."""
-    logits = logits.float() / max(settings.temperature, 1e-8)
+    logits = logits.float()
+    if settings.temperature != 1:
+        logits = logits / settings.temperature
     if settings.top_k is not None and settings.top_k < logits.size(-1):
         kth = torch.topk(logits, settings.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -57,7 +59,11 @@ def choose(logits: torch.Tensor, settings: SampleSettings, generator: torch.Gene
     if settings.temperature == 0:
         return logits.argmax(dim=-1)  # temperature 0 is the limit of sharpening: argmax
     probs = next_token_distribution(logits, settings)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # Inverse-CDF sampling: a third of torch.multinomial's time per call at batch 1. With right=True the
+    # first index whose cumulative mass exceeds u is taken, so a zero-probability character never is.
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(cdf.size(0), 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.size(-1) - 1)
 
 
 def prime_ids(tokenizer: CharTokenizer, prime: str, map_unknown: bool = False) -> torch.Tensor:
@@ -93,9 +99,11 @@ class _StopWatcher:
 
     def push(self, piece: str) -> str:
         """Add generated text; return what is now safe to show."""
+        if not self.stops:
+            return piece
         self.text += piece
         for s in self.stops:
-            at = self.text.find(s, max(0, self.emitted - len(s)))
+            at = self.text.find(s, max(0, len(self.text) - len(piece) - len(s) + 1))
             if at != -1:
                 self.text = self.text[:at]
                 self.done = True
@@ -138,15 +146,15 @@ def iter_sample(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
     x = ids.unsqueeze(0).expand(num_samples, -1)  # (N, P)
     logits, state = model(x, model.init_state(num_samples, device))
     logits = logits[:, -1]  # (N, V)
-    stepper = Stepper(model, num_samples)  # one character at a time from here on
+    stepper = Stepper(model, num_samples, banned=[tokenizer.unk_id])  # one character at a time from here on
     stepper.load_state(state)
-    banned = torch.zeros(tokenizer.vocab_size, dtype=torch.bool, device=device)
-    banned[tokenizer.unk_id] = True  # <unk> means "some character we never saw": never produce it
+    # <unk> means "some character we never saw": never produce it.
+    logits[:, tokenizer.unk_id] = float("-inf")
     detok = [_Detokenizer(tokenizer) for _ in range(num_samples)]
     watch = [_StopWatcher(stop) for _ in range(num_samples)]
     finished = [False] * num_samples
     for _ in range(length):
-        nxt = choose(logits.masked_fill(banned, float("-inf")), settings, generator)
+        nxt = choose(logits, settings, generator)
         pieces = []
         for k, i in enumerate(nxt.tolist()):
             if finished[k]:

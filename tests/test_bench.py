@@ -14,7 +14,7 @@ def test_flops_per_char_counts_gates_and_layers():
 
 def test_bench_cli_reports_every_field():
     r = CliRunner().invoke(app, ["bench", "--cell", "gru", "--num-layers", "1", "--hidden-size", "16", "--batch-size", "4",
-                                 "--seq-len", "8", "--steps", "5", "--sample-chars", "20", "--device", "cpu", "--json"])
+                                 "--seq-len", "8", "--steps", "5", "--repeats", "1", "--sample-chars", "20", "--device", "cpu", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     row = out["rows"][0]

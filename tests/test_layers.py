@@ -27,16 +27,18 @@ def test_hand_written_layers_match_torch_nn(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("num_layers,embedding_dim", [(1, 0), (3, 6)])
-def test_stepper_matches_the_fused_forward(cell, num_layers, embedding_dim):
+@pytest.mark.parametrize("batch", [1, 4])  # batch 1 on the CPU takes the NumPy matrix-vector path
+def test_stepper_matches_the_fused_forward(cell, num_layers, embedding_dim, batch):
     from charrnn.layers import Stepper
 
     torch.manual_seed(0)
     model = CharRNN(CharRNNConfig(vocab_size=13, cell=cell, num_layers=num_layers, hidden_size=16,
                                   embedding_dim=embedding_dim)).eval()
-    x = torch.randint(0, 13, (4, 9))
+    x = torch.randint(0, 13, (batch, 9))
     prefix_logits, state = model(x[:, :3])
     full, final = model(x)
-    stepper = Stepper(model, batch_size=4)
+    stepper = Stepper(model, batch_size=batch)
+    assert stepper.use_numpy == (batch == 1)
     stepper.load_state(state)
     for t in range(3, 9):
         logits = stepper.step(x[:, t])

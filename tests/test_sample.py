@@ -104,3 +104,14 @@ def test_streams_and_burn_in_agree_with_a_single_pass(model_and_tok, trained_run
     assert abs(one.nats_per_char - many.nats_per_char) < 0.02
     file_result = evaluate_file(model, tok, trained_run[1], streams=1)
     assert file_result.chars == len(trained_run[1].read_text())
+
+
+def test_sampled_frequencies_follow_the_distribution():
+    from charrnn.sample import choose
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(4000, -1)
+    gen = torch.Generator().manual_seed(0)
+    picks = choose(logits, SampleSettings(1.0, top_k=2), gen)
+    counts = torch.bincount(picks, minlength=4).float() / len(picks)
+    assert counts[2] == 0 and counts[3] == 0  # excluded by top-k: never drawn
+    assert abs(counts[0] - 0.5 / 0.8) < 0.03 and abs(counts[1] - 0.3 / 0.8) < 0.03
