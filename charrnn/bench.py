@@ -13,6 +13,7 @@ Nothing here is a test: no figure is asserted.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tempfile
 import threading
@@ -134,7 +135,19 @@ def synthetic_corpus(path: Path, chars: int, seed: int = 0) -> None:
 
 def bench_charrnn_train(cell: str, num_layers: int, hidden: int, batch_size: int, seq_len: int, steps: int,
                         device: str, precision: str, workdir: Path) -> tuple[float, float]:
+    """Characters/s of the real trainer and its peak memory (MB), measured in a fresh process so that
+    memory cached by earlier measurements does not hide this one's."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_charrnn_train_in_process, (cell, num_layers, hidden, batch_size, seq_len, steps, device,
+                                                      precision, str(workdir), torch.get_num_threads()))
+
+
+def _charrnn_train_in_process(cell: str, num_layers: int, hidden: int, batch_size: int, seq_len: int, steps: int,
+                              device: str, precision: str, workdir: str, threads: int) -> tuple[float, float]:
     """Characters/s of the real trainer over its last `steps - warmup` steps, and its peak memory (MB)."""
+    torch.set_num_threads(threads)
+    workdir = Path(workdir)
     corpus = workdir / "corpus.txt"
     run = workdir / f"run-{cell}-{num_layers}-{hidden}"
     warmup = max(2, steps // 5)

@@ -174,7 +174,7 @@ class Stepper:
             h = hs[l * H:(l + 1) * H]
             if self.cell == "gru":
                 if l == 0:
-                    gates[:] = self.np_w_in[0][int(x[0])]
+                    gates[:] = self.np_w_in[0][x.item()]
                 else:
                     np.dot(self.np_w_in[l], hs[(l - 1) * H:l * H], out=gates)
                     gates += self.np_b_in[l]
@@ -182,7 +182,7 @@ class Stepper:
                 gh += self.np_b_hh[l]
             elif l == 0:
                 np.dot(self.np_w_hh[0], h, out=gates)
-                gates += self.np_w_in[0][int(x[0])]
+                gates += self.np_w_in[0][x.item()]
             else:
                 np.dot(self.np_w_in[l], hs[(l - 1) * H:(l + 1) * H], out=gates)
                 gates += self.np_b_in[l]
@@ -199,9 +199,11 @@ class Stepper:
         else:
             torch.addmm(self.b_in[l], self.hs[:, (l - 1) * H:(l + 1) * H], self.w_in[l], out=gates)
 
-    @torch.inference_mode()
     def step(self, x: torch.Tensor) -> torch.Tensor:
-        """Advance every stream by one character `x` (B,); returns the next-character logits (B, V)."""
+        """Advance every stream by one character `x` (B,); returns the next-character logits (B, V).
+
+        Every tensor here is a detached copy, so no autograd graph is recorded even outside no_grad.
+        """
         H, gates, gh, tmp = self.H, self.gates, self.gh, self.tmp
         for l in range(self.L):
             h = self.h[l]
