@@ -150,7 +150,7 @@ def _charrnn_train_in_process(cell: str, num_layers: int, hidden: int, batch_siz
     workdir = Path(workdir)
     corpus = workdir / "corpus.txt"
     run = workdir / f"run-{cell}-{num_layers}-{hidden}"
-    warmup = max(2, steps // 5)
+    warmup = max(2, steps // 4)
     # The reference loop's optimizer (Adam, lr 2e-3, no weight decay), so the ratio measures the trainer
     # itself: its clipping, schedule, logging and checkpointing stay on.
     config = TrainConfig(corpus=str(corpus), out=str(run), cell=cell, num_layers=num_layers, hidden_size=hidden,
@@ -185,7 +185,7 @@ def bench_reference_train(cell: str, num_layers: int, hidden: int, batch_size: i
     data = torch.randint(0, VOCAB, (batch_size, steps * seq_len + 1), device=dev)
     state = None
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    warmup = max(2, steps // 5)
+    warmup = max(2, steps // 4)
     for i in range(steps):
         if i == warmup:
             _sync(dev)
@@ -233,16 +233,19 @@ def run_bench(grid: list[tuple[str, int, int]], batch_size: int = 64, seq_len: i
     rows = []
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
         work = Path(tmp)
-        synthetic_corpus(work / "corpus.txt", max(batch_size * seq_len * (steps + 2) + 1000, 100_000))
+        synthetic_corpus(work / "corpus.txt", max(batch_size * seq_len * (max(steps, 64) + 2) + 1000, 100_000))
         for cell, layers, hidden in grid:
+            # Small models take milliseconds a step: give them more steps so each figure spans seconds.
+            n_steps = min(64, max(steps, int(steps * (512 / hidden) ** 2 / layers)))
             # Alternate the two loops and keep each one's best, so a burst of load from elsewhere on a
             # shared machine does not decide the ratio.
             ours, ref, mem = 0.0, 0.0, 0.0
             for _ in range(repeats):
-                speed, used = bench_charrnn_train(cell, layers, hidden, batch_size, seq_len, steps, device,
+                speed, used = bench_charrnn_train(cell, layers, hidden, batch_size, seq_len, n_steps, device,
                                                   precision, work)
                 ours, mem = max(ours, speed), max(mem, used)
-                ref = max(ref, bench_reference_train(cell, layers, hidden, batch_size, seq_len, steps, device, precision))
+                ref = max(ref, bench_reference_train(cell, layers, hidden, batch_size, seq_len, n_steps, device,
+                                                     precision))
             s1 = bench_sampling(cell, layers, hidden, 1, sample_chars, device)
             s64 = bench_sampling(cell, layers, hidden, 64, max(50, sample_chars // 4), device)
             fpc = flops_per_char(cell, layers, hidden, CharRNNConfig.embedding_dim, VOCAB + 2)

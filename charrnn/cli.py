@@ -381,7 +381,7 @@ def bench_command(
     hidden_size: list[int] = typer.Option([], "--hidden-size", help="Measure this hidden size (repeatable)."),
     batch_size: int = typer.Option(64, help="Training batch size (streams)."),
     seq_len: int = typer.Option(128, help="Training sequence length."),
-    steps: int = typer.Option(8, help="Training steps per measurement (the first fifth, at least 2, are warm-up)."),
+    steps: int = typer.Option(8, help="Training steps per measurement for 2x512 (more for smaller models; the first quarter, at least 2, are warm-up)."),
     repeats: int = typer.Option(2, help="Measure charrnn and the reference alternately this many times; keep each one's best."),
     sample_chars: int = typer.Option(1000, help="Characters generated per batch-1 sampling measurement."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
@@ -431,3 +431,140 @@ def bench_command(
     Console().print(table)
     Console().print(f"device {result['device']}, {result['threads']} threads, {result['precision']}, "
                     f"matmul {result['matmul_flops'] / 1e9:.1f} GFLOP/s measured")
+
+
+# ----- dump / viz / cells ---------------------------------------------------------------------------
+
+def _trace_text(text_file: Optional[Path], text: Optional[str], encoding: str) -> str:
+    from charrnn.data import iter_text
+
+    if (text_file is None) == (text is None):
+        raise CharRNNError("give either a TEXT_FILE or --text \"...\" to trace")
+    return unescape(text) if text is not None else "".join(iter_text(text_file, encoding))
+
+
+@app.command("dump")
+def dump_command(
+    checkpoint: Path = typer.Argument(..., help="Run directory (uses best.pt) or checkpoint file."),
+    text_file: Optional[Path] = typer.Argument(None, help="Text to run through the model."),
+    text: Optional[str] = typer.Option(None, "--text", help="Trace this text instead of a file (\\n escapes are read)."),
+    out: Path = typer.Option(Path("acts.npz"), "--out", "-o", help="Output .npz file, or directory for --format lstmvis."),
+    fmt: str = typer.Option("npz", "--format", help="npz (NumPy) or lstmvis (a project directory LSTMVis opens; needs h5py)."),
+    top_k: int = typer.Option(5, help="Top next-character predictions stored per character."),
+    encoding: str = typer.Option("utf-8", help="Text encoding of TEXT_FILE."),
+    map_unknown: bool = typer.Option(False, "--map-unknown", help="Read characters the model never saw as <unk> instead of failing."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a line of text."),
+) -> None:
+    """Record every hidden state, cell state and gate of every layer for each character of a text."""
+    from charrnn.activations import collect_activations, describe, save_lstmvis, save_npz
+    from charrnn.checkpoint import load_model
+
+    if fmt not in ("npz", "lstmvis"):
+        raise CharRNNError(f"unknown --format {fmt!r}: choose npz or lstmvis")
+    if top_k < 1:
+        raise CharRNNError("--top-k must be at least 1")
+    source = _trace_text(text_file, text, encoding)
+    model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
+    trace = collect_activations(model, tokenizer, source, top_k=top_k, map_unknown=map_unknown)
+    written = save_npz(trace, out) if fmt == "npz" else save_lstmvis(trace, out, name=Path(str(checkpoint)).stem)
+    summary = {**describe(trace), "out": str(written), "format": fmt}
+    if json_output:
+        print(json.dumps(summary))
+    else:
+        err.print(f"traced {trace.length:,} characters through {trace.cell} {len(trace.layers)}x"
+                  f"{summary['hidden_size']} ({', '.join(summary['kinds'])} per layer) -> {written}")
+
+
+@app.command("viz")
+def viz_command(
+    activations: Path = typer.Argument(..., help="A .npz written by charrnn dump."),
+    out: Path = typer.Option(Path("cells.html"), "--out", "-o", help="The HTML file to write."),
+    max_chars: int = typer.Option(3000, help="Show the first N characters (the page embeds their activations)."),
+    kinds: str = typer.Option("", help="Comma-separated kinds offered in the picker: h, c (lstm), gates i,f,g,o (lstm) or r,z,n (gru). \\[default: h and c]"),
+    top: int = typer.Option(5, help="Top cells listed per probe."),
+) -> None:
+    """Write a self-contained HTML page showing the text coloured by any cell's activation."""
+    from charrnn.activations import load_npz
+    from charrnn.viz import render_html
+
+    if max_chars < 1 or top < 1:
+        raise CharRNNError("--max-chars and --top must be at least 1")
+    trace = load_npz(activations)
+    wanted = tuple(k.strip() for k in kinds.split(",") if k.strip()) or tuple(k for k in ("h", "c") if k in trace.layers[0])
+    unknown = [k for k in wanted if k not in trace.layers[0]]
+    if unknown:
+        raise CharRNNError(f"--kinds {','.join(unknown)}: this {trace.cell} dump has {', '.join(trace.layers[0])}")
+    page = render_html(trace, max_chars, wanted, top, title=f"charrnn cells: {activations.name}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    err.print(f"wrote {out} ({len(page) / 1e6:.1f} MB, {min(trace.length, max_chars):,} characters); open it in a browser")
+
+
+@app.command("cells")
+def cells_command(
+    source: Path = typer.Argument(..., help="Run directory or checkpoint (with TEXT_FILE), or a .npz from charrnn dump."),
+    text_file: Optional[Path] = typer.Argument(None, help="Text to analyse (not needed for a .npz)."),
+    top: int = typer.Option(5, help="Cells listed per probe."),
+    max_chars: int = typer.Option(20000, help="Analyse the first N characters of the text."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write the HTML viewer with these results."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the gate-saturation scatter plot (SVG) here."),
+    encoding: str = typer.Option("utf-8", help="Text encoding of TEXT_FILE."),
+    map_unknown: bool = typer.Option(False, "--map-unknown", help="Read characters the model never saw as <unk>."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    json_output: bool = typer.Option(False, "--json", help="Print {\"probes\": {...}, \"gate_saturation\": {...}} as JSON."),
+) -> None:
+    """Find interpretable cells: rank every cell by correlation with probes of the text (quotes, brackets,
+    position in line, indentation, comments, word starts, line breaks), and measure gate saturation."""
+    from charrnn.activations import collect_activations, load_npz, saturation_svg
+    from charrnn.checkpoint import load_model
+    from charrnn.probes import rank_cells
+    from charrnn.viz import render_html
+
+    if top < 1 or max_chars < 2:
+        raise CharRNNError("--top must be at least 1 and --max-chars at least 2")
+    if source.suffix == ".npz":
+        trace = load_npz(source)
+    else:
+        if text_file is None:
+            raise CharRNNError("give the TEXT_FILE to analyse after the run directory or checkpoint")
+        from charrnn.data import iter_text
+
+        text = "".join(iter_text(text_file, encoding))[:max_chars]
+        model, tokenizer, _ = load_model(source, resolve_device(device))
+        trace = collect_activations(model, tokenizer, text, map_unknown=map_unknown)
+    if trace.length > max_chars:
+        from charrnn.activations import Trace
+
+        trace = Trace(trace.chars[:max_chars], trace.ids[:max_chars], trace.cell,
+                      [{k: v[:max_chars] for k, v in layer.items()} for layer in trace.layers],
+                      trace.next_prob[:max_chars], trace.top_ids[:max_chars], trace.top_probs[:max_chars],
+                      trace.vocabulary)
+    result = rank_cells(trace, top=top)
+    if plot is not None:
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot.write_text(saturation_svg(result["gate_saturation"]), encoding="utf-8")
+    if html_out is not None:
+        html_out.parent.mkdir(parents=True, exist_ok=True)
+        html_out.write_text(render_html(trace, min(trace.length, 3000), top=top), encoding="utf-8")
+    if json_output:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"interpretable cells ({trace.length:,} characters)")
+    for name in ("probe", "rank", "cell", "correlation", "threshold accuracy (base rate)"):
+        table.add_column(name)
+    for probe, rows in result["probes"].items():
+        for rank, r in enumerate(rows, 1):
+            acc = f"{r['accuracy']:.3f} ({r['base_rate']:.3f})" if "accuracy" in r else ""
+            table.add_row(probe if rank == 1 else "", str(rank), f"layer{r['layer']}/{r['kind']}/{r['unit']}",
+                          f"{r['correlation']:+.3f}", acc)
+    Console().print(table)
+    if result["constant"]:
+        Console().print(f"constant in this text (not ranked): {', '.join(result['constant'])}")
+    sat = Table(title="gate saturation (mean fraction of time per unit)")
+    for name in ("layer", "gate", "left-saturated (< 0.1)", "right-saturated (> 0.9)"):
+        sat.add_column(name)
+    for layer, gates in result["gate_saturation"].items():
+        for gate, stats in gates.items():
+            sat.add_row(layer, gate, f"{stats['mean_left']:.3f}", f"{stats['mean_right']:.3f}")
+    Console().print(sat)
