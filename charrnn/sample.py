@@ -72,6 +72,24 @@ def prime_ids(tokenizer: CharTokenizer, prime: str, map_unknown: bool = False) -
     return torch.tensor([tokenizer.eod_id, *list(ids)], dtype=torch.long)
 
 
+def primed(model: CharRNN, tokenizer: CharTokenizer, prime: str, batch: int,
+           map_unknown: bool = False) -> tuple[torch.Tensor, Stepper]:
+    """Read `<eod>` + prime into `batch` identical streams with the fused kernel; return the next-character
+    logits (batch, V) and a `Stepper` holding the state, to go on one character at a time.
+
+    `<unk>` means "some character the corpus never had", so it is never produced: its logit is -inf.
+    """
+    model.eval()
+    device = model.head.weight.device
+    ids = prime_ids(tokenizer, prime, map_unknown).to(device)
+    logits, state = model(ids.unsqueeze(0).expand(batch, -1), model.init_state(batch, device))
+    logits = logits[:, -1].clone()  # (batch, V)
+    logits[:, tokenizer.unk_id] = float("-inf")
+    stepper = Stepper(model, batch, banned=[tokenizer.unk_id])
+    stepper.load_state(state)
+    return logits, stepper
+
+
 class _Detokenizer:
     """Turns ids into text one at a time; for byte-level models, waits for complete UTF-8 sequences."""
 
@@ -140,16 +158,7 @@ def iter_sample(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
         raise CharRNNError(f"--length must be 0 or more, got {length}")
     if num_samples < 1:
         raise CharRNNError(f"--num-samples must be at least 1, got {num_samples}")
-    model.eval()
-    device = model.head.weight.device
-    ids = prime_ids(tokenizer, prime, map_unknown).to(device)
-    x = ids.unsqueeze(0).expand(num_samples, -1)  # (N, P)
-    logits, state = model(x, model.init_state(num_samples, device))
-    logits = logits[:, -1]  # (N, V)
-    stepper = Stepper(model, num_samples, banned=[tokenizer.unk_id])  # one character at a time from here on
-    stepper.load_state(state)
-    # <unk> means "some character we never saw": never produce it.
-    logits[:, tokenizer.unk_id] = float("-inf")
+    logits, stepper = primed(model, tokenizer, prime, num_samples, map_unknown)
     detok = [_Detokenizer(tokenizer) for _ in range(num_samples)]
     watch = [_StopWatcher(stop) for _ in range(num_samples)]
     finished = [False] * num_samples
@@ -211,14 +220,9 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
         raise CharRNNError(f"--beam-size must be at least 1, got {beam_size}")
     if length < 1:
         raise CharRNNError(f"--length must be at least 1 for beam search, got {length}")
-    model.eval()
     device = model.head.weight.device
-    ids = prime_ids(tokenizer, prime, map_unknown).to(device)
-    logits, state = model(ids.unsqueeze(0).expand(beam_size, -1), model.init_state(beam_size, device))
-    stepper = Stepper(model, beam_size)
-    stepper.load_state(state)
-    logp = torch.log_softmax(logits[:1, -1].float(), dim=-1)  # (1, V): every beam starts the same
-    logp[:, tokenizer.unk_id] = float("-inf")
+    logits, stepper = primed(model, tokenizer, prime, beam_size, map_unknown)
+    logp = torch.log_softmax(logits[:1].float(), dim=-1)  # (1, V): every beam starts the same
     scores = torch.zeros(1, device=device)  # cumulative log-probability of each live beam
     seqs: list[list[int]] = [[]]
     done: list[tuple[float, list[int]]] = []
@@ -252,7 +256,6 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
             break
         tokens_in = torch.tensor(keep_tokens + [keep_tokens[0]] * (beam_size - len(keep_tokens)), device=device)
         logp = torch.log_softmax(stepper.step(tokens_in).float(), dim=-1)[: len(keep_rows)]
-        logp[:, tokenizer.unk_id] = float("-inf")
     finals = done + [(normalised(s, len(q)), q) for s, q in zip(scores.tolist(), seqs)]
     best_score, best_seq = max(finals, key=lambda d: d[0])
     return tokenizer.decode(best_seq), best_score
