@@ -51,7 +51,7 @@ def evaluate(model: CharRNN, ids: np.ndarray | torch.Tensor, streams: int = 16, 
     was_training = model.training
     model.eval()
     device = model.head.weight.device
-    ids = torch.as_tensor(np.asarray(ids).astype(np.int64)) if not isinstance(ids, torch.Tensor) else ids.long()
+    ids = ids.cpu().numpy() if isinstance(ids, torch.Tensor) else ids  # a (memory-mapped) array is fine
     M = len(ids) - 1  # number of (input, target) pairs
     if M < 1:
         raise CharRNNError("the text to evaluate needs at least 2 characters")
@@ -59,35 +59,42 @@ def evaluate(model: CharRNN, ids: np.ndarray | torch.Tensor, streams: int = 16, 
     chunk = math.ceil(M / S)
     S = math.ceil(M / chunk)
     burn = min(burn_in, chunk)
-    inputs = torch.zeros(S, chunk, dtype=torch.long)
-    targets = torch.zeros(S, chunk, dtype=torch.long)
-    mask = torch.zeros(S, chunk, dtype=torch.bool)
-    for k in range(S):
-        a, b = k * chunk, min((k + 1) * chunk, M)
-        inputs[k, : b - a] = ids[a:b]
-        targets[k, : b - a] = ids[a + 1 : b + 1]
-        mask[k, : b - a] = True
-    unknown = 0
-    if unk_id is not None:
-        is_unk = (targets == unk_id) & mask
-        unknown = int(is_unk.sum())
-        mask &= ~is_unk
+
+    def window(offset: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (S, width) at positions [k*chunk + offset, ...) of every piece, and which are real."""
+        x = np.zeros((S, width + 1), dtype=np.int64)
+        real = np.zeros((S, width), dtype=bool)
+        for k in range(S):
+            a = k * chunk + offset
+            b = min(a + width, (k + 1) * chunk, M)
+            if b > a:
+                x[k, : b - a + 1] = ids[a : b + 1]
+                real[k, : b - a] = True
+        return torch.from_numpy(x), torch.from_numpy(real)
+
     state = model.init_state(S, device)
     if burn > 0 and S > 1:
-        warm = torch.stack([ids[k * chunk - burn : k * chunk] if k else ids[:burn] for k in range(S)])
+        warm = torch.stack([torch.as_tensor(np.asarray(ids[k * chunk - burn : k * chunk] if k else ids[:burn],
+                                                        dtype=np.int64)) for k in range(S)])
         _, state = model(warm.to(device), state)
         state = tuple(s.clone() for s in state)
         for s in state:
             s[:, 0] = 0.0  # the first piece has nothing before it: it starts cold, like a single pass
     total = torch.zeros((), dtype=torch.float64, device=device)
+    scored = unknown = 0
     for t in range(0, chunk, seq_len):
-        x = inputs[:, t : t + seq_len].to(device)
+        # Built chunk by chunk from the array, so memory does not grow with the text.
+        xy, real = window(t, min(seq_len, chunk - t))
+        x, y = xy[:, :-1].to(device), xy[:, 1:].to(device)
+        if unk_id is not None:
+            is_unk = (xy[:, 1:] == unk_id) & real
+            unknown += int(is_unk.sum())
+            real &= ~is_unk
         logits, state = model(x, state)
-        losses = F.cross_entropy(logits.float().transpose(1, 2), targets[:, t : t + seq_len].to(device),
-                                 reduction="none")  # (S, T)
-        total += (losses * mask[:, t : t + seq_len].to(device)).sum(dtype=torch.float64)
+        losses = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")  # (S, T)
+        total += (losses * real.to(device)).sum(dtype=torch.float64)
+        scored += int(real.sum())
     model.train(was_training)
-    scored = int(mask.sum())
     return EvalResult(float(total) / max(scored, 1), scored, unknown)
 
 
