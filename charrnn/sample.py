@@ -94,13 +94,15 @@ class _Detokenizer:
     """Turns ids into text one at a time; for byte-level models, waits for complete UTF-8 sequences."""
 
     def __init__(self, tokenizer: CharTokenizer):
-        self.tokenizer = tokenizer
         self.bytes = codecs.getincrementaldecoder("utf-8")(errors="replace") if tokenizer.byte_level else None
+        # The text of every id, computed once: this runs once per generated character.
+        self.pieces = [tokenizer.decode_bytes([i]) if tokenizer.byte_level else tokenizer.decode([i])
+                       for i in range(tokenizer.vocab_size)]
 
     def __call__(self, i: int) -> str:
         if self.bytes is not None:
-            return self.bytes.decode(self.tokenizer.decode_bytes([i]))
-        return self.tokenizer.decode([i])
+            return self.bytes.decode(self.pieces[i])
+        return self.pieces[i]
 
     def flush(self) -> str:
         return self.bytes.decode(b"", final=True) if self.bytes is not None else ""
