@@ -29,8 +29,8 @@ def test_save_load_gives_identical_logits(tmp_path, cell):
 
 
 def test_checkpoint_saved_from_another_device_loads_on_cpu(tmp_path):
-    # What a GPU run writes: tensors whose storage says "cuda:0". Build that file without a GPU by
-    # saving on the meta device map: torch.load(map_location="cpu") must restore them on the CPU.
+    # What a GPU-side torch.save writes: tensors whose storage location says "cuda:0". Without a GPU the
+    # file is made by rewriting the location tags of a CPU save; loading must map them onto the CPU.
     model, tok = small_model()
     save_checkpoint(tmp_path / "m.pt", model, tok)
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
@@ -39,7 +39,6 @@ def test_checkpoint_saved_from_another_device_loads_on_cpu(tmp_path):
         torch.save(ckpt, tmp_path / "gpu.pt")
     else:
         # Rewrite the stored location tags the way a CUDA save records them.
-        import io
         import zipfile
         src = zipfile.ZipFile(tmp_path / "m.pt")
         with zipfile.ZipFile(tmp_path / "gpu.pt", "w") as dst:
