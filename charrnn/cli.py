@@ -87,6 +87,7 @@ def _given(**options) -> dict:
 # ----- train ----------------------------------------------------------------------------------------
 
 def _d(name: str) -> str:
+    """'[default: X]' for a TrainConfig field, so help text and config share one default."""
     from charrnn.train import TrainConfig
     value = TrainConfig.__dataclass_fields__[name].default
     return f"\\[default: {value}]"  # the backslash stops Rich reading it as markup
