@@ -342,12 +342,14 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
     if not resume and config.corpus == DEFAULT_CORPUS:
         corpus_path = default_corpus_path()
     tokenizer = CharTokenizer.from_dict(ckpt["tokenizer"]) if ckpt else None
-    for turn in ((0,) if not world.active else ("main", "others")):
-        # Rank 0 encodes the corpus; the others then find it cached.
-        if turn == 0 or (turn == "main") == world.is_main:
-            corpus: EncodedCorpus = encode_corpus(corpus_path, run_dir, config.encoding, config.byte_level,
-                                                  config.document_separator, tokenizer)
-        distributed.barrier(world)
+
+    def encoded() -> EncodedCorpus:
+        return encode_corpus(corpus_path, run_dir, config.encoding, config.byte_level, config.document_separator,
+                             tokenizer)
+
+    corpus = encoded() if world.is_main else None
+    distributed.barrier(world)  # rank 0 has encoded the corpus: the others find it cached
+    corpus = corpus or encoded()
     tokenizer = corpus.tokenizer
     if not resume:
         config = replace(config, corpus=str(corpus_path.resolve()), out=str(run_dir))
