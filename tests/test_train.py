@@ -2,6 +2,7 @@ import json
 import math
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -183,3 +184,27 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, corpus):
     assert s.stop_reason == "interrupted" and s.step == 3
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"] == 3
     assert "charrnn train --resume" in s.message
+
+
+def test_byte_level_and_document_separator_runs(tmp_path):
+    from charrnn.checkpoint import load_model
+    from charrnn.sample import SampleSettings, sample
+
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("第一篇：你好，世界。\n\n第二篇：再见。\n\n" * 60, encoding="utf-8")
+    run = tmp_path / "bytes"
+    train(tiny_config(corpus, run, byte_level=True, max_steps=3, eval_every=3))
+    model, tok, _ = load_model(run)
+    assert tok.byte_level and len(tok.codes) < 256
+    text = sample(model, tok, "第", 40, SampleSettings(1.0), seed=0, stop_at_eod=False)[0]
+    assert isinstance(text, str)  # bytes are joined back into text (invalid sequences become U+FFFD)
+
+    run = tmp_path / "docs"
+    train(tiny_config(corpus, run, document_separator="\n\n", cell="gru", hidden_size=64, batch_size=2,
+                      seq_len=32, max_steps=150, eval_every=150, schedule="constant"))
+    model, tok, _ = load_model(run)
+    ids = np.fromfile(run / "corpus.bin", dtype=tok.dtype)
+    assert (ids == tok.eod_id).sum() == 1 + 120  # the leading <eod> and one per separator
+    # A model that has learned the documents ends a sample at the end of one.
+    out = sample(model, tok, "第二篇：", 200, SampleSettings(0.0))[0]
+    assert len(out) < 200 and "\n\n" not in out
