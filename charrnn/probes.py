@@ -141,19 +141,32 @@ def rank_cells(trace: Trace, top: int = 5, probes: dict | None = None) -> dict:
     """
     probes = probes or PROBES
     X, blocks = trace.matrix()  # (T, N) float32
-    T = X.shape[0]
+    T, N = X.shape
+    mean = X.mean(axis=0, dtype=np.float64)
     std = X.std(axis=0, dtype=np.float64)
-    std[std == 0] = np.inf  # a unit that never moves correlates with nothing
+    # A unit that never moves (a gate stuck at 1, say) correlates with nothing; float32 noise on such a
+    # unit must not pass for a signal.
+    std[std < 1e-6] = np.inf
     labels = [(l, k, u) for l, k in blocks for u in range(trace.layers[l][k].shape[1])]
-    result: dict = {"probes": {}, "constant": []}
+    result: dict = {"probes": {}, "constant": [], "gate_saturation": gate_saturation(trace)}
+    standardized = {}
     for name, probe in probes.items():
         p = probe(trace.chars).astype(np.float64)
         if p.std() == 0:
             result["constant"].append(name)
             continue
-        pz = (p - p.mean()) / p.std()
-        # pz has zero mean, so X needs no centring: corr_j = sum_t x_tj pz_t / (T std_j).
-        corr = (X.T @ pz.astype(np.float32)).astype(np.float64) / (T * std)  # (N,)
+        standardized[name] = (p, (p - p.mean()) / p.std())
+    if not standardized:
+        return result
+    P = np.stack([pz for _, pz in standardized.values()], axis=1)  # (T, probes)
+    C = np.empty((N, P.shape[1]))
+    for a in range(0, N, 512):  # centred in float64, a block of columns at a time, to bound memory
+        block = X[:, a:a + 512].astype(np.float64) - mean[a:a + 512]
+        C[a:a + 512] = block.T @ P
+    C /= T * std[:, None]
+    np.clip(C, -1.0, 1.0, out=C)
+    for j_probe, (name, (p, _)) in enumerate(standardized.items()):
+        corr = C[:, j_probe]
         best = np.argsort(-np.abs(corr), kind="stable")[:top]
         rows = []
         for j in best:
@@ -164,5 +177,4 @@ def rank_cells(trace: Trace, top: int = 5, probes: dict | None = None) -> dict:
                 row["base_rate"] = round(float(max(p.mean(), 1 - p.mean())), 4)
             rows.append(row)
         result["probes"][name] = rows
-    result["gate_saturation"] = gate_saturation(trace)
     return result

@@ -164,3 +164,19 @@ def test_activation_errors_are_one_line(tmp_path, trained_run):
     assert r.exit_code == 2 and "no such activations file" in r.stderr
     r = runner.invoke(app, ["dump", str(trained_run[0]), "--text", "Zzz", "--out", str(tmp_path / "a.npz")])
     assert r.exit_code == 2 and "--map-unknown" in r.stderr
+
+
+def test_saturated_units_do_not_pass_for_signals():
+    # A gate stuck at 1 carries only float32 rounding noise; centring must happen before correlating.
+    chars = list('"a b" c d\n' * 2000)
+    T = len(chars)
+    rng = np.random.default_rng(0)
+    z = (1.0 + rng.normal(scale=1e-7, size=(T, 3))).astype(np.float32)
+    h = rng.normal(size=(T, 3)).astype(np.float32)
+    h[:, 1] = in_double_quotes(chars) + rng.normal(scale=0.5, size=T)
+    trace = Trace(chars, np.zeros(T, np.int32), "gru", [{"h": h, "r": z, "z": z, "n": h}], np.ones(T),
+                  np.zeros((T, 1), np.int32), np.ones((T, 1)), ["x"])
+    result = rank_cells(trace, top=2)
+    best = result["probes"]["in_quotes"][0]
+    assert (best["kind"] in ("h", "n"), best["unit"]) == (True, 1) and 0.5 < best["correlation"] <= 1.0
+    assert all(abs(r["correlation"]) <= 1.0 for rows in result["probes"].values() for r in rows)
