@@ -16,13 +16,20 @@ TAB_WIDTH = 4
 
 
 def in_double_quotes(chars: list[str]) -> np.ndarray:
-    """1 from an opening double quote up to (not including) its closing one."""
+    """1 from an opening double quote up to (not including) its closing one.
+
+    A straight quote opens when it follows the start, whitespace, an opening bracket or "=", and closes
+    otherwise (after a letter or punctuation, as in `too," said`), so a text cut in the middle of a quotation is read right from its next quote on
+    (counting quotes would invert the whole text).
+    """
     out = np.zeros(len(chars), dtype=np.float32)
     inside = False
+    prev = ""
     for t, ch in enumerate(chars):
         if ch == '"':
-            inside = not inside
+            inside = prev == "" or prev.isspace() or prev in "([{<="
         out[t] = inside
+        prev = ch
     return out
 
 

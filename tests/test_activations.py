@@ -21,6 +21,8 @@ from conftest import TEXT, tiny_config
 def test_probes_on_known_strings():
     chars = list('a "b" (c[d])\n  x # y\nz')
     assert in_double_quotes(chars)[:6].tolist() == [0, 0, 1, 1, 0, 0]
+    # Cut inside a quotation: the closing quote is recognised as one, not taken for an opening.
+    assert in_double_quotes(list('b" and "c" x="y"')).tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 0]
     assert bracket_depth(chars)[6:13].tolist() == [1, 1, 2, 2, 1, 0, 0]
     assert in_brackets(chars)[6:13].tolist() == [1, 1, 1, 1, 1, 0, 0]
     assert line_position(list("ab\ncd")).tolist() == [1, 2, 0, 1, 2]
