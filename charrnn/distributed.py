@@ -44,11 +44,13 @@ def world_from_env() -> World:
     return World(rank, size, local)
 
 
-def init(world: World, device: torch.device) -> None:
-    """Join the process group: NCCL between GPUs, gloo between CPU processes."""
+def init(world: World, device: torch.device) -> bool:
+    """Join the process group (NCCL between GPUs, gloo between CPU processes); True if this call created it."""
     if world.active and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=world.rank, world_size=world.size)
+        return True
+    return False
 
 
 def barrier(world: World) -> None:

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from torch.nn.parallel import DistributedDataParallel
 
 from charrnn import distributed
@@ -331,7 +330,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
     if config.batch_size % world.size:
         raise CharRNNError(f"--batch-size {config.batch_size} must be divisible by the {world.size} processes "
                            "of this torchrun job (each owns an equal share of the streams)")
-    distributed.init(world, device)
+    started_group = distributed.init(world, device)
     distributed.barrier(world)  # every rank has checked the run directory before rank 0 changes it
     if overwrite_old and world.is_main:
         for name in (LAST, BEST, METRICS_FILE, CURVE_FILE):
@@ -428,11 +427,14 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
                 "best_step": best_step, "corpus": str(corpus.source), "num_parameters": n_params,
                 "train_config": asdict(config)}
 
-    def save(name: str, elapsed: float) -> None:
+    def save(*names: str) -> None:
+        """Write the same checkpoint under each name (best and last, when the last is the best)."""
+        elapsed = time.perf_counter() - t_start
         ts = train_state(elapsed)
-        if world.is_main:
-            save_checkpoint(run_dir / name, model, tokenizer, ts, meta(elapsed))
-        emit({"kind": "checkpoint", "path": str(run_dir / name), "step": step})
+        for name in names:
+            if world.is_main:
+                save_checkpoint(run_dir / name, model, tokenizer, ts, meta(elapsed))
+            emit({"kind": "checkpoint", "path": str(run_dir / name), "step": step})
 
     def exploded(loss: float) -> bool:
         return not math.isfinite(loss) or (config.explode_factor > 0 and loss > config.explode_factor * log_v)
@@ -451,6 +453,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         Returns "patience" when it is time to stop early, or a divergence message (nothing saved then).
         """
         nonlocal best_val, best_step, last_val, evals_since_best
+        names = [LAST]
         if len(val_ids) >= 2:
             # Computed once, on rank 0, and agreed: every rank then takes the same decisions.
             with autocast:  # at the training precision: bf16 halves its cost and moved the loss by ~3e-5 here
@@ -461,7 +464,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
             last_val = val
             if best_val is None or last_val < best_val:
                 best_val, best_step, evals_since_best = last_val, step, 0
-                save(BEST, time.perf_counter() - t_start)
+                names.insert(0, BEST)
             else:
                 evals_since_best += 1
             if world.is_main:
@@ -470,7 +473,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
                           "elapsed_s": round(time.perf_counter() - t_start, 3)}
                 log.write(json.dumps(record) + "\n")
                 emit(record)
-        save(LAST, time.perf_counter() - t_start)
+        save(*names)
         if world.is_main:
             write_loss_curve(metrics_path, run_dir / CURVE_FILE, f"{run_dir.name}: loss per character")
         if config.patience is not None and evals_since_best >= config.patience:
@@ -568,8 +571,10 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         if stop_reason == "interrupted":
             message = f"interrupted at step {step}; continue with: charrnn train --resume {run_dir}"
     elapsed = time.perf_counter() - t_start
-    if world.is_main:
+    if world.is_main and stop_reason == "diverged":  # otherwise the last evaluation drew it
         write_loss_curve(metrics_path, run_dir / CURVE_FILE, f"{run_dir.name}: loss per character")
+    if started_group:
+        distributed.shutdown(world)
     summary = TrainSummary(str(run_dir), step, round(step / steps_per_epoch, 4), elapsed, stop_reason, last_loss,
                            last_val, best_val, best_step, chars_per_s, n_params, message, history)
     emit({"kind": "end", **{k: v for k, v in asdict(summary).items() if k != "history"}})
