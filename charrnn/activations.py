@@ -51,6 +51,11 @@ class Trace:
     def length(self) -> int:
         return len(self.ids)
 
+    def head(self, n: int) -> Trace:
+        """The first `n` characters of this trace (views, no copies)."""
+        return Trace(self.chars[:n], self.ids[:n], self.cell, [{k: v[:n] for k, v in layer.items()} for layer in self.layers],
+                     self.next_prob[:n], self.top_ids[:n], self.top_probs[:n], self.vocabulary)
+
     def units(self) -> list[tuple[int, str, int]]:
         """(layer, kind, unit) of every recorded series, in a fixed order."""
         return [(l, k, u) for l, layer in enumerate(self.layers) for k in layer for u in range(layer[k].shape[1])]

@@ -525,22 +525,13 @@ def cells_command(
     if top < 1 or max_chars < 2:
         raise CharRNNError("--top must be at least 1 and --max-chars at least 2")
     if source.suffix == ".npz":
-        trace = load_npz(source)
+        trace = load_npz(source).head(max_chars)
     else:
         if text_file is None:
             raise CharRNNError("give the TEXT_FILE to analyse after the run directory or checkpoint")
-        from charrnn.data import iter_text
-
-        text = "".join(iter_text(text_file, encoding))[:max_chars]
         model, tokenizer, _ = load_model(source, resolve_device(device))
+        text = _trace_text(text_file, None, encoding)[:max_chars]
         trace = collect_activations(model, tokenizer, text, map_unknown=map_unknown)
-    if trace.length > max_chars:
-        from charrnn.activations import Trace
-
-        trace = Trace(trace.chars[:max_chars], trace.ids[:max_chars], trace.cell,
-                      [{k: v[:max_chars] for k, v in layer.items()} for layer in trace.layers],
-                      trace.next_prob[:max_chars], trace.top_ids[:max_chars], trace.top_probs[:max_chars],
-                      trace.vocabulary)
     result = rank_cells(trace, top=top)
     if plot is not None:
         plot.parent.mkdir(parents=True, exist_ok=True)

@@ -28,10 +28,7 @@ def _quantise(values: np.ndarray) -> tuple[str, float]:
 def render_html(trace: Trace, max_chars: int = 3000, kinds: tuple[str, ...] = ("h", "c"), top: int = 5,
                 title: str = "charrnn cells") -> str:
     """The page for the first `max_chars` characters of a trace, showing the `kinds` series of every layer."""
-    T = min(trace.length, max_chars)
-    window = Trace(trace.chars[:T], trace.ids[:T], trace.cell,
-                   [{k: v[:T] for k, v in layer.items()} for layer in trace.layers],
-                   trace.next_prob[:T], trace.top_ids[:T], trace.top_probs[:T], trace.vocabulary)
+    window = trace.head(max_chars)
     ranking = rank_cells(window, top=top)
     series = {}
     for l, layer in enumerate(window.layers):
