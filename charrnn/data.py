@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from charrnn.common import CharRNNError
-from charrnn.tokenizer import CharTokenizer, dtype_for_vocab
+from charrnn.tokenizer import CharTokenizer, code_points
 
 CHUNK_BYTES = 1 << 22  # 4 MiB per read: large enough for numpy to stream, small enough to bound memory
 CACHE_VERSION = 1
@@ -91,10 +91,7 @@ def build_tokenizer(path: str | os.PathLike, encoding: str = "utf-8", byte_level
         return CharTokenizer(np.flatnonzero(seen).tolist(), True, document_separator)
     seen = np.zeros(0x110000, dtype=bool)  # one flag per Unicode code point
     for text in iter_text(path, encoding, False):
-        if text.isascii():
-            seen[np.frombuffer(text.encode("ascii"), dtype=np.uint8)] = True
-        else:
-            seen[np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")] = True
+        seen[code_points(text)] = True
     return CharTokenizer([chr(c) for c in np.flatnonzero(seen)], False, document_separator)
 
 
@@ -178,14 +175,14 @@ def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, encodin
         tokenizer = build_tokenizer(p, encoding, byte_level, document_separator)
     elif (tokenizer.byte_level != byte_level):
         raise CharRNNError("the corpus settings differ from the checkpoint's tokenizer (--byte-level)")
-    dtype = dtype_for_vocab(tokenizer.vocab_size)
+    dtype = tokenizer.dtype
     tmp = bin_path.with_name(bin_path.name + f".{os.getpid()}.tmp")
     length = 0
     digest = hashlib.sha256()
     try:
         with open(tmp, "wb") as f:
             for ids in iter_encoded(p, tokenizer, encoding):
-                block = memoryview(ids.astype(dtype, copy=False))
+                block = memoryview(ids)  # already in the compact dtype
                 digest.update(block)
                 f.write(block)
                 length += len(ids)

@@ -29,6 +29,13 @@ def dtype_for_vocab(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
+def code_points(text: str) -> np.ndarray:
+    """The code points of `text` as a uint8 (pure ASCII) or uint32 array, without a per-character loop."""
+    if text.isascii():  # the common case: one byte per character, a quarter of UTF-32's memory
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
 class CharTokenizer:
     """Maps characters (code points) or, with `byte_level`, bytes to ids.
 
@@ -98,9 +105,7 @@ class CharTokenizer:
             return np.frombuffer(data, dtype=np.uint8)
         if not isinstance(text, str):
             raise TypeError("a character-level tokenizer encodes str, not bytes")
-        if text.isascii():  # the common case: one byte per character, a quarter of UTF-32's memory
-            return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-        return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+        return code_points(text)
 
     def encode_compact(self, text: str | bytes, map_unknown: bool = False) -> np.ndarray:
         """Ids of `text` (no document-separator handling) in the vocabulary's compact dtype."""
