@@ -110,20 +110,20 @@ class Stepper:
                     # which the reset gate multiplies, stays with the hidden projection).
                     inputs = model.embed(torch.arange(cfg.vocab_size, device=device).unsqueeze(0))[0]
                     self.w_in.append((inputs @ w_ih.t() + b_ih + (0 if gru else b_hh)).contiguous())
-                    self.w_hh.append(w_hh.t().contiguous())
+                    self.w_hh.append(w_hh.contiguous())
                     self.b_in.append(None)
                     self.b_hh.append(b_hh.clone() if gru else None)
                 elif gru:
-                    self.w_in.append(w_ih.t().contiguous())
-                    self.w_hh.append(w_hh.t().contiguous())
+                    self.w_in.append(w_ih.contiguous())
+                    self.w_hh.append(w_hh.contiguous())
                     self.b_in.append(b_ih.clone())
                     self.b_hh.append(b_hh.clone())
                 else:
-                    self.w_in.append(torch.cat([w_ih, w_hh], 1).t().contiguous())  # (2H, G)
+                    self.w_in.append(torch.cat([w_ih, w_hh], 1).contiguous())  # (G, 2H)
                     self.w_hh.append(None)
                     self.b_in.append((b_ih + b_hh).contiguous())
                     self.b_hh.append(None)
-            self.head_w = model.head.weight.detach().t().contiguous()  # (H, V)
+            self.head_w = model.head.weight.detach().clone()  # (V, H)
             self.head_b = model.head.bias.detach().clone()
             self.head_b[list(banned)] = float("-inf")
         self.hs = torch.zeros(B, L * H, device=device, dtype=dtype)  # [h_0 | h_1 | ... | h_{L-1}]
@@ -136,13 +136,11 @@ class Stepper:
         self.gh = torch.zeros(B, G, device=device, dtype=dtype)
         self.tmp = torch.zeros(B, H, device=device, dtype=dtype)
         self.logits = torch.zeros(B, cfg.vocab_size, device=device, dtype=dtype)
-        if self.use_numpy:
-            rows = lambda t: None if t is None else t.t().contiguous().numpy()  # noqa: E731  (G, I) for sgemv
-            self.np_w_in = [self.w_in[0].numpy()] + [rows(w) for w in self.w_in[1:]]
-            self.np_w_hh = [rows(w) for w in self.w_hh]
-            self.np_b_in = [None if b is None else b.numpy() for b in self.b_in]
-            self.np_b_hh = [None if b is None else b.numpy() for b in self.b_hh]
-            self.np_head_w, self.np_head_b = rows(self.head_w), self.head_b.numpy()
+        if self.use_numpy:  # NumPy views of the same memory: weights are stored (G, I), as sgemv reads them
+            view = lambda t: None if t is None else t.numpy()  # noqa: E731
+            self.np_w_in, self.np_w_hh = [view(w) for w in self.w_in], [view(w) for w in self.w_hh]
+            self.np_b_in, self.np_b_hh = [view(b) for b in self.b_in], [view(b) for b in self.b_hh]
+            self.np_head_w, self.np_head_b = view(self.head_w), view(self.head_b)
             self.np_hs, self.np_gates, self.np_gh = self.hs[0].numpy(), self.gates[0].numpy(), self.gh[0].numpy()
             self.np_logits = self.logits[0].numpy()
 
@@ -192,12 +190,12 @@ class Stepper:
             torch.index_select(self.w_in[0], 0, x, out=gates)
         if self.cell == "gru":
             if l > 0:
-                torch.addmm(self.b_in[l], self.h[l - 1], self.w_in[l], out=gates)
-            torch.addmm(self.b_hh[l], h, self.w_hh[l], out=self.gh)
+                torch.addmm(self.b_in[l], self.h[l - 1], self.w_in[l].t(), out=gates)
+            torch.addmm(self.b_hh[l], h, self.w_hh[l].t(), out=self.gh)
         elif l == 0:
-            gates.addmm_(h, self.w_hh[0])
+            gates.addmm_(h, self.w_hh[0].t())
         else:
-            torch.addmm(self.b_in[l], self.hs[:, (l - 1) * H:(l + 1) * H], self.w_in[l], out=gates)
+            torch.addmm(self.b_in[l], self.hs[:, (l - 1) * H:(l + 1) * H], self.w_in[l].t(), out=gates)
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """Advance every stream by one character `x` (B,); returns the next-character logits (B, V).
@@ -227,4 +225,4 @@ class Stepper:
             np.dot(self.np_head_w, self.np_hs[(self.L - 1) * H:], out=self.np_logits)
             self.np_logits += self.np_head_b
             return self.logits
-        return torch.addmm(self.head_b, self.h[-1], self.head_w, out=self.logits)
+        return torch.addmm(self.head_b, self.h[-1], self.head_w.t(), out=self.logits)
