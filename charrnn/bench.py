@@ -264,7 +264,7 @@ def run_bench(grid: list[tuple[str, int, int]], batch_size: int = 64, seq_len: i
 
 def check_grid_args(steps: int, batch_size: int, seq_len: int) -> None:
     if steps < 5:
-        raise CharRNNError("--steps must be at least 5 (the first fifth are warm-up)")
+        raise CharRNNError("--steps must be at least 5 (the first quarter, at least 2, are warm-up)")
     if batch_size < 1 or seq_len < 1:
         raise CharRNNError("--batch-size and --seq-len must be at least 1")
 
