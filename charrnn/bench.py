@@ -27,12 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.common import CharRNNError, resolve_device
+from charrnn.common import CharRNNError
+from charrnn.device import resolve_device
 from charrnn.model import CharRNN, CharRNNConfig
 from charrnn.plot import read_metrics
 from charrnn.sample import SampleSettings, iter_sample, make_generator
 from charrnn.tokenizer import CharTokenizer
-from charrnn.train import TrainConfig, resolve_precision, train
+from charrnn.device import resolve_precision
+from charrnn.train import TrainConfig, train
 
 SMALL_GRID = [("lstm", 1, 128), ("gru", 2, 256), ("lstm", 2, 512), ("gru", 2, 512), ("rnn", 2, 512)]
 FULL_GRID = [(cell, layers, hidden) for cell in ("rnn", "lstm", "gru") for layers in (1, 2, 3)

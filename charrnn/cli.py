@@ -20,7 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from typer.core import TyperGroup
 
-from charrnn.common import CharRNNError, resolve_device
+from charrnn.common import CharRNNError
+from charrnn.device import resolve_device
 
 err = Console(stderr=True, highlight=False)
 

@@ -1,11 +1,15 @@
-"""What every module shares: the user-error type, device choice and seeding."""
+"""What every module shares and what needs no torch: the user-error type and atomic file writes.
+
+Kept free of heavy imports so that `charrnn --help` starts without loading PyTorch.
+"""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
-import torch
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
 
 
 class CharRNNError(Exception):
@@ -15,30 +19,30 @@ class CharRNNError(Exception):
     """
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """Turn `auto|cpu|cuda|cuda:N|mps` into a device; auto prefers CUDA, then MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside `path` for writing; on success flush it to disk and rename it over `path`.
+
+    A crash or an exception mid-write leaves the previous `path` untouched and no temporary file behind:
+    rename is atomic on POSIX and Windows, and fsync first makes sure the new bytes reach the disk before
+    the old ones are replaced.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CharRNNError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CharRNNError("--device cuda was asked for but this PyTorch sees no CUDA GPU: use --device auto or cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CharRNNError("--device mps was asked for but MPS is not available here: use --device auto or cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise CharRNNError(f"unsupported device {name!r}: use auto, cpu, cuda or mps")
-    return device
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (all devices) from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace a text file (UTF-8) in one atomic step."""
+    with atomic_write(path, "w") as f:
+        f.write(text)

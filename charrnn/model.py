@@ -6,52 +6,14 @@ Training and sampling use the fused `torch.nn` recurrent kernels (cuDNN on a GPU
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.common import CharRNNError
-
-CELLS = ("rnn", "lstm", "gru")
+from charrnn.config import CELLS, CharRNNConfig  # noqa: F401 - re-exported for callers of the model
 
 # The recurrent state is always a tuple of (L, B, H) tensors: (h,) for rnn and gru, (h, c) for lstm.
 State = tuple[torch.Tensor, ...]
-
-
-@dataclass(frozen=True)
-class CharRNNConfig:
-    """Everything needed to rebuild a CharRNN; saved with `asdict` in every checkpoint."""
-
-    vocab_size: int
-    cell: str = "gru"
-    num_layers: int = 2
-    hidden_size: int = 512
-    embedding_dim: int = 64  # 0 = one-hot input, as in the original char-rnn
-    dropout: float = 0.0  # between recurrent layers and before the head
-
-    def __post_init__(self):
-        if self.cell not in CELLS:
-            raise CharRNNError(f"unknown --cell {self.cell!r}: choose one of {', '.join(CELLS)}")
-        if self.num_layers < 1:
-            raise CharRNNError(f"--num-layers must be at least 1, got {self.num_layers}")
-        if self.hidden_size < 1:
-            raise CharRNNError(f"--hidden-size must be at least 1, got {self.hidden_size}")
-        if self.embedding_dim < 0:
-            raise CharRNNError(f"--embedding-dim must be 0 (one-hot) or more, got {self.embedding_dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise CharRNNError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.vocab_size < 2:
-            raise CharRNNError("the vocabulary needs at least 2 symbols")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CharRNNConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class CharRNN(nn.Module):

@@ -29,114 +29,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from charrnn import distributed
 from charrnn.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from charrnn.common import CharRNNError, resolve_device, seed_everything
+from charrnn.common import CharRNNError
+from charrnn.config import DEFAULT_CORPUS, TrainConfig
+from charrnn.device import autocast, resolve_device, resolve_precision, seed_everything
 from charrnn.data import EncodedCorpus, StreamBatches, encode_corpus
 from charrnn.evaluate import evaluate
-from charrnn.model import CharRNN, CharRNNConfig, State, count_parameters, detach_state
+from charrnn.model import CharRNN, State, count_parameters, detach_state
 from charrnn.plot import write_loss_curve
 from charrnn.tokenizer import CharTokenizer
 
-OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd", "adagrad")
-SCHEDULES = ("constant", "cosine", "exponential")
-PRECISIONS = ("auto", "fp32", "bf16")
 RUN_FILE, METRICS_FILE, CURVE_FILE = "run.json", "metrics.jsonl", "loss.svg"
-DEFAULT_CORPUS = "corpora/tinyshakespeare.txt"
-DEFAULT_TIME_BUDGET = 5.0  # minutes, when no other stopping rule is given
-
-# Options that may change when a run is resumed; everything else is fixed by the run directory.
-RESUMABLE = ("max_steps", "epochs", "time_budget", "eval_every", "patience", "device", "precision",
-             "compile", "explode_factor")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of a training run; saved as `run.json` so `--resume RUN_DIR` needs nothing else."""
-
-    corpus: str = DEFAULT_CORPUS
-    out: str = ""  # run directory; "" = checkpoints/<corpus name>
-    encoding: str = "utf-8"
-    byte_level: bool = False
-    document_separator: str | None = None
-    val_frac: float = 0.1
-    test_frac: float = 0.0
-    # model (defaults are CharRNNConfig's)
-    cell: str = CharRNNConfig.cell
-    num_layers: int = CharRNNConfig.num_layers
-    hidden_size: int = CharRNNConfig.hidden_size
-    embedding_dim: int = CharRNNConfig.embedding_dim
-    dropout: float = CharRNNConfig.dropout
-    # optimisation
-    batch_size: int = 32
-    seq_len: int = 128
-    optimizer: str = "adamw"
-    lr: float = 5e-3
-    weight_decay: float = 0.01
-    momentum: float = 0.9  # sgd and rmsprop
-    nesterov: bool = False
-    schedule: str = "cosine"
-    warmup_steps: int = 20
-    min_lr_frac: float = 0.05  # cosine ends at lr * min_lr_frac
-    lr_decay: float = 0.97  # exponential: multiply by this each epoch ...
-    lr_decay_after: int = 1  # ... once this many epochs are done
-    grad_clip: float = 1.0  # global L2 norm; 0 = off
-    # stopping
-    max_steps: int | None = None
-    epochs: float | None = None
-    time_budget: float | None = None  # minutes
-    eval_every: int = 500
-    eval_streams: int = 16
-    patience: int | None = None  # evaluations without improvement before stopping
-    explode_factor: float = 3.0  # stop when the loss exceeds this times ln(V); 0 = never
-    # machine
-    seed: int = 1337
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-
-    def __post_init__(self):
-        def bad(msg: str):
-            raise CharRNNError(msg)
-        if self.optimizer not in OPTIMIZERS:
-            bad(f"unknown --optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            bad(f"unknown --schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            bad(f"unknown --precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            bad(f"--lr must be a positive number, got {self.lr}")
-        if self.batch_size < 1 or self.seq_len < 1:
-            bad("--batch-size and --seq-len must be at least 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            bad(f"--max-steps must be at least 1, got {self.max_steps}")
-        if self.epochs is not None and not self.epochs > 0:
-            bad(f"--epochs must be positive, got {self.epochs}")
-        if self.time_budget is not None and not self.time_budget > 0:
-            bad(f"--time-budget must be a positive number of minutes, got {self.time_budget}")
-        if self.eval_every < 1 or self.eval_streams < 1:
-            bad("--eval-every and --eval-streams must be at least 1")
-        if self.patience is not None and self.patience < 1:
-            bad(f"--patience must be at least 1, got {self.patience}")
-        if self.grad_clip < 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.explode_factor < 0:
-            bad("--grad-clip, --weight-decay, --warmup-steps and --explode-factor cannot be negative")
-        if not 0 <= self.min_lr_frac <= 1 or not 0 < self.lr_decay <= 1:
-            bad("--min-lr-frac must be in [0, 1] and --lr-decay in (0, 1]")
-        if self.document_separator == "":
-            bad("--document-separator cannot be empty; give the string that separates documents, e.g. $'\\n\\n'")
-        self.model_config(2)  # validates the model fields
-
-    def model_config(self, vocab_size: int) -> CharRNNConfig:
-        return CharRNNConfig(vocab_size=vocab_size, cell=self.cell, num_layers=self.num_layers,
-                             hidden_size=self.hidden_size, embedding_dim=self.embedding_dim, dropout=self.dropout)
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("checkpoints") / Path(self.corpus).stem
-
-    def with_default_stop(self) -> TrainConfig:
-        """This config, with a time budget when no stopping rule was given."""
-        if self.max_steps is None and self.epochs is None and self.time_budget is None:
-            return replace(self, time_budget=DEFAULT_TIME_BUDGET)
-        return self
+RESUMABLE = TrainConfig.RESUMABLE
 
 
 @dataclass
@@ -181,24 +84,6 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=wd)
     return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
-
-
-def bf16_is_native(device: torch.device) -> bool:
-    """Whether this device does bfloat16 arithmetic in hardware (Ampere+ GPUs; CPUs with AVX512-BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` becomes bf16 where the hardware computes it natively, else fp32."""
-    if precision == "auto":
-        return "bf16" if bf16_is_native(device) else "fp32"
-    if precision == "bf16" and device.type == "mps":
-        raise CharRNNError("--precision bf16 is not supported on MPS here; use --precision fp32")
-    return precision
 
 
 def learning_rate(config: TrainConfig, step: int, epoch: int, progress: float) -> float:
@@ -384,8 +269,8 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     # bf16 autocast runs the matrix products in bfloat16; weights, optimizer state, the carried hidden
     # state and evaluation stay in float32.
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+    def amp():
+        return autocast(precision, device)
     n_params = count_parameters(model)
     steps_per_epoch = len(batches)
     chars_per_step = config.batch_size * config.seq_len  # over all ranks
@@ -456,7 +341,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
         names = [LAST]
         if len(val_ids) >= 2:
             # Computed once, on rank 0, and agreed: every rank then takes the same decisions.
-            with autocast:  # at the training precision: bf16 halves its cost and moved the loss by ~3e-5 here
+            with amp():  # at the training precision: bf16 halves its cost and moved the loss by ~3e-5 here
                 result = evaluate(model, val_ids, config.eval_streams) if world.is_main else None
             val = distributed.broadcast_float(world, result.nats_per_char if result else 0.0, device)
             if exploded(val):
@@ -523,7 +408,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, r
                 group["lr"] = lr
             x, y = batches.batch(i)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast:
+            with amp():
                 logits, new_state = forward(x, state)
                 loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
             optimizer.zero_grad(set_to_none=True)

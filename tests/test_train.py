@@ -9,7 +9,8 @@ import torch
 from charrnn.checkpoint import load_checkpoint
 from charrnn.common import CharRNNError
 from charrnn.model import CELLS
-from charrnn.train import TrainConfig, learning_rate, resolve_precision, resume_config, train
+from charrnn.device import resolve_precision
+from charrnn.train import TrainConfig, learning_rate, resume_config, train
 
 from conftest import tiny_config
 

@@ -1,0 +1,172 @@
+"""The settings of charrnn, as frozen dataclasses: the model, the training loop every task shares, and the
+language-model run. Free of torch, so the command line can show every default without loading it.
+
+Field names mirror `torch.nn` arguments; a field `hidden_size` is the flag `--hidden-size` and the key
+`hidden_size` in `run.json` and in checkpoints, so one grep finds all three.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Literal, get_args
+
+from charrnn.common import CharRNNError
+
+Cell = Literal["rnn", "lstm", "gru"]
+Optimizer = Literal["adamw", "adam", "rmsprop", "sgd", "adagrad"]
+Schedule = Literal["constant", "cosine", "exponential"]
+Precision = Literal["auto", "fp32", "bf16"]
+CELLS: tuple[str, ...] = get_args(Cell)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+DEFAULT_CORPUS = "corpora/tinyshakespeare.txt"
+DEFAULT_TIME_BUDGET = 5.0  # minutes, when no other stopping rule is given
+
+
+def _choice(value: str, options: tuple[str, ...], flag: str) -> None:
+    if value not in options:
+        raise CharRNNError(f"unknown {flag} {value!r}: choose one of {', '.join(options)}")
+
+
+@dataclass(frozen=True)
+class CharRNNConfig:
+    """Everything needed to rebuild a CharRNN; saved with `asdict` in every checkpoint."""
+
+    vocab_size: int
+    cell: Cell = "gru"
+    num_layers: int = 2
+    hidden_size: int = 512
+    embedding_dim: int = 64  # 0 = one-hot input, as in the original char-rnn
+    dropout: float = 0.0  # between recurrent layers and before the head
+
+    def __post_init__(self):
+        _choice(self.cell, CELLS, "--cell")
+        if self.num_layers < 1:
+            raise CharRNNError(f"--num-layers must be at least 1, got {self.num_layers}")
+        if self.hidden_size < 1:
+            raise CharRNNError(f"--hidden-size must be at least 1, got {self.hidden_size}")
+        if self.embedding_dim < 0:
+            raise CharRNNError(f"--embedding-dim must be 0 (one-hot) or more, got {self.embedding_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharRNNError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.vocab_size < 2:
+            raise CharRNNError("the vocabulary needs at least 2 symbols")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CharRNNConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The settings of the training loop that every task shares: optimisation, stopping, the machine.
+
+    A task's run config extends this with its data and model fields; the whole is saved as `run.json`.
+    """
+
+    out: str = ""  # run directory; "" = the task's default
+    batch_size: int = 32
+    optimizer: Optimizer = "adamw"
+    lr: float = 5e-3
+    weight_decay: float = 0.01  # on weight matrices only, never on biases or embeddings
+    momentum: float = 0.9  # sgd and rmsprop
+    nesterov: bool = False
+    schedule: Schedule = "cosine"
+    warmup_steps: int = 20
+    min_lr_frac: float = 0.05  # cosine ends at lr * min_lr_frac
+    lr_decay: float = 0.97  # exponential: multiply by this each epoch ...
+    lr_decay_after: int = 1  # ... once this many epochs are done
+    grad_clip: float = 1.0  # global L2 norm; 0 = off
+    max_steps: int | None = None
+    epochs: float | None = None
+    time_budget: float | None = None  # minutes
+    eval_every: int = 500
+    patience: int | None = None  # evaluations without improvement before stopping
+    explode_factor: float = 3.0  # stop when the loss exceeds this times the loss of guessing; 0 = never
+    seed: int = 1337
+    device: str = "auto"
+    precision: Precision = "auto"
+    compile: bool = False
+
+    # Options that may change when a run is resumed; everything else is fixed by the run directory.
+    RESUMABLE = ("max_steps", "epochs", "time_budget", "eval_every", "patience", "device", "precision",
+                 "compile", "explode_factor")
+
+    def __post_init__(self):
+        _choice(self.optimizer, OPTIMIZERS, "--optimizer")
+        _choice(self.schedule, SCHEDULES, "--schedule")
+        _choice(self.precision, PRECISIONS, "--precision")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise CharRNNError(f"--lr must be a positive number, got {self.lr}")
+        if self.batch_size < 1:
+            raise CharRNNError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise CharRNNError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise CharRNNError(f"--epochs must be positive, got {self.epochs}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise CharRNNError(f"--time-budget must be a positive number of minutes, got {self.time_budget}")
+        if self.eval_every < 1:
+            raise CharRNNError(f"--eval-every must be at least 1, got {self.eval_every}")
+        if self.patience is not None and self.patience < 1:
+            raise CharRNNError(f"--patience must be at least 1, got {self.patience}")
+        if self.grad_clip < 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.explode_factor < 0:
+            raise CharRNNError("--grad-clip, --weight-decay, --warmup-steps and --explode-factor cannot be negative")
+        if not 0 <= self.min_lr_frac <= 1 or not 0 < self.lr_decay <= 1:
+            raise CharRNNError("--min-lr-frac must be in [0, 1] and --lr-decay in (0, 1]")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out)
+
+    def with_default_stop(self):
+        """This config, with a time budget when no stopping rule was given."""
+        if self.max_steps is None and self.epochs is None and self.time_budget is None:
+            return replace(self, time_budget=DEFAULT_TIME_BUDGET)
+        return self
+
+
+@dataclass(frozen=True)
+class TrainConfig(LoopConfig):
+    """A character language-model run: the corpus, the model and the loop; saved as `run.json`."""
+
+    corpus: str = DEFAULT_CORPUS
+    encoding: str = "utf-8"
+    byte_level: bool = False
+    document_separator: str | None = None
+    val_frac: float = 0.1
+    test_frac: float = 0.0
+    cell: Cell = CharRNNConfig.cell
+    num_layers: int = CharRNNConfig.num_layers
+    hidden_size: int = CharRNNConfig.hidden_size
+    embedding_dim: int = CharRNNConfig.embedding_dim
+    dropout: float = CharRNNConfig.dropout
+    seq_len: int = 128
+    eval_streams: int = 16
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.seq_len < 1:
+            raise CharRNNError(f"--seq-len must be at least 1, got {self.seq_len}")
+        if self.eval_streams < 1:
+            raise CharRNNError(f"--eval-streams must be at least 1, got {self.eval_streams}")
+        if self.document_separator == "":
+            raise CharRNNError("--document-separator cannot be empty; give the string that separates documents, "
+                               "e.g. $'\\n\\n'")
+        self.model_config(2)  # validates the model fields
+
+    def model_config(self, vocab_size: int) -> CharRNNConfig:
+        return CharRNNConfig(vocab_size=vocab_size, cell=self.cell, num_layers=self.num_layers,
+                             hidden_size=self.hidden_size, embedding_dim=self.embedding_dim, dropout=self.dropout)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("checkpoints") / Path(self.corpus).stem
