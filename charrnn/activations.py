@@ -27,6 +27,7 @@ from charrnn.tokenizer import CharTokenizer
 
 FORMAT = "charrnn-activations"
 SATURATION_LOW, SATURATION_HIGH = 0.1, 0.9  # Karpathy, Johnson & Fei-Fei (2015), section 4.3
+SIGMOID_GATES = ("i", "f", "o", "r", "z")  # g (lstm) and n (gru) are tanh candidates, not gates
 
 
 def kinds_of(cell: str) -> tuple[str, ...]:
@@ -55,10 +56,6 @@ class Trace:
         """The first `n` characters of this trace (views, no copies)."""
         return Trace(self.chars[:n], self.ids[:n], self.cell, [{k: v[:n] for k, v in layer.items()} for layer in self.layers],
                      self.next_prob[:n], self.top_ids[:n], self.top_probs[:n], self.vocabulary)
-
-    def units(self) -> list[tuple[int, str, int]]:
-        """(layer, kind, unit) of every recorded series, in a fixed order."""
-        return [(l, k, u) for l, layer in enumerate(self.layers) for k in layer for u in range(layer[k].shape[1])]
 
     def matrix(self) -> tuple[np.ndarray, list[tuple[int, str]]]:
         """All series side by side as a (T, N) array, with the (layer, kind) of each block of columns."""
@@ -106,9 +103,9 @@ def collect_activations(model: CharRNN, tokenizer: CharTokenizer, text: str | by
         n = len(following)
         next_prob[start:start + n] = probs[torch.arange(n, device=device), following].cpu().numpy()
     vocabulary = [tokenizer.symbol(i) for i in range(tokenizer.vocab_size)]
-    chars = [vocabulary[i] if i < len(tokenizer.codes) else "\ufffd" for i in ids.tolist()]
-    if not tokenizer.byte_level:
-        chars = [tokenizer.decode([i]) if i != tokenizer.eod_id else "\n" for i in ids.tolist()]
+    eod = "\ufffd" if tokenizer.byte_level else "\n"
+    chars = [vocabulary[i] if i < len(tokenizer.codes) else (eod if i == tokenizer.eod_id else "\ufffd")
+             for i in ids.tolist()]
     return Trace(chars, ids.astype(np.int32), cell, layers, next_prob, top_ids, top_probs, vocabulary)
 
 
@@ -153,36 +150,73 @@ def save_lstmvis(trace: Trace, out_dir: str | os.PathLike, name: str = "charrnn"
         raise CharRNNError("--format lstmvis needs h5py: pip install 'charrnn[lstmvis]' (or pip install h5py)") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    types = []
     with h5py.File(out / "states.hdf5", "w") as f:
         for l, layer in enumerate(trace.layers):
             for k, values in layer.items():
                 f.create_dataset(f"{k}{l + 1}", data=values)
-                # h is tanh-bounded; c is not (LSTMVis squashes it with tanh); gates are in [0, 1].
-                kind = {"h": "output", "c": "state"}.get(k, "state")
-                extra = ", transform: none" if k == "h" else (", unsigned: true, transform: none"
-                                                              if k in ("i", "f", "o", "r", "z") else "")
-                types.append(f"  {{type: {kind}, layer: {l + 1}, path: {k}{l + 1}{extra}}}")
     with h5py.File(out / "train.hdf5", "w") as f:
         f.create_dataset("words", data=trace.ids.astype(np.int64))
-    printable = {" ": "<space>", "\n": "<newline>", "\t": "<tab>", "\r": "<cr>"}
-    with open(out / "train.dict", "w", encoding="utf-8") as f:
-        for i, symbol in enumerate(trace.vocabulary):
-            f.write(f"{printable.get(symbol, symbol)} {i}\n")
-    (out / "lstm.yml").write_text(
-        f"name: {name}\n"
-        "description: activations dumped by charrnn\n"
-        "files:\n  states: states.hdf5\n  train: train.hdf5\n  words: train.dict\n"
-        "word_sequence:\n  file: train\n  path: words\n  dict_file: words\n"
-        "states:\n  file: states\n  types: [\n" + ",\n".join(types) + "\n  ]\n", encoding="utf-8")
+    with open(out / "train.dict", "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(f"{escape_symbol(symbol)} {i}\n" for i, symbol in enumerate(trace.vocabulary))
+    (out / "lstm.yml").write_text(_lstmvis_config(trace, name), encoding="utf-8")
     return out
+
+
+def escape_symbol(symbol: str) -> str:
+    """`symbol` as one readable field free of whitespace, for the `.dict` LSTMVis reads with `line.split()`.
+
+    A backslash, any character `str.split` splits on (form feed, U+00A0, U+3000, ...) and any other
+    invisible character is written as a Python escape (`\\\\`, `\\n`, `\\f`, `\\u3000`), so no symbol loses
+    its line and no two symbols are written alike.
+    """
+    return "".join(_escape_char(ch) for ch in symbol)
+
+
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\f": "\\f", "\v": "\\v"}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    if ch.isprintable() and not ch.isspace():
+        return ch
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+
+def _lstmvis_config(trace: Trace, name: str) -> str:
+    """lstm.yml, every string a double-quoted scalar: a run named `exp: lr 0.01 #x` must stay a name."""
+    types = []
+    for l, layer in enumerate(trace.layers):
+        for k in layer:
+            fields = {"type": "output" if k == "h" else "state", "layer": l + 1, "path": f"{k}{l + 1}"}
+            # h is tanh-bounded and gates lie in [0, 1]: neither is squashed again. c is unbounded, so LSTMVis
+            # applies its default tanh.
+            if k == "h":
+                fields["transform"] = "none"
+            elif k in SIGMOID_GATES:
+                fields.update(unsigned=True, transform="none")
+            types.append("    - {" + ", ".join(f"{key}: {_yaml_scalar(v)}" for key, v in fields.items()) + "}")
+    return "\n".join([
+        f"name: {_yaml_scalar(name)}",
+        f"description: {_yaml_scalar('activations dumped by charrnn')}",
+        "files:", '  states: "states.hdf5"', '  train: "train.hdf5"', '  words: "train.dict"',
+        "word_sequence:", '  file: "train"', '  path: "words"', '  dict_file: "words"',
+        "states:", '  file: "states"', "  types:", *types, ""])
+
+
+def _yaml_scalar(value: str | int | bool) -> str:
+    """A YAML scalar. Strings are JSON strings, which are YAML double-quoted scalars, in plain ASCII; but
+    YAML readers do not join JSON's surrogate pairs, so characters beyond U+FFFF are written as \\UXXXXXXXX."""
+    if not isinstance(value, str):
+        return json.dumps(value)
+    return '"' + "".join(f"\\U{ord(ch):08x}" if ord(ch) > 0xFFFF else json.dumps(ch)[1:-1] for ch in value) + '"'
 
 
 def gate_saturation(trace: Trace) -> dict:
     """Per layer and sigmoid gate, each unit's fraction of time left- (< 0.1) and right-saturated (> 0.9)."""
     out: dict = {}
     for l, layer in enumerate(trace.layers):
-        for gate in [g for g in GATES[trace.cell] if g not in ("g", "n")]:  # the tanh candidates are no gates
+        for gate in [g for g in GATES[trace.cell] if g in SIGMOID_GATES]:
             values = layer[gate]
             left = (values < SATURATION_LOW).mean(axis=0)
             right = (values > SATURATION_HIGH).mean(axis=0)
@@ -190,36 +224,6 @@ def gate_saturation(trace: Trace) -> dict:
                 "left": left.round(4).tolist(), "right": right.round(4).tolist(),
                 "mean_left": float(left.mean()), "mean_right": float(right.mean())}
     return out
-
-
-def saturation_svg(saturation: dict, width: int = 640, height: int = 360) -> str:
-    """The scatter plot of the 2015 paper: one dot per unit, x = left-saturated, y = right-saturated."""
-    gates = sorted({g for layer in saturation.values() for g in layer})
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-    panel = width // max(len(gates), 1)
-    pad = 36
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
-             f'<rect width="{width}" height="{height}" fill="white"/>']
-    size = min(panel - 2 * pad + 20, height - 2 * pad)
-    for g_index, gate in enumerate(gates):
-        x0, y0 = g_index * panel + pad, pad
-        parts.append(f'<text x="{x0 + size / 2}" y="{pad - 12}" text-anchor="middle" font-size="13">{gate} gate</text>')
-        parts.append(f'<rect x="{x0}" y="{y0}" width="{size}" height="{size}" fill="none" stroke="#999"/>')
-        parts.append(f'<line x1="{x0}" y1="{y0 + size}" x2="{x0 + size}" y2="{y0}" stroke="#ddd"/>')
-        parts.append(f'<text x="{x0 + size / 2}" y="{y0 + size + 26}" text-anchor="middle">fraction left-saturated</text>')
-        parts.append(f'<text x="{x0 - 24}" y="{y0 + size / 2}" transform="rotate(-90 {x0 - 24} {y0 + size / 2})" '
-                     'text-anchor="middle">fraction right-saturated</text>')
-        for l_index, (layer, gates_of_layer) in enumerate(sorted(saturation.items())):
-            if gate not in gates_of_layer:
-                continue
-            colour = colours[l_index % len(colours)]
-            for left, right in zip(gates_of_layer[gate]["left"], gates_of_layer[gate]["right"]):
-                parts.append(f'<circle cx="{x0 + left * size:.1f}" cy="{y0 + (1 - right) * size:.1f}" r="1.8" '
-                             f'fill="{colour}" fill-opacity="0.6"/>')
-            if g_index == 0:
-                parts.append(f'<text x="{x0 + 6}" y="{y0 + 14 + 14 * l_index}" fill="{colour}">{layer}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
 
 
 def describe(trace: Trace) -> dict:

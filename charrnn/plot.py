@@ -1,12 +1,21 @@
-"""A dependency-free SVG loss curve for a run directory (train loss and validation loss per step)."""
+"""Dependency-free SVG plots: the loss curve of a run and the gate-saturation scatter of a trace.
+
+Both are drawn with the few helpers below (a document, a plotting box with axes, text, lines, dots); the
+only user text in a plot (a title, a layer name) goes through `_escape`.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 720, 420, 64, 24, 36, 48
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+# Characters XML 1.0 does not allow in a document (C0 controls but tab and line breaks, lone surrogates, ...).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -23,6 +32,87 @@ def read_metrics(path: str | Path) -> list[dict]:
     return out
 
 
+# ----- SVG helpers ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Box:
+    """A plotting area in pixels and the data ranges it shows."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    x_range: tuple[float, float] = (0.0, 1.0)
+    y_range: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def bottom(self) -> float:
+        return self.top + self.height
+
+    def at(self, x: float, y: float) -> tuple[float, float]:
+        """The pixel of data point (x, y); y grows upwards."""
+        (x0, x1), (y0, y1) = self.x_range, self.y_range
+        return self.left + self.width * (x - x0) / (x1 - x0), self.top + self.height * (1 - (y - y0) / (y1 - y0))
+
+
+def _escape(s: str) -> str:
+    return _NOT_XML.sub("\ufffd", s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def document(width: int, height: int, elements: list[str], font_size: int = 12) -> str:
+    """A standalone SVG document: a white background, then `elements` in order."""
+    return "\n".join([f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+                      f'font-family="sans-serif" font-size="{font_size}">',
+                      f'<rect width="{width}" height="{height}" fill="white"/>', *elements, "</svg>"])
+
+
+def text(x: float, y: float, content: str, anchor: str = "start", size: int | None = None,
+         fill: str | None = None, vertical: bool = False) -> str:
+    """A line of text at (x, y); `vertical` turns it a quarter to the left, around (x, y)."""
+    extra = (f' font-size="{size}"' if size else "") + (f' fill="{fill}"' if fill else "")
+    if vertical:
+        extra += f' transform="rotate(-90 {x:.1f} {y:.1f})"'
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{_escape(content)}</text>'
+
+
+def line(x1: float, y1: float, x2: float, y2: float, colour: str) -> str:
+    return f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour}"/>'
+
+
+def polyline(points: list[tuple[float, float]], colour: str, width: float = 1.5) -> str:
+    return (f'<polyline fill="none" stroke="{colour}" stroke-width="{width}" points="'
+            + " ".join(f"{x:.1f},{y:.1f}" for x, y in points) + '"/>')
+
+
+def circle(x: float, y: float, r: float, colour: str, opacity: float = 1.0) -> str:
+    alpha = f' fill-opacity="{opacity}"' if opacity < 1 else ""
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{colour}"{alpha}/>'
+
+
+def axes(box: Box, x_label: str, y_label: str, ticks: int = 5, x_format: str = "{:.0f}",
+         y_format: str = "{:.2f}") -> list[str]:
+    """Grid lines, the frame of `box`, `ticks` evenly spaced values labelled on each axis, both axis titles."""
+    (x0, x1), (y0, y1) = box.x_range, box.y_range
+    parts, labels = [], []
+    for k in range(ticks):
+        x_value, y_value = x0 + (x1 - x0) * k / (ticks - 1), y0 + (y1 - y0) * k / (ticks - 1)
+        px, py = box.at(x_value, y_value)
+        parts.append(line(box.left, py, box.left + box.width, py, "#eee"))
+        labels.append(text(box.left - 6, py + 4, y_format.format(y_value), anchor="end"))
+        labels.append(text(px, box.bottom + 16, x_format.format(x_value), anchor="middle"))
+    parts.append(f'<rect x="{box.left:.1f}" y="{box.top:.1f}" width="{box.width:.1f}" height="{box.height:.1f}" '
+                 'fill="none" stroke="#999"/>')
+    return [*parts, *labels, text(box.left + box.width / 2, box.bottom + 34, x_label, anchor="middle"),
+            text(box.left - 44, box.top + box.height / 2, y_label, anchor="middle", vertical=True)]
+
+
+def legend(x: float, y: float, entries: list[tuple[str, str]], spacing: float = 16) -> list[str]:
+    """(label, colour) entries, one under the other, the first with its baseline at y."""
+    return [text(x, y + spacing * k, label, fill=colour) for k, (label, colour) in enumerate(entries)]
+
+
+# ----- the plots ------------------------------------------------------------------------------------
+
 def _smooth(values: list[float], window: int) -> list[float]:
     out, acc = [], 0.0
     for i, v in enumerate(values):
@@ -36,55 +126,56 @@ def _smooth(values: list[float], window: int) -> list[float]:
 def loss_curve_svg(records: list[dict], title: str = "charrnn") -> str:
     """An SVG document plotting smoothed train loss and validation loss (nats/char) against step."""
     train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and math.isfinite(r["loss"])]
-    val = [(r["step"], r["val_loss"]) for r in records if r.get("kind") == "eval"]
+    val = [(r["step"], r["val_loss"]) for r in records if r.get("kind") == "eval" and math.isfinite(r["val_loss"])]
     if train:
         window = max(1, len(train) // 100)
         train = list(zip([s for s, _ in train], _smooth([v for _, v in train], window)))
     points = train + val
     if not points:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}"><text x="20" y="40">no data yet</text></svg>'
-    x_max = max(s for s, _ in points) or 1
+        return document(W, H, [text(20, 40, "no data yet")])
     ys = [v for _, v in points]
     y_lo, y_hi = min(ys), max(ys)
     if y_hi - y_lo < 1e-6:
         y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
-    pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
-
-    def xy(step: float, v: float) -> str:
-        return f"{PAD_L + pw * step / x_max:.1f},{PAD_T + ph * (1 - (v - y_lo) / (y_hi - y_lo)):.1f}"
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
-             f'<rect width="{W}" height="{H}" fill="white"/>',
-             f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{_escape(title)}</text>',
-             f'<rect x="{PAD_L}" y="{PAD_T}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
-    for k in range(5):
-        v = y_lo + (y_hi - y_lo) * k / 4
-        y = PAD_T + ph * (1 - k / 4)
-        parts.append(f'<line x1="{PAD_L}" y1="{y:.1f}" x2="{PAD_L + pw}" y2="{y:.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.2f}</text>')
-        s = x_max * k / 4
-        x = PAD_L + pw * k / 4
-        parts.append(f'<text x="{x:.1f}" y="{PAD_T + ph + 18}" text-anchor="middle">{int(s)}</text>')
-    parts.append(f'<text x="{PAD_L + pw / 2}" y="{H - 8}" text-anchor="middle">step</text>')
-    parts.append(f'<text x="14" y="{PAD_T + ph / 2}" transform="rotate(-90 14 {PAD_T + ph / 2})" '
-                 'text-anchor="middle">loss (nats/char)</text>')
+    box = Box(PAD_L, PAD_T, W - PAD_L - PAD_R, H - PAD_T - PAD_B, (0, max(s for s, _ in points) or 1), (y_lo, y_hi))
+    parts = [text(W / 2, 20, title, anchor="middle", size=14), *axes(box, "step", "loss (nats/char)")]
     if train:
-        parts.append('<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="'
-                     + " ".join(xy(s, v) for s, v in train) + '"/>')
+        parts.append(polyline([box.at(s, v) for s, v in train], COLOURS[0]))
     if val:
-        parts.append('<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="'
-                     + " ".join(xy(s, v) for s, v in val) + '"/>')
-        for s, v in val:
-            x, y = xy(s, v).split(",")
-            parts.append(f'<circle cx="{x}" cy="{y}" r="3" fill="#d62728"/>')
-    parts.append(f'<text x="{PAD_L + pw - 150}" y="{PAD_T + 16}" fill="#1f77b4">— train (smoothed)</text>')
-    parts.append(f'<text x="{PAD_L + pw - 150}" y="{PAD_T + 32}" fill="#d62728">— validation</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
+        parts.append(polyline([box.at(s, v) for s, v in val], COLOURS[1]))
+        parts += [circle(*box.at(s, v), 3, COLOURS[1]) for s, v in val]
+    parts += legend(box.left + box.width - 150, box.top + 16,
+                    [("— train (smoothed)", COLOURS[0]), ("— validation", COLOURS[1])])
+    return document(W, H, parts)
 
 
-def _escape(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def saturation_svg(saturation: dict, width: int = 640, height: int = 360) -> str:
+    """The gate-saturation scatter of Karpathy, Johnson & Fei-Fei (2015), section 4.3.
+
+    `saturation` is `activations.gate_saturation(trace)`. One square panel per gate, one dot per unit,
+    coloured by layer: x = fraction of time left-saturated, y = fraction of time right-saturated. The
+    picture is `width` wide and at most `height` tall.
+    """
+    gates = list(dict.fromkeys(g for layer in saturation.values() for g in layer))  # i, f, o: the cell's order
+    if not gates:  # a plain rnn records no gates; an empty picture would look like a failure
+        return document(width, height, [text(width / 2, height / 2, "no gates in an rnn cell", anchor="middle",
+                                             size=14)])
+    panel = width / len(gates)
+    size = min(panel - 62, height - 74)  # room for tick labels and the vertical title on the left
+    colours = {layer: COLOURS[n % len(COLOURS)] for n, layer in enumerate(saturation)}
+    parts = []
+    for n, gate in enumerate(gates):
+        box = Box(n * panel + 52, 30, size, size)
+        parts.append(text(box.left + size / 2, box.top - 12, f"{gate} gate", anchor="middle", size=13))
+        parts += axes(box, "fraction left-saturated", "fraction right-saturated", ticks=3, x_format="{:g}",
+                      y_format="{:g}")
+        parts.append(line(*box.at(0, 0), *box.at(1, 1), "#ddd"))
+        for layer, stats in saturation.items():
+            if gate in stats:
+                parts += [circle(*box.at(left, right), 1.8, colours[layer], opacity=0.6)
+                          for left, right in zip(stats[gate]["left"], stats[gate]["right"])]
+    parts += legend(58, 44, list(colours.items()), spacing=14)
+    return document(width, round(min(height, size + 74)), parts, font_size=11)
 
 
 def write_loss_curve(metrics_path: str | Path, out_path: str | Path, title: str = "charrnn") -> None:

@@ -26,10 +26,16 @@ def _quantise(values: np.ndarray) -> tuple[str, float]:
 
 
 def render_html(trace: Trace, max_chars: int = 3000, kinds: tuple[str, ...] = ("h", "c"), top: int = 5,
-                title: str = "charrnn cells") -> str:
-    """The page for the first `max_chars` characters of a trace, showing the `kinds` series of every layer."""
+                title: str = "charrnn cells", *, ranking: dict | None = None) -> str:
+    """The page for the first `max_chars` characters of a trace, showing the `kinds` series of every layer.
+
+    `ranking` (what `probes.rank_cells` returned) gives the top cells per probe, shown as they are, so the
+    page agrees with the table of `charrnn cells`, which ranks every character analysed and not only those
+    shown. Without it, the `top` cells per probe are ranked on the characters shown.
+    """
     window = trace.head(max_chars)
-    ranking = rank_cells(window, top=top)
+    if ranking is None:
+        ranking = rank_cells(window, top=top)
     series = {}
     for l, layer in enumerate(window.layers):
         for k, values in layer.items():

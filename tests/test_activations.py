@@ -1,4 +1,5 @@
 import json
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import numpy as np
@@ -6,9 +7,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn.activations import Trace, collect_activations, gate_saturation, load_npz, save_lstmvis, save_npz
+from charrnn.activations import (Trace, collect_activations, escape_symbol, gate_saturation, kinds_of, load_npz,
+                                 save_lstmvis, save_npz)
 from charrnn.cli import app
 from charrnn.model import CELLS, CharRNN, CharRNNConfig
+from charrnn.plot import loss_curve_svg, saturation_svg
 from charrnn.probes import (after_newline, bracket_depth, in_brackets, in_comment, in_double_quotes, indent_depth,
                             line_position, rank_cells, threshold_accuracy, word_start)
 from charrnn.tokenizer import CharTokenizer
@@ -77,8 +80,59 @@ def test_npz_and_lstmvis_round_trip(tmp_path):
         assert f["h2"].shape == (120, 8) and "c1" in f and "f2" in f
     with h5py.File(out / "train.hdf5") as f:
         assert f["words"][:].tolist() == trace.ids.tolist()
-    assert "word_sequence:" in (out / "lstm.yml").read_text()
-    assert "<newline>" in (out / "train.dict").read_text()
+    assert "\\n 0\n" in (out / "train.dict").read_text()  # TEXT's first symbol, the line break
+
+
+def _random_trace(cell: str, vocabulary: list[str], num_layers: int = 2, hidden: int = 3, T: int = 20) -> Trace:
+    rng = np.random.default_rng(0)
+    layers = [{k: rng.uniform(size=(T, hidden)).astype(np.float32) for k in kinds_of(cell)} for _ in range(num_layers)]
+    ids = rng.integers(0, len(vocabulary), T).astype(np.int32)
+    return Trace([vocabulary[i] for i in ids], ids, cell, layers, np.ones(T, np.float32), np.zeros((T, 1), np.int32),
+                 np.ones((T, 1), np.float32), vocabulary)
+
+
+def _read_dict_as_lstmvis_does(path) -> list[list[str]]:
+    # LSTMVis (lstmdata/data_handler.py): `for line in f: k, v = line.split()`, value then id.
+    with open(path, encoding="utf-8") as f:
+        return [line.split() for line in f]
+
+
+def test_lstmvis_dict_keeps_every_symbol_on_its_line(tmp_path):
+    pytest.importorskip("h5py")
+    vocabulary = ["a", "\x0c", "\xa0", "\u3000", "\\", " ", "\n", "\\n", "\r", "\x1c", "\x85", "\u2028",
+                  "\u200b", "\U0001f600", "<eod>", "<unk>"]
+    out = save_lstmvis(_random_trace("lstm", vocabulary), tmp_path / "vis")
+    rows = _read_dict_as_lstmvis_does(out / "train.dict")
+    assert [len(r) for r in rows] == [2] * len(vocabulary)
+    assert [int(i) for _, i in rows] == list(range(len(vocabulary)))
+    written = [s for s, _ in rows]
+    assert written[:8] == ["a", "\\f", "\\u00a0", "\\u3000", "\\\\", "\\u0020", "\\n", "\\\\n"]
+    # Python escapes: decoding them gives back every symbol, so no two symbols are written alike.
+    assert [s.encode("ascii", "backslashreplace").decode("unicode_escape") for s in written] == vocabulary
+
+
+def test_escape_symbol_leaves_one_field_for_any_character():
+    for code in [*range(0x3100), *range(0xfe00, 0x10000), 0x1f600]:
+        if 0xd800 <= code < 0xe000:
+            continue  # lone surrogates are no characters of a text
+        assert len(escape_symbol(chr(code)).split()) == 1, hex(code)
+
+
+@pytest.mark.parametrize("name", ["exp: lr 0.01 #x", 'it\'s "q" \\ - [a], {b} & *c \U0001f600 \xe9'])
+def test_lstmvis_config_is_yaml_whatever_the_name(tmp_path, name):
+    yaml = pytest.importorskip("yaml")
+    h5py = pytest.importorskip("h5py")
+    out = save_lstmvis(_random_trace("lstm", ["a", "b"], num_layers=2), tmp_path / "vis", name=name)
+    config = yaml.safe_load((out / "lstm.yml").read_text(encoding="utf-8"))
+    assert config["name"] == name
+    assert config["files"] == {"states": "states.hdf5", "train": "train.hdf5", "words": "train.dict"}
+    assert config["word_sequence"] == {"file": "train", "path": "words", "dict_file": "words"}
+    types = {t["path"]: t for t in config["states"]["types"]}
+    with h5py.File(out / "states.hdf5") as f:
+        assert sorted(types) == sorted(f)
+    assert types["h1"] == {"type": "output", "layer": 1, "path": "h1", "transform": "none"}
+    assert types["c2"] == {"type": "state", "layer": 2, "path": "c2"}  # unbounded: LSTMVis squashes it
+    assert types["f2"] == {"type": "state", "layer": 2, "path": "f2", "unsigned": True, "transform": "none"}
 
 
 class _Collect(HTMLParser):
@@ -102,7 +156,7 @@ class _Collect(HTMLParser):
 def test_html_is_self_contained_and_complete():
     chars = list('He said "hi" (twice)\nand left.\n') * 3
     T = len(chars)
-    pos = np.array([float(x) for x in __import__("charrnn.probes", fromlist=["x"]).line_position(chars)])
+    pos = line_position(chars)
     h = np.random.default_rng(0).normal(size=(T, 4)).astype(np.float32)
     h[:, 2] = pos / pos.max()  # a perfect line-position cell
     trace = Trace(chars, np.zeros(T, np.int32), "gru",
@@ -121,13 +175,23 @@ def test_html_is_self_contained_and_complete():
     assert sat["layer0"]["r"]["mean_right"] == 1.0 and sat["layer0"]["z"]["mean_left"] == 1.0
 
 
+def test_html_shows_the_ranking_it_is_given():
+    trace = _random_trace("gru", ["a", "b"], num_layers=1, hidden=4)
+    # No ranking of these characters gives this: the page must show it as it is, not rank again.
+    ranking = {"probes": {"in_quotes": [{"layer": 0, "kind": "r", "unit": 3, "correlation": 0.123}]},
+               "constant": ["in_comment"], "gate_saturation": {}}
+    parser = _Collect()
+    parser.feed(render_html(trace, max_chars=5, ranking=ranking))
+    assert parser.data["probes"] == ranking["probes"] and parser.data["constant"] == ["in_comment"]
+    assert len(parser.data["chars"]) == 5
+    assert set(parser.data["series"]) == {f"layer0/h/{u}" for u in range(4)} | {"layer0/r/3"}
+
+
 def test_rank_cells_finds_planted_cells_and_skips_constant_probes():
     chars = list("ab (cd) ef\n" * 20)
     T = len(chars)
-    from charrnn.probes import in_brackets as ib
-
     h = np.random.default_rng(1).normal(size=(T, 6)).astype(np.float32)
-    h[:, 4] = -ib(chars)  # anti-correlated: ranks by |correlation|
+    h[:, 4] = -in_brackets(chars)  # anti-correlated: ranks by |correlation|
     trace = Trace(chars, np.zeros(T, np.int32), "rnn", [{"h": h}], np.ones(T), np.zeros((T, 1), np.int32),
                   np.ones((T, 1)), ["x"])
     result = rank_cells(trace, top=3)
@@ -147,13 +211,20 @@ def test_dump_viz_cells_through_the_cli(tmp_path, corpus, cell):
     r = runner.invoke(app, ["viz", str(tmp_path / "acts.npz"), "--out", str(tmp_path / "cells.html")])
     assert r.exit_code == 0, r.output
     assert "<script" in (tmp_path / "cells.html").read_text()
-    r = runner.invoke(app, ["cells", str(run), str(corpus), "--json", "--plot", str(tmp_path / "sat.svg")])
+    longer = tmp_path / "longer.txt"
+    longer.write_text(TEXT * 2, encoding="utf-8")  # more than the 3,000 characters the page embeds
+    r = runner.invoke(app, ["cells", str(run), str(longer), "--json", "--plot", str(tmp_path / "sat.svg"),
+                            "--html", str(tmp_path / "ranked.html")])
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
+    page = _Collect()
+    page.feed((tmp_path / "ranked.html").read_text())
+    assert len(page.data["chars"]) == 3000 and page.data["probes"] == result["probes"]  # the ranking printed
     assert "line_position" in result["probes"] and "gate_saturation" in result
     assert len(result["probes"]["line_position"]) == 5
-    if cell != "rnn":
-        assert (tmp_path / "sat.svg").read_text().startswith("<svg")
+    plot = ET.fromstring((tmp_path / "sat.svg").read_text())
+    assert len(plot.findall(f"{SVG}circle")) == sum(len(g["left"]) for layer in result["gate_saturation"].values()
+                                                    for g in layer.values())
     r = runner.invoke(app, ["cells", str(tmp_path / "acts.npz")])
     assert r.exit_code == 0 and "interpretable cells" in r.stdout
 
@@ -179,6 +250,37 @@ def test_saturated_units_do_not_pass_for_signals():
     trace = Trace(chars, np.zeros(T, np.int32), "gru", [{"h": h, "r": z, "z": z, "n": h}], np.ones(T),
                   np.zeros((T, 1), np.int32), np.ones((T, 1)), ["x"])
     result = rank_cells(trace, top=2)
-    best = result["probes"]["in_quotes"][0]
-    assert (best["kind"] in ("h", "n"), best["unit"]) == (True, 1) and 0.5 < best["correlation"] <= 1.0
+    rows = result["probes"]["in_quotes"]
+    assert {(r["kind"], r["unit"]) for r in rows} == {("h", 1), ("n", 1)}  # n is the same array as h here
+    expected = np.corrcoef(h[:, 1].astype(np.float64), in_double_quotes(chars))[0, 1]
+    assert all(abs(r["correlation"] - expected) < 1e-4 for r in rows)
     assert all(abs(r["correlation"]) <= 1.0 for rows in result["probes"].values() for r in rows)
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_saturation_plot_has_one_dot_per_unit(cell):
+    trace = _random_trace(cell, ["a"], num_layers=2, hidden=3)
+    plot = ET.fromstring(saturation_svg(gate_saturation(trace)))
+    gates = {"rnn": 0, "lstm": 3, "gru": 2}[cell]  # sigmoid gates only: i, f, o and r, z
+    assert len(plot.findall(f"{SVG}circle")) == 2 * gates * 3
+    labels = [t.text for t in plot.iter(f"{SVG}text")]
+    if cell == "rnn":
+        assert labels == ["no gates in an rnn cell"]
+    else:
+        assert {"layer0", "layer1"} <= set(labels) and len([x for x in labels if x.endswith(" gate")]) == gates
+
+
+def test_loss_curve_plots_train_and_validation():
+    records = [{"kind": "train", "step": s, "loss": 4.0 - s / 100} for s in range(1, 201)]
+    records += [{"kind": "eval", "step": s, "val_loss": 3.5 - s / 200} for s in (100, 200)]
+    plot = ET.fromstring(loss_curve_svg(records, "exp <1> & co"))
+    train, val = plot.findall(f"{SVG}polyline")
+    assert len(train.get("points").split()) == 200 and len(val.get("points").split()) == 2
+    assert len(plot.findall(f"{SVG}circle")) == 2  # one per evaluation
+    labels = [t.text for t in plot.iter(f"{SVG}text")]
+    assert "exp <1> & co" in labels and "step" in labels and "200" in labels
+    empty = ET.fromstring(loss_curve_svg([], "x"))
+    assert [t.text for t in empty.iter(f"{SVG}text")] == ["no data yet"]

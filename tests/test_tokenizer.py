@@ -37,10 +37,12 @@ def test_unknown_characters_listed_or_mapped():
 
 
 def test_document_separator_becomes_eod():
-    tok = CharTokenizer.from_text("a\n\nb", document_separator="\n\n")
-    ids = tok.encode("a\n\nb\nc" if False else "a\n\nb")
-    assert ids.tolist() == [tok.encode("a")[0], tok.eod_id, tok.encode("b")[0]]
-    assert tok.decode(ids) == "a\n\nb"
+    text = "a\n\nb\nc"
+    tok = CharTokenizer.from_text(text, document_separator="\n\n")
+    a, b, c, newline = (tok.codes.index(ord(ch)) for ch in "abc\n")
+    ids = tok.encode(text)
+    assert ids.tolist() == [a, tok.eod_id, b, newline, c]  # a single line break is no separator
+    assert tok.decode(ids) == text
 
 
 def test_byte_level_round_trip():
