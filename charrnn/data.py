@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn.common import CharRNNError
+from charrnn.common import CharRNNError, atomic_write, write_text_atomic
 from charrnn.tokenizer import CharTokenizer, code_points
 
 CHUNK_BYTES = 1 << 22  # 4 MiB per read: large enough for numpy to stream, small enough to bound memory
@@ -145,7 +145,7 @@ class EncodedCorpus:
         return split_ids(self.ids, val_frac, test_frac)
 
 
-def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, encoding: str = "utf-8",
+def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, *, encoding: str = "utf-8",
                   byte_level: bool = False, document_separator: str | None = None,
                   tokenizer: CharTokenizer | None = None) -> EncodedCorpus:
     """Encode `path` into `cache_dir/corpus.bin` (+ `corpus.json`), or reuse that cache when unchanged.
@@ -175,28 +175,19 @@ def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, encodin
         tokenizer = build_tokenizer(p, encoding, byte_level, document_separator)
     elif (tokenizer.byte_level != byte_level):
         raise CharRNNError("the corpus settings differ from the checkpoint's tokenizer (--byte-level)")
-    dtype = tokenizer.dtype
-    tmp = bin_path.with_name(bin_path.name + f".{os.getpid()}.tmp")
     length = 0
     digest = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as f:
-            for ids in iter_encoded(p, tokenizer, encoding):
-                block = memoryview(ids)  # already in the compact dtype
-                digest.update(block)
-                f.write(block)
-                length += len(ids)
-        os.replace(tmp, bin_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(bin_path, "wb") as f:
+        for ids in iter_encoded(p, tokenizer, encoding):
+            block = memoryview(ids)  # already in the compact dtype
+            digest.update(block)
+            f.write(block)
+            length += len(ids)
     meta = {"cache_version": CACHE_VERSION, "signature": signature, "settings": settings,
-            "tokenizer": tokenizer.to_dict(), "length": length, "dtype": dtype.name,
+            "tokenizer": tokenizer.to_dict(), "length": length, "dtype": tokenizer.dtype.name,
             "sha256_of_ids": digest.hexdigest()}
-    tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_meta, meta_path)
-    ids = np.memmap(bin_path, dtype=dtype, mode="r", shape=(length,))
+    write_text_atomic(meta_path, json.dumps(meta))
+    ids = np.memmap(bin_path, dtype=tokenizer.dtype, mode="r", shape=(length,))
     return EncodedCorpus(ids, tokenizer, str(p), False)
 
 

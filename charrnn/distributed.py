@@ -58,13 +58,18 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def broadcast_float(world: World, value: float, device: torch.device) -> float:
-    """Rank 0's value, on every rank."""
+def broadcast_floats(world: World, values: list[float], device: torch.device) -> list[float]:
+    """Rank 0's values, on every rank."""
     if not world.active:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.broadcast(t, 0)
-    return float(t.item())
+    return t.tolist()
+
+
+def broadcast_flags(world: World, flags: list[bool], device: torch.device) -> list[bool]:
+    """Rank 0's flags, on every rank: clocks and signals differ between processes, rank 0 decides."""
+    return [v != 0.0 for v in broadcast_floats(world, [float(f) for f in flags], device)]
 
 
 def mean(world: World, value: torch.Tensor) -> torch.Tensor:

@@ -1,2 +1,133 @@
-"""(transitional) The language model task; the loop moves to charrnn.trainer."""
-from charrnn.train import TrainSummary, resume_config, train  # noqa: F401
+"""The character language model as a task of the shared training loop: truncated back-propagation
+through time over contiguous streams.
+
+The training text is cut into B contiguous streams (see `data.StreamBatches`); each step feeds the next
+T characters of every stream, carries the hidden state into the next step and detaches it there, so
+gradients are cut every T characters while the state itself spans the whole epoch. The state is reset
+at each epoch boundary. Under torchrun each process owns B/N of the streams.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from charrnn import distributed
+from charrnn.common import CharRNNError
+from charrnn.config import DEFAULT_CORPUS, TrainConfig
+from charrnn.data import EncodedCorpus, StreamBatches, encode_corpus
+from charrnn.distributed import World
+from charrnn.evaluate import evaluate
+from charrnn.model import CharRNN, State, detach_state
+from charrnn.rundir import resume_config as _resume_config
+from charrnn.tokenizer import CharTokenizer
+from charrnn.trainer import Event, TrainSummary, run_training
+
+
+def default_corpus_path() -> Path:
+    """The bundled tiny-shakespeare: in ./corpora, or beside the installed package's source tree."""
+    here = Path(DEFAULT_CORPUS)
+    if here.exists():
+        return here
+    beside = Path(__file__).resolve().parent.parent / DEFAULT_CORPUS
+    return beside if beside.exists() else here
+
+
+class LanguageModelTask:
+    """Next-character prediction with the hidden state carried across truncated-BPTT chunks."""
+
+    name, unit, selection, lower_is_better = "lm", "chars", "val_loss", True
+
+    def __init__(self, config: TrainConfig, corpus: EncodedCorpus, world: World, device: torch.device):
+        self.config, self.corpus, self.world, self.device = config, corpus, world, device
+        self.tokenizer: CharTokenizer = corpus.tokenizer
+        train_ids, self.val_ids, _ = corpus.split(config.val_frac, config.test_frac)
+        if config.val_frac > 0 and len(self.val_ids) < 2:
+            raise CharRNNError(f"the validation split of {corpus.source} is under 2 characters; raise --val-frac "
+                               "or use a longer file")
+        self.local_batch = config.batch_size // world.size
+        self.rows = slice(world.rank * self.local_batch, (world.rank + 1) * self.local_batch)  # this rank's streams
+        self.batches = StreamBatches(train_ids, config.batch_size, config.seq_len, self.rows)
+        self.train_chars = len(train_ids) - 1
+        self.model = CharRNN(config.model_config(self.tokenizer.vocab_size)).to(device)
+        self.state: State = self.model.init_state(self.local_batch, device)
+        self.steps_per_epoch = len(self.batches)
+        self.items_per_step = config.batch_size * config.seq_len  # over all ranks
+        self.loss_at_chance = math.log(self.tokenizer.vocab_size)
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self.val_ids) >= 2
+
+    def describe(self) -> tuple[str, list[str]]:
+        c = self.config
+        line = (f"{c.cell} {c.num_layers}x{c.hidden_size} | vocab {self.tokenizer.vocab_size} | "
+                f"train {self.train_chars:,} chars, val {max(len(self.val_ids) - 1, 0):,}")
+        return line, ["reusing the encoded corpus in the run directory"] if self.corpus.reused else []
+
+    def start_epoch(self, epoch: int) -> None:
+        self.state = self.model.init_state(self.local_batch, self.device)  # the streams restart, so does the state
+
+    def loss(self, forward: Callable, i: int) -> torch.Tensor:
+        x, y = self.batches.batch(i)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        logits, new_state = forward(x, self.state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        # The next chunk starts from this state, without back-propagating into this one (truncated BPTT);
+        # kept in float32 even when the step ran under bf16 autocast.
+        self.state = tuple(s.float() for s in detach_state(new_state))
+        return loss
+
+    def evaluate(self) -> dict[str, float]:
+        result = evaluate(self.model, self.val_ids, self.config.eval_streams)
+        return {"val_loss": result.nats_per_char, "val_bpc": result.bits_per_char, "val_ppl": result.perplexity}
+
+    def train_state(self) -> dict:
+        return {"hidden_state": list(distributed.gather_rows(self.world, self.state))}
+
+    def load_train_state(self, state: dict) -> None:
+        self.state = tuple(s[:, self.rows].to(self.device) for s in state["hidden_state"])
+
+    def meta(self) -> dict:
+        return {"corpus": str(self.corpus.source)}
+
+
+def build(config: TrainConfig, *, checkpoint: dict | None, world: World, device: torch.device) -> LanguageModelTask:
+    """The language-model task of a new run, or of a resumed one (`checkpoint` = its last.pt)."""
+    corpus_path = Path(config.corpus)
+    if checkpoint is None and config.corpus == DEFAULT_CORPUS:
+        corpus_path = default_corpus_path()
+    tokenizer = CharTokenizer.from_dict(checkpoint["tokenizer"]) if checkpoint else None
+
+    def encoded() -> EncodedCorpus:
+        return encode_corpus(corpus_path, config.run_dir, encoding=config.encoding, byte_level=config.byte_level,
+                             document_separator=config.document_separator, tokenizer=tokenizer)
+
+    corpus = encoded() if world.is_main else None
+    distributed.barrier(world)  # rank 0 has encoded the corpus: the others find it cached
+    corpus = corpus or encoded()
+    if checkpoint is None:
+        config = replace(config, corpus=str(corpus_path.resolve()), out=str(config.run_dir))
+    task = LanguageModelTask(config, corpus, world, device)
+    if checkpoint is not None:
+        task.model.load_state_dict(checkpoint["model_state"])
+    return task
+
+
+def train(config: TrainConfig, on_event: Event | None = None, *, resume: bool = False, overwrite: bool = False,
+          stop: threading.Event | None = None) -> TrainSummary:
+    """Train a character language model as `config` says, writing checkpoints, `metrics.jsonl` and `loss.svg`
+    to its run directory; with `resume`, continue the run there exactly where it stopped."""
+    return run_training(config, build, on_event=on_event, resume=resume, overwrite=overwrite, stop=stop)
+
+
+def resume_config(run_dir: str | os.PathLike, **overrides) -> TrainConfig:
+    """The saved config of a language-model run, with the options the user gave on resume replaced."""
+    return _resume_config(run_dir, TrainConfig, overrides)

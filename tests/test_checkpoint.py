@@ -1,5 +1,6 @@
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from charrnn.checkpoint import (atomic_save, checkpoint_info, load_checkpoint, l
                                 save_checkpoint)
 from charrnn.common import CharRNNError
 from charrnn.model import CharRNN, CharRNNConfig
+from charrnn.sample import SampleSettings, sample
 from charrnn.tokenizer import CharTokenizer
 
 
@@ -25,7 +27,7 @@ def test_save_load_gives_identical_logits(tmp_path, cell):
     x = torch.tensor([[0, 1, 2, 3]])
     model.eval()
     assert torch.equal(model(x)[0], loaded(x)[0])
-    assert tok2 == tok and ckpt["version"] == 1
+    assert tok2 == tok and ckpt["version"] == 2 and ckpt["task"] == "lm"
 
 
 def test_checkpoint_saved_from_another_device_loads_on_cpu(tmp_path):
@@ -116,8 +118,31 @@ def test_atomic_write_survives_a_crash(tmp_path, monkeypatch):
 def test_info_describes_the_run(trained_run):
     run, _ = trained_run
     info = checkpoint_info(run)
+    assert info["task"] == "lm" and info["format_version"] == 2
     assert info["cell"] == "gru" and info["step"] == 60 and info["trained_on"] == "cpu"
-    assert info["num_parameters"] > 0 and info["best_val_loss"] is not None and info["resumable"]
+    assert info["num_parameters"] == sum(p.numel() for p in load_model(run)[0].parameters())
+    assert info["best_val_loss"] == round(load_checkpoint(run)["meta"]["best"], 4) and info["resumable"]
+
+
+V1 = Path(__file__).parent / "fixtures" / "v1_lstm_1x8.pt"  # written by the release before format version 2
+
+
+def test_version_1_checkpoint_still_loads():
+    model, tok, ckpt = load_model(V1)
+    assert ckpt["task"] == "lm" and model.config.cell == "lstm" and model.config.hidden_size == 8
+    assert sample(model, tok, "hello", 10, SampleSettings(0.0))[0] == sample(model, tok, "hello", 10,
+                                                                             SampleSettings(0.0))[0]
+    ts = ckpt["train_state"]
+    assert ts["step"] == 2 and ts["best"] == ckpt["meta"]["best"] and len(ts["task"]["hidden_state"]) == 2
+    info = checkpoint_info(V1)
+    assert info["task"] == "lm" and info["format_version"] == 1 and info["best_val_loss"] is not None
+
+
+def test_checkpoint_of_another_task_is_refused_with_the_command_that_reads_it(tmp_path):
+    model, tok = small_model()
+    save_checkpoint(tmp_path / "c.pt", model, tok, task="caption")
+    with pytest.raises(CharRNNError, match="holds a 'caption' model.*charrnn caption"):
+        load_model(tmp_path / "c.pt")
 
 
 def test_atomic_save_plain(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.train import train
+from charrnn.lm import train
 
 from conftest import tiny_config
 
