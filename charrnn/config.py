@@ -122,6 +122,8 @@ class LoopConfig:
             raise CharRNNError("--grad-clip, --weight-decay, --warmup-steps and --explode-factor cannot be negative")
         if not 0 <= self.min_lr_frac <= 1 or not 0 < self.lr_decay <= 1:
             raise CharRNNError("--min-lr-frac must be in [0, 1] and --lr-decay in (0, 1]")
+        if not 0 <= self.seed < 2**64:  # what torch.manual_seed accepts
+            raise CharRNNError(f"--seed must be between 0 and 2**64 - 1, got {self.seed}")
 
     @property
     def run_dir(self) -> Path:
@@ -151,6 +153,9 @@ class TrainConfig(LoopConfig):
     dropout: float = CharRNNConfig.dropout
     seq_len: int = 128
     eval_streams: int = 16
+    use_cached_corpus: bool = False  # on resume: train on the run's encoded copy even if the file has changed
+
+    RESUMABLE = LoopConfig.RESUMABLE + ("use_cached_corpus",)
 
     def __post_init__(self):
         super().__post_init__()
@@ -158,6 +163,11 @@ class TrainConfig(LoopConfig):
             raise CharRNNError(f"--seq-len must be at least 1, got {self.seq_len}")
         if self.eval_streams < 1:
             raise CharRNNError(f"--eval-streams must be at least 1, got {self.eval_streams}")
+        if not (0.0 <= self.val_frac < 1.0 and 0.0 <= self.test_frac < 1.0 and self.val_frac + self.test_frac < 1.0):
+            raise CharRNNError(f"--val-frac {self.val_frac} and --test-frac {self.test_frac} must each be in [0, 1) "
+                               "and leave some text to train on (their sum below 1)")
+        if self.patience is not None and self.val_frac == 0:
+            raise CharRNNError("--patience needs a validation split to watch; give --val-frac above 0 or drop --patience")
         if self.document_separator == "":
             raise CharRNNError("--document-separator cannot be empty; give the string that separates documents, "
                                "e.g. $'\\n\\n'")

@@ -23,18 +23,55 @@ from charrnn.tokenizer import CharTokenizer, code_points
 
 CHUNK_BYTES = 1 << 22  # 4 MiB per read: large enough for numpy to stream, small enough to bound memory
 CACHE_VERSION = 1
+CACHE_FILES = ("corpus.bin", "corpus.json")  # the encoded corpus, kept in the run directory
 
 
 def check_text_file(path: str | os.PathLike) -> Path:
     """The path of a readable, non-empty file, or a `CharRNNError` saying what is wrong with it."""
     p = Path(path)
+    if str(path) == "-":
+        raise CharRNNError("a text cannot come from standard input: charrnn reads a corpus twice (vocabulary, then "
+                           "encoding); save it to a file and give its path")
     if not p.exists():
         raise CharRNNError(f"no such file: {str(p)!r}; check the path")
     if p.is_dir():
         raise CharRNNError(f"{str(p)!r} is a directory; give a text file")
+    if not p.is_file():
+        raise CharRNNError(f"{str(p)!r} is not a regular file (a pipe or a device?); save the text to a file first")
     if p.stat().st_size == 0:
         raise CharRNNError(f"{str(p)!r} is empty; give a file with some text in it")
     return p
+
+
+def check_encoding(encoding: str) -> str:
+    """The codec's canonical name, refusing unknown codecs and those that do not turn bytes into text."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise CharRNNError(f"unknown text encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
+    if not getattr(info, "_is_text_encoding", True):  # rot13, hex, zlib, base64: bytes to bytes, str to str
+        raise CharRNNError(f"--encoding {encoding!r} is not a text encoding; try utf-8, latin-1 or cp1252")
+    return info.name
+
+
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def sniff_wide_encoding(head: bytes) -> str | None:
+    """The encoding a file starting with `head` is in when it is UTF-16 or UTF-32 (by its byte-order mark, or
+    by the NUL byte in every other position that ASCII text in UTF-16 has), else None."""
+    for bom, name in _WIDE_BOMS:  # UTF-32 first: its little-endian mark starts with UTF-16's
+        if head.startswith(bom):
+            return name
+    sample = head[:4096]
+    if len(sample) >= 16:
+        even, odd = sample[0::2], sample[1::2]
+        if odd.count(0) > 0.4 * len(odd) and even.count(0) == 0:
+            return "utf-16-le"
+        if even.count(0) > 0.4 * len(even) and odd.count(0) == 0:
+            return "utf-16-be"
+    return None
 
 
 def iter_text(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool = False,
@@ -46,10 +83,12 @@ def iter_text(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool
     """
     p = check_text_file(path)
     if not byte_level:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise CharRNNError(f"unknown text encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
+        name = check_encoding(encoding)
+        if not name.startswith(("utf-16", "utf-32")):
+            with open(p, "rb") as f:
+                wide = sniff_wide_encoding(f.read(4096))
+            if wide:
+                raise CharRNNError(f"{str(p)!r} looks like {wide.upper()} text; pass --encoding {wide}")
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     offset = 0
     first = True
@@ -61,7 +100,7 @@ def iter_text(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool
                 if block:
                     yield block
             else:
-                if first and encoding.replace("-", "").replace("_", "").lower() == "utf8":
+                if first and name == "utf-8":
                     if block.startswith(codecs.BOM_UTF8):
                         block = block[len(codecs.BOM_UTF8):]
                         offset += len(codecs.BOM_UTF8)
@@ -73,6 +112,9 @@ def iter_text(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool
                     raise CharRNNError(
                         f"{str(p)!r} is not valid {encoding} (byte 0x{e.object[e.start]:02x} at offset {at}); "
                         "pass --encoding (e.g. latin-1) or --byte-level") from None
+                except UnicodeError as e:  # e.g. "UTF-16 stream does not start with BOM"
+                    raise CharRNNError(f"{str(p)!r} cannot be read as {encoding}: {e}; without a byte-order mark, "
+                                       "name the byte order: --encoding utf-16-le or utf-16-be") from None
                 if text:
                     yield text
             first = False
@@ -127,7 +169,7 @@ def iter_encoded(path: str | os.PathLike, tokenizer: CharTokenizer, encoding: st
         yield plain.encode_compact(carry, map_unknown)
 
 
-def _file_signature(p: Path) -> dict:
+def file_signature(p: Path) -> dict:
     st = p.stat()
     return {"source": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -140,9 +182,43 @@ class EncodedCorpus:
     tokenizer: CharTokenizer
     source: str
     reused: bool  # True when an up-to-date cached encoding was found
+    sha256: str  # of the id array: what the text was, whatever happens to the file later
+    signature: dict  # the source file's path, size and modification time when it was encoded
 
     def split(self, val_frac: float, test_frac: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return split_ids(self.ids, val_frac, test_frac)
+
+
+def _settings(encoding: str, byte_level: bool, document_separator: str | None) -> dict:
+    return {"encoding": encoding, "byte_level": byte_level, "document_separator": document_separator or None}
+
+
+def cached_corpus(cache_dir: str | os.PathLike, *, encoding: str = "utf-8", byte_level: bool = False,
+                  document_separator: str | None = None, tokenizer: CharTokenizer | None = None) -> EncodedCorpus | None:
+    """The encoded corpus kept in `cache_dir`, if it is complete and was made with these settings (and, when
+    given, this vocabulary); None otherwise."""
+    bin_path, meta_path = (Path(cache_dir) / name for name in CACHE_FILES)
+    try:
+        meta = json.loads(meta_path.read_text())
+        same = (meta["cache_version"] == CACHE_VERSION
+                and meta["settings"] == _settings(encoding, byte_level, document_separator)
+                and (tokenizer is None or meta["tokenizer"] == tokenizer.to_dict()))
+        dtype = np.dtype(meta["dtype"])
+        if not same or bin_path.stat().st_size != meta["length"] * dtype.itemsize:
+            return None
+        ids = np.memmap(bin_path, dtype=dtype, mode="r", shape=(meta["length"],))
+        return EncodedCorpus(ids, CharTokenizer.from_dict(meta["tokenizer"]), meta["signature"]["source"], True,
+                             meta["sha256_of_ids"], meta["signature"])
+    except (OSError, ValueError, KeyError, TypeError):  # missing, torn or edited: encode again
+        return None
+
+
+def ids_sha256(path: str | os.PathLike, tokenizer: CharTokenizer, encoding: str = "utf-8") -> str:
+    """The digest `encode_corpus` would record for `path`, computed without writing anything."""
+    digest = hashlib.sha256()
+    for ids in iter_encoded(path, tokenizer, encoding):
+        digest.update(memoryview(ids))
+    return digest.hexdigest()
 
 
 def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, *, encoding: str = "utf-8",
@@ -155,26 +231,16 @@ def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, *, enco
     p = check_text_file(path)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    bin_path, meta_path = cache / "corpus.bin", cache / "corpus.json"
-    settings = {"encoding": encoding, "byte_level": byte_level, "document_separator": document_separator or None}
-    signature = _file_signature(p)
-    if meta_path.exists() and bin_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            meta = {}
-        same = (meta.get("cache_version") == CACHE_VERSION and meta.get("signature") == signature
-                and meta.get("settings") == settings)
-        if same and tokenizer is not None:
-            same = meta.get("tokenizer") == tokenizer.to_dict()
-        if same and bin_path.stat().st_size == meta["length"] * np.dtype(meta["dtype"]).itemsize:
-            ids = np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["length"],))
-            return EncodedCorpus(ids, CharTokenizer.from_dict(meta["tokenizer"]), str(p), True)
-
+    signature = file_signature(p)
+    hit = cached_corpus(cache, encoding=encoding, byte_level=byte_level, document_separator=document_separator,
+                        tokenizer=tokenizer)
+    if hit is not None and hit.signature == signature:
+        return hit
     if tokenizer is None:
         tokenizer = build_tokenizer(p, encoding, byte_level, document_separator)
-    elif (tokenizer.byte_level != byte_level):
+    elif tokenizer.byte_level != byte_level:
         raise CharRNNError("the corpus settings differ from the checkpoint's tokenizer (--byte-level)")
+    bin_path, meta_path = (cache / name for name in CACHE_FILES)
     length = 0
     digest = hashlib.sha256()
     with atomic_write(bin_path, "wb") as f:
@@ -183,12 +249,12 @@ def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, *, enco
             digest.update(block)
             f.write(block)
             length += len(ids)
-    meta = {"cache_version": CACHE_VERSION, "signature": signature, "settings": settings,
-            "tokenizer": tokenizer.to_dict(), "length": length, "dtype": tokenizer.dtype.name,
-            "sha256_of_ids": digest.hexdigest()}
+    meta = {"cache_version": CACHE_VERSION, "signature": signature,
+            "settings": _settings(encoding, byte_level, document_separator), "tokenizer": tokenizer.to_dict(),
+            "length": length, "dtype": tokenizer.dtype.name, "sha256_of_ids": digest.hexdigest()}
     write_text_atomic(meta_path, json.dumps(meta))
     ids = np.memmap(bin_path, dtype=tokenizer.dtype, mode="r", shape=(length,))
-    return EncodedCorpus(ids, tokenizer, str(p), False)
+    return EncodedCorpus(ids, tokenizer, str(p), False, meta["sha256_of_ids"], signature)
 
 
 def split_ids(ids: np.ndarray, val_frac: float, test_frac: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -22,10 +22,12 @@ import torch.nn.functional as F
 from charrnn import distributed
 from charrnn.common import CharRNNError
 from charrnn.config import DEFAULT_CORPUS, TrainConfig
-from charrnn.data import EncodedCorpus, StreamBatches, encode_corpus
+from charrnn.data import (CACHE_FILES, EncodedCorpus, StreamBatches, cached_corpus, encode_corpus, file_signature,
+                          ids_sha256)
 from charrnn.distributed import World
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, State, detach_state
+from charrnn.rundir import RunDir
 from charrnn.rundir import resume_config as _resume_config
 from charrnn.tokenizer import CharTokenizer
 from charrnn.trainer import Event, TrainSummary, run_training
@@ -96,7 +98,7 @@ class LanguageModelTask:
         self.state = tuple(s[:, self.rows].to(self.device) for s in state["hidden_state"])
 
     def meta(self) -> dict:
-        return {"corpus": str(self.corpus.source)}
+        return {"corpus": str(self.corpus.source), "corpus_sha256": self.corpus.sha256}
 
 
 def build(config: TrainConfig, *, checkpoint: dict | None, world: World, device: torch.device) -> LanguageModelTask:
@@ -104,15 +106,11 @@ def build(config: TrainConfig, *, checkpoint: dict | None, world: World, device:
     corpus_path = Path(config.corpus)
     if checkpoint is None and config.corpus == DEFAULT_CORPUS:
         corpus_path = default_corpus_path()
-    tokenizer = CharTokenizer.from_dict(checkpoint["tokenizer"]) if checkpoint else None
-
-    def encoded() -> EncodedCorpus:
-        return encode_corpus(corpus_path, config.run_dir, encoding=config.encoding, byte_level=config.byte_level,
-                             document_separator=config.document_separator, tokenizer=tokenizer)
-
-    corpus = encoded() if world.is_main else None
+    if world.is_main:
+        corpus = _corpus(config, corpus_path, checkpoint)
     distributed.barrier(world)  # rank 0 has encoded the corpus: the others find it cached
-    corpus = corpus or encoded()
+    if not world.is_main:
+        corpus = _corpus(config, corpus_path, checkpoint)
     if checkpoint is None:
         config = replace(config, corpus=str(corpus_path.resolve()), out=str(config.run_dir))
     task = LanguageModelTask(config, corpus, world, device)
@@ -121,11 +119,39 @@ def build(config: TrainConfig, *, checkpoint: dict | None, world: World, device:
     return task
 
 
+def _corpus(config: TrainConfig, path: Path, checkpoint: dict | None) -> EncodedCorpus:
+    """The encoded corpus of a new run; for a resumed run, the same text it started on, or an error."""
+    settings = dict(encoding=config.encoding, byte_level=config.byte_level,
+                    document_separator=config.document_separator)
+    if checkpoint is None:
+        return encode_corpus(path, config.run_dir, **settings)
+    tokenizer = CharTokenizer.from_dict(checkpoint["tokenizer"])
+    cached = cached_corpus(config.run_dir, **settings, tokenizer=tokenizer)
+    if config.use_cached_corpus or not path.exists():
+        if cached is None:
+            raise CharRNNError(f"the corpus {str(path)!r} is gone and the run's encoded copy (corpus.bin) is missing "
+                               "or damaged; put the corpus back to resume")
+        return cached
+    if cached is not None and cached.signature == file_signature(path):
+        return cached
+    # The file was touched, copied or edited since it was encoded: resume only if its text is the same.
+    started_on = (checkpoint.get("meta") or {}).get("corpus_sha256") or (cached.sha256 if cached else None)
+    if started_on is not None and ids_sha256(path, tokenizer, config.encoding) != started_on:
+        raise CharRNNError(f"the corpus {str(path)!r} has changed since this run started, so resuming would train and "
+                           "validate on another text; put the original back, or continue on the text the run "
+                           "started with (its encoded copy in the run directory) with --use-cached-corpus")
+    return encode_corpus(path, config.run_dir, **settings, tokenizer=tokenizer)
+
+
 def train(config: TrainConfig, on_event: Event | None = None, *, resume: bool = False, overwrite: bool = False,
           stop: threading.Event | None = None) -> TrainSummary:
     """Train a character language model as `config` says, writing checkpoints, `metrics.jsonl` and `loss.svg`
     to its run directory; with `resume`, continue the run there exactly where it stopped."""
-    return run_training(config, build, on_event=on_event, resume=resume, overwrite=overwrite, stop=stop)
+    if RunDir(config.run_dir).writes(config.corpus, CACHE_FILES):
+        raise CharRNNError(f"the corpus {config.corpus!r} is a file the run writes in {str(config.run_dir)!r}; "
+                           "rename it, or choose another --out")
+    return run_training(config, build, task_files=CACHE_FILES, on_event=on_event, resume=resume,
+                        overwrite=overwrite, stop=stop)
 
 
 def resume_config(run_dir: str | os.PathLike, **overrides) -> TrainConfig:

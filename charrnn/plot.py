@@ -123,10 +123,20 @@ def _smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
+def _series(records: list[dict], kind: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of the records of `kind`, skipping any a hand edit or a torn line left malformed."""
+    out = []
+    for r in records:
+        step, value = r.get("step"), r.get(key)
+        if (r.get("kind") == kind and isinstance(step, int) and isinstance(value, (int, float))
+                and math.isfinite(value)):
+            out.append((step, float(value)))
+    return out
+
+
 def loss_curve_svg(records: list[dict], title: str = "charrnn") -> str:
     """An SVG document plotting smoothed train loss and validation loss (nats/char) against step."""
-    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and math.isfinite(r["loss"])]
-    val = [(r["step"], r["val_loss"]) for r in records if r.get("kind") == "eval" and math.isfinite(r["val_loss"])]
+    train, val = _series(records, "train", "loss"), _series(records, "eval", "val_loss")
     if train:
         window = max(1, len(train) // 100)
         train = list(zip([s for s, _ in train], _smooth([v for _, v in train], window)))

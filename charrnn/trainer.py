@@ -35,7 +35,7 @@ from charrnn.config import LoopConfig
 from charrnn.device import autocast, resolve_device, resolve_precision, seed_everything
 from charrnn.distributed import World
 from charrnn.plot import loss_curve_svg
-from charrnn.rundir import RunDir
+from charrnn.rundir import LOCK_FILE, RunDir
 
 Event = Callable[[dict], None]
 
@@ -171,24 +171,41 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 
 
 @contextlib.contextmanager
-def stop_on_signals(event: threading.Event) -> Iterator[None]:
-    """While active, Ctrl-C, SIGTERM (batch schedulers, Kubernetes, `timeout`) and SIGHUP ask the loop to
-    stop after the current step with a checkpoint; a second signal interrupts at once."""
+def _handling(handler) -> Iterator[None]:
+    """`handler` for every stop signal while the block runs (only the main thread can install handlers)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        if event.is_set():
-            raise KeyboardInterrupt
-        event.set()
-
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def raise_on_signals():
+    """While setting a run up (encoding a corpus, say), SIGTERM and SIGHUP interrupt at once, as Ctrl-C does,
+    so that the files being written are cleaned up by their `finally` blocks instead of left behind."""
+    return _handling(_interrupt)
+
+
+@contextlib.contextmanager
+def stop_on_signals(event: threading.Event) -> Iterator[None]:
+    """While active, Ctrl-C, SIGTERM (batch schedulers, Kubernetes, `timeout`) and SIGHUP ask the loop to
+    stop after the current step with a checkpoint; a second signal interrupts at once."""
+
+    def handler(signum, frame):
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    with _handling(handler):
+        yield
 
 
 def rng_state() -> dict:
@@ -511,48 +528,80 @@ def count_parameters(model: nn.Module) -> int:
 BuildTask = Callable[..., Task]
 
 
-def run_training(config: LoopConfig, build_task: BuildTask, *, on_event: Event | None = None, resume: bool = False,
-                 overwrite: bool = False, stop: threading.Event | None = None) -> TrainSummary:
+def run_training(config: LoopConfig, build_task: BuildTask, *, task_files: tuple[str, ...] = (),
+                 on_event: Event | None = None, resume: bool = False, overwrite: bool = False,
+                 stop: threading.Event | None = None) -> TrainSummary:
     """Train the task that `build_task(config, checkpoint=, world=, device=)` makes, in `config.run_dir`.
 
     With `resume`, continue the run there from its `last.pt` exactly where it stopped. `stop` (set by
-    Ctrl-C, SIGTERM, or a caller) ends the run after the current step with a checkpoint.
+    Ctrl-C, SIGTERM, or a caller) ends the run after the current step with a checkpoint. `task_files` are
+    the files the task keeps in the run directory (set aside and restored with the run's own).
     """
     world = distributed.world_from_env()
-    emit = (on_event or (lambda e: None)) if world.is_main else (lambda e: None)
     config = config.with_default_stop()
     run_dir = RunDir(config.run_dir)
-    checkpoint = _resume_checkpoint(run_dir) if resume else None
-    if not resume:
-        run_dir.check_new(overwrite)
+    run_dir.check_location()
+    existed = run_dir.path.exists()
+    with raise_on_signals(), contextlib.ExitStack() as stack:
+        if world.is_main:
+            stack.callback(_remove_if_unused, run_dir, existed)  # runs after the lock is released
+            stack.enter_context(run_dir.locked())
+            run_dir.remove_leftovers()
+        run_dir.check_files(task_files)
+        checkpoint = _resume_checkpoint(run_dir) if resume else None
+        if not resume:
+            run_dir.check_new(overwrite)
+        try:
+            return _train(config, build_task, run_dir, checkpoint, world, stack,
+                          emit=(on_event or _ignore) if world.is_main else _ignore, stop=stop or threading.Event(),
+                          new_run=task_files if not resume and world.is_main else None, overwrite=overwrite)
+        except OSError as e:  # a full disk, a read-only directory, a file that cannot be read
+            kept = f"; the checkpoints already in {run_dir} are intact" if run_dir.last.exists() else ""
+            raise CharRNNError(f"{e.filename or run_dir}: {e.strerror or e}{kept}") from None
+
+
+def _train(config: LoopConfig, build_task: BuildTask, run_dir: RunDir, checkpoint: dict | None, world: World,
+           stack: contextlib.ExitStack, *, emit: Event, stop: threading.Event, new_run: tuple[str, ...] | None,
+           overwrite: bool) -> TrainSummary:
     device = _process_device(world, config.device)
     precision = resolve_precision(config.precision, device)
     if config.batch_size % world.size:
         raise CharRNNError(f"--batch-size {config.batch_size} must be divisible by the {world.size} processes "
                            "of this torchrun job (each owns an equal share of the batch)")
-    started_group = distributed.init(world, device)
-    try:
-        distributed.barrier(world)  # every rank has checked the run directory before rank 0 changes it
-        if overwrite and world.is_main:
-            run_dir.clear_run()
-        seed_everything(config.seed)
-        task = build_task(config, checkpoint=checkpoint, world=world, device=device)
-        if not resume and world.is_main:
-            run_dir.write_config(task.config)
-        trainer = Trainer(task, run_dir, world=world, device=device, precision=precision, emit=emit,
-                          stop=stop or threading.Event())
-        if checkpoint is not None:
-            trainer.restore(checkpoint["train_state"])
-        return trainer.fit(resumed=resume)
-    finally:
-        if started_group:
-            distributed.shutdown(world)
+    if distributed.init(world, device):
+        stack.callback(distributed.shutdown, world)
+    distributed.barrier(world)  # every rank has checked the run directory before rank 0 changes it
+    if new_run is not None:
+        # An earlier run is deleted once the new one has a checkpoint, and put back if it fails before.
+        keep = run_dir.start_new_run(new_run, overwrite)
+        stack.callback(run_dir.settle_new_run, new_run, keep)
+    seed_everything(config.seed)
+    task = build_task(config, checkpoint=checkpoint, world=world, device=device)
+    if new_run is not None:
+        run_dir.write_config(task.config)
+    trainer = Trainer(task, run_dir, world=world, device=device, precision=precision, emit=emit, stop=stop)
+    if checkpoint is not None:
+        trainer.restore(checkpoint["train_state"])
+    return trainer.fit(resumed=checkpoint is not None)
+
+
+def _ignore(event: dict) -> None:
+    pass
+
+
+def _remove_if_unused(run_dir: RunDir, existed: bool) -> None:
+    """Remove a run directory this call created when nothing was left in it but its lock."""
+    if not existed and run_dir.path.is_dir():
+        with contextlib.suppress(OSError):
+            (run_dir.path / LOCK_FILE).unlink(missing_ok=True)
+            run_dir.path.rmdir()
 
 
 def _resume_checkpoint(run_dir: RunDir) -> dict:
-    checkpoint = load_checkpoint(run_dir.last)
+    path = run_dir.resume_checkpoint()
+    checkpoint = load_checkpoint(path)
     if not checkpoint.get("train_state"):
-        raise CharRNNError(f"{str(run_dir.last)!r} has no training state to resume from")
+        raise CharRNNError(f"{str(path)!r} has no training state to resume from")
     return checkpoint
 
 

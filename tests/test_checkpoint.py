@@ -130,8 +130,8 @@ V1 = Path(__file__).parent / "fixtures" / "v1_lstm_1x8.pt"  # written by the rel
 def test_version_1_checkpoint_still_loads():
     model, tok, ckpt = load_model(V1)
     assert ckpt["task"] == "lm" and model.config.cell == "lstm" and model.config.hidden_size == 8
-    assert sample(model, tok, "hello", 10, SampleSettings(0.0))[0] == sample(model, tok, "hello", 10,
-                                                                             SampleSettings(0.0))[0]
+    text = sample(model, tok, prime="hello", length=10, settings=SampleSettings(0.0), stop_at_eod=False)[0]
+    assert len(text) == 10 and set(text) <= set("hello world, charrnn.\n")  # the characters it was trained on
     ts = ckpt["train_state"]
     assert ts["step"] == 2 and ts["best"] == ckpt["meta"]["best"] and len(ts["task"]["hidden_state"]) == 2
     info = checkpoint_info(V1)

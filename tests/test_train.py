@@ -234,10 +234,10 @@ def test_byte_level_and_document_separator_runs(tmp_path):
     train(tiny_config(corpus, run, byte_level=True, max_steps=3, eval_every=3))
     model, tok, _ = load_model(run)
     assert tok.byte_level and len(tok.codes) < 256
-    text = sample(model, tok, "第", 40, SampleSettings(1.0), seed=0, stop_at_eod=False)[0]
+    text = sample(model, tok, prime="第", length=40, settings=SampleSettings(1.0), seed=0, stop_at_eod=False)[0]
     # 40 byte tokens are joined back into text: a multi-byte character counts once (invalid bytes as U+FFFD).
-    assert 0 < len(text) <= 40 and text == sample(model, tok, "第", 40, SampleSettings(1.0), seed=0,
-                                                  stop_at_eod=False)[0]
+    assert 0 < len(text) <= 40 and text == sample(model, tok, prime="第", length=40,
+                                                  settings=SampleSettings(1.0), seed=0, stop_at_eod=False)[0]
 
     run = tmp_path / "docs"
     train(tiny_config(corpus, run, document_separator="\n\n", cell="gru", hidden_size=64, batch_size=2,
@@ -246,5 +246,5 @@ def test_byte_level_and_document_separator_runs(tmp_path):
     ids = np.fromfile(run / "corpus.bin", dtype=tok.dtype)
     assert (ids == tok.eod_id).sum() == 1 + 120  # the leading <eod> and one per separator
     # A model that has learned the documents ends a sample at the end of one.
-    out = sample(model, tok, "第二篇：", 200, SampleSettings(0.0))[0]
+    out = sample(model, tok, prime="第二篇：", length=200, settings=SampleSettings(0.0))[0]
     assert len(out) < 200 and "\n\n" not in out

@@ -1,0 +1,199 @@
+"""Nothing a user does loses a run: overwrite, signals, a second process, changed corpora, damaged files,
+full disks. Each test reproduces a way a run used to be lost or corrupted."""
+
+import errno
+import json
+import os
+import signal
+from dataclasses import replace
+
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.common import CharRNNError
+from charrnn.config import TrainConfig
+from charrnn.lm import resume_config, train
+from charrnn.rundir import RunDir
+from charrnn.trainer import StopReason
+
+from conftest import tiny_config
+
+RUN_FILES = ("best.pt", "last.pt", "run.json", "metrics.jsonl", "loss.svg", "corpus.bin", "corpus.json")
+
+
+def snapshot(run):
+    return {name: (run / name).read_bytes() for name in RUN_FILES}
+
+
+@pytest.fixture
+def old_run(tmp_path, corpus):
+    run = tmp_path / "run"
+    train(tiny_config(corpus, run, max_steps=3))
+    return run
+
+
+@pytest.mark.parametrize("bad", [
+    dict(corpus="missing.txt"),
+    dict(val_frac=0.6, test_frac=0.5),
+    dict(batch_size=512, seq_len=512),  # too short for one batch: found only once the corpus is read
+])
+def test_overwrite_that_fails_keeps_the_old_run(tmp_path, corpus, old_run, bad):
+    before = snapshot(old_run)
+    with pytest.raises(CharRNNError):
+        train(replace(tiny_config(corpus, old_run, max_steps=3), **bad), overwrite=True)
+    assert snapshot(old_run) == before
+    assert sorted(p.name for p in old_run.iterdir() if not p.name.startswith(".")) == sorted(RUN_FILES)
+    assert not (old_run / ".previous-run").exists()
+
+
+def test_overwrite_that_diverges_before_its_first_checkpoint_keeps_the_old_run(corpus, old_run):
+    before = snapshot(old_run)
+    s = train(tiny_config(corpus, old_run, cell="rnn", optimizer="sgd", momentum=0.0, lr=1e4, grad_clip=0,
+                          schedule="constant", max_steps=50, eval_every=1), overwrite=True)
+    assert s.stop_reason is StopReason.DIVERGED
+    assert snapshot(old_run) == before
+
+
+def test_overwrite_that_succeeds_replaces_the_old_run(corpus, old_run):
+    train(tiny_config(corpus, old_run, max_steps=2, eval_every=1), overwrite=True)
+    assert load_checkpoint(old_run / "last.pt")["train_state"]["step"] == 2
+    assert not (old_run / ".previous-run").exists()
+
+
+def test_a_run_killed_after_setting_the_old_one_aside_gets_it_back(corpus, old_run):
+    before = snapshot(old_run)
+    RunDir(old_run).set_aside(("corpus.bin", "corpus.json"))  # what a killed --overwrite left behind
+    (old_run / "run.json").write_text("{}")  # the new run's first file
+    with pytest.raises(CharRNNError, match="already holds a run"):
+        train(tiny_config(corpus, old_run, max_steps=3))
+    assert snapshot(old_run) == before
+
+
+def test_a_second_process_is_refused_while_one_trains(tmp_path, corpus, old_run):
+    before = snapshot(old_run)
+    with RunDir(old_run).locked():  # another process's lock: flock locks are per open file, even in one process
+        with pytest.raises(CharRNNError, match=f"being trained by process {os.getpid()}"):
+            train(resume_config(old_run, max_steps=6), resume=True)
+        with pytest.raises(CharRNNError, match="being trained by"):
+            train(tiny_config(corpus, old_run, max_steps=3), overwrite=True)
+    assert snapshot(old_run) == before
+    assert train(resume_config(old_run, max_steps=4), resume=True).step == 4  # the lock went with its holder
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "corpus.bin", "run.json", "last.pt"])
+def test_a_corpus_with_the_name_of_a_run_file_is_never_overwritten(tmp_path, name):
+    text = tmp_path / name
+    text.write_text("to be or not to be, that is the question\n" * 40)
+    before = text.read_bytes()
+    with pytest.raises(CharRNNError, match="is a file the run writes"):
+        train(tiny_config(text, tmp_path, max_steps=2), overwrite=True)
+    assert text.read_bytes() == before
+
+
+def test_leftover_temporary_files_are_removed_at_the_next_start(corpus, old_run):
+    (old_run / ".last.pt.4242.tmp").write_bytes(b"half a checkpoint")
+    train(resume_config(old_run, max_steps=4), resume=True)
+    assert not list(old_run.glob("*.tmp")) and not list(old_run.glob(".*.tmp"))
+
+
+def test_sigterm_while_encoding_leaves_nothing_behind(tmp_path, corpus, monkeypatch):
+    import charrnn.data as data
+
+    real = data.iter_encoded
+
+    def terminated_midway(*args, **kwargs):
+        for k, block in enumerate(real(*args, **kwargs)):
+            if k == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield block
+
+    monkeypatch.setattr(data, "iter_encoded", terminated_midway)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(corpus, run, max_steps=3))
+    assert not run.exists()  # nothing was left: no temporary corpus.bin, no half-made run directory
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_resume_from_best_when_last_is_lost(corpus, old_run):
+    (old_run / "last.pt").unlink()
+    assert train(resume_config(old_run, max_steps=5), resume=True).step == 5
+
+
+def test_edited_run_json_is_refused_and_a_damaged_one_is_not_needed(corpus, old_run):
+    saved = json.loads((old_run / "run.json").read_text())
+    (old_run / "run.json").write_text(json.dumps({**saved, "batch_size": 2}))
+    with pytest.raises(CharRNNError, match="batch_size: 4 in the checkpoint, 2 in run.json"):
+        resume_config(old_run)
+    for damaged in (b"[1, 2]", b"\xff\xfe not json", b'{"batch_size": "four"'):
+        (old_run / "run.json").write_bytes(damaged)
+        assert resume_config(old_run).batch_size == 4  # the checkpoint holds the settings
+    assert train(resume_config(old_run, max_steps=4), resume=True).step == 4
+
+
+def test_damaged_metrics_lines_are_skipped(corpus, old_run):
+    with open(old_run / "metrics.jsonl", "ab") as f:
+        f.write(b'[1, 2]\n{"kind": "eval", "step": 2}\n\xff\xfe\n{"kind": "train", "step": "x", "loss": 1}\n')
+    train(resume_config(old_run, max_steps=5), resume=True)
+    records = RunDir(old_run).read_metrics()
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5]
+    assert (old_run / "loss.svg").read_text().count("<polyline") == 2
+
+
+def test_a_directory_where_a_run_file_belongs_is_one_clear_error(corpus, old_run):
+    (old_run / "metrics.jsonl").unlink()
+    (old_run / "metrics.jsonl").mkdir()
+    with pytest.raises(CharRNNError, match="is not a file"):
+        train(resume_config(old_run, max_steps=5), resume=True)
+
+
+def test_out_that_is_a_file_or_under_one(tmp_path, corpus):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CharRNNError, match="is a file, not a directory"):
+        train(tiny_config(corpus, tmp_path / "f"))
+    with pytest.raises(CharRNNError, match="lies under"):
+        train(tiny_config(corpus, tmp_path / "f" / "run"))
+
+
+def test_disk_full_while_checkpointing_says_the_old_checkpoint_is_intact(corpus, old_run, monkeypatch):
+    before = snapshot(old_run)
+
+    def no_space(obj, f):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(CharRNNError, match="No space left on device.*checkpoints already in .* are intact"):
+        train(resume_config(old_run, max_steps=6), resume=True)
+    assert (old_run / "last.pt").read_bytes() == before["last.pt"]
+    assert not list(old_run.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("change", ["edit", "grow", "delete"])
+def test_resume_after_the_corpus_changed(corpus, old_run, change):
+    original = corpus.read_text()
+    if change == "delete":
+        corpus.unlink()  # or a run directory copied to another machine: the run's own encoded copy is used
+        assert train(resume_config(old_run, max_steps=5), resume=True).step == 5
+        return
+    corpus.write_text(original.replace("Citizen", "Citizens") if change == "edit" else original * 2)
+    with pytest.raises(CharRNNError, match="has changed since this run started.*--use-cached-corpus"):
+        train(resume_config(old_run, max_steps=5), resume=True)
+    s = train(resume_config(old_run, max_steps=5, use_cached_corpus=True), resume=True)
+    assert s.step == 5 and s.epoch == pytest.approx(5 / 25, abs=0.01)  # still the original's 25 steps per epoch
+
+
+def test_a_touched_but_unchanged_corpus_resumes(corpus, old_run):
+    os.utime(corpus, (1, 1))
+    assert train(resume_config(old_run, max_steps=5), resume=True).step == 5
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(seed=2**64), "--seed"), (dict(seed=-1), "--seed"),
+    (dict(patience=2, val_frac=0.0), "--patience needs a validation split"),
+    (dict(val_frac=0.5, test_frac=0.5), "--val-frac 0.5 and --test-frac 0.5"),
+])
+def test_settings_refused_before_anything_is_written(tmp_path, bad, message):
+    with pytest.raises(CharRNNError, match=message):
+        TrainConfig(out=str(tmp_path / "run"), **bad)
+    assert not (tmp_path / "run").exists()
