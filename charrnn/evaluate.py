@@ -105,7 +105,13 @@ def evaluate_file(model: CharRNN, tokenizer: CharTokenizer, path: str | os.PathL
     Characters the model never saw raise a `CharRNNError` listing them, or with `map_unknown` are read
     as `<unk>` and left out of the score (counted in `unknown_chars`).
     """
+    if streams < 1:
+        raise CharRNNError(f"--streams must be at least 1, got {streams}")
     ids = np.concatenate(list(iter_encoded(path, tokenizer, encoding, map_unknown=map_unknown)))
     if len(ids) < 2:
         raise CharRNNError(f"{str(path)!r} has no characters to score")
-    return evaluate(model, ids, streams=streams, unk_id=tokenizer.unk_id if map_unknown else None)
+    result = evaluate(model, ids, streams=streams, unk_id=tokenizer.unk_id if map_unknown else None)
+    if result.chars == 0:  # a loss of 0 over nothing scored would read as a perfect model
+        raise CharRNNError(f"every character of {str(path)!r} is unknown to this model, so nothing can be scored; "
+                           "evaluate a text in the model's own alphabet (see charrnn info)")
+    return result

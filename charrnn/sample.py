@@ -72,7 +72,7 @@ def prime_ids(tokenizer: CharTokenizer, prime: str, map_unknown: bool = False) -
     return torch.tensor([tokenizer.eod_id, *list(ids)], dtype=torch.long)
 
 
-def primed(model: CharRNN, tokenizer: CharTokenizer, prime: str, batch: int,
+def primed(model: CharRNN, tokenizer: CharTokenizer, prime: str, batch: int, *,
            map_unknown: bool = False) -> tuple[torch.Tensor, Stepper]:
     """Read `<eod>` + prime into `batch` identical streams with the fused kernel; return the next-character
     logits (batch, V) and a `Stepper` holding the state, to go on one character at a time.
@@ -146,9 +146,9 @@ class _StopWatcher:
 
 
 @torch.inference_mode()
-def iter_sample(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", length: int = 500,
-                settings: SampleSettings = SampleSettings(), num_samples: int = 1,
-                stop: Sequence[str] = (), stop_at_eod: bool = True, generator: torch.Generator | None = None,
+def iter_sample(model: CharRNN, tokenizer: CharTokenizer, *, prime: str = "", length: int = 500,
+                settings: SampleSettings = SampleSettings(), num_samples: int = 1, stop: Sequence[str] = (),
+                stop_at_eod: bool = True, generator: torch.Generator | None = None,
                 map_unknown: bool = False) -> Iterator[list[str]]:
     """Generate `num_samples` continuations of `prime` side by side, one character per step.
 
@@ -160,7 +160,7 @@ def iter_sample(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
         raise CharRNNError(f"--length must be 0 or more, got {length}")
     if num_samples < 1:
         raise CharRNNError(f"--num-samples must be at least 1, got {num_samples}")
-    logits, stepper = primed(model, tokenizer, prime, num_samples, map_unknown)
+    logits, stepper = primed(model, tokenizer, prime, num_samples, map_unknown=map_unknown)
     detok = [_Detokenizer(tokenizer) for _ in range(num_samples)]
     watch = [_StopWatcher(stop) for _ in range(num_samples)]
     finished = [False] * num_samples
@@ -186,14 +186,14 @@ def iter_sample(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
         yield tails
 
 
-def sample(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", length: int = 500,
+def sample(model: CharRNN, tokenizer: CharTokenizer, *, prime: str = "", length: int = 500,
            settings: SampleSettings = SampleSettings(), num_samples: int = 1, stop: Sequence[str] = (),
            stop_at_eod: bool = True, seed: int | None = None, map_unknown: bool = False) -> list[str]:
     """The generated continuations (without the prime), as whole strings."""
-    generator = make_generator(model, seed)
     out = [""] * num_samples
-    for pieces in iter_sample(model, tokenizer, prime, length, settings, num_samples, stop, stop_at_eod,
-                              generator, map_unknown):
+    for pieces in iter_sample(model, tokenizer, prime=prime, length=length, settings=settings,
+                              num_samples=num_samples, stop=stop, stop_at_eod=stop_at_eod,
+                              generator=make_generator(model, seed), map_unknown=map_unknown):
         for k, piece in enumerate(pieces):
             out[k] += piece
     return out
@@ -210,7 +210,7 @@ def make_generator(model: CharRNN, seed: int | None) -> torch.Generator:
 
 
 @torch.inference_mode()
-def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", length: int = 200,
+def beam_search(model: CharRNN, tokenizer: CharTokenizer, *, prime: str = "", length: int = 200,
                 beam_size: int = 5, length_alpha: float = 1.0, stop_at_eod: bool = True,
                 map_unknown: bool = False) -> tuple[str, float]:
     """The continuation of `prime` with the highest length-normalised log-probability, and that score.
@@ -223,7 +223,7 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str = "", lengt
     if length < 1:
         raise CharRNNError(f"--length must be at least 1 for beam search, got {length}")
     device = model.head.weight.device
-    logits, stepper = primed(model, tokenizer, prime, beam_size, map_unknown)
+    logits, stepper = primed(model, tokenizer, prime, beam_size, map_unknown=map_unknown)
     logp = torch.log_softmax(logits[:1].float(), dim=-1)  # (1, V): every beam starts the same
     scores = torch.zeros(1, device=device)  # cumulative log-probability of each live beam
     seqs: list[list[int]] = [[]]

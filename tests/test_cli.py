@@ -1,15 +1,23 @@
 import json
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import fields
 
 import pytest
 from typer.testing import CliRunner
 
 from charrnn.cli import app
+from charrnn.config import TrainConfig
+from conftest import TEXT
 
 runner = CliRunner()
+WIDE = {"COLUMNS": "250"}  # help on one line per option, so that a flag and its default are not split
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
+def run(*args, **kw):
+    return runner.invoke(app, [str(a) for a in args], **kw)
 
 
 def one_line_error(result, *needles):
@@ -21,6 +29,14 @@ def one_line_error(result, *needles):
         assert needle in lines[0], lines[0]
 
 
+def more_command(stderr: str) -> list[str]:
+    """The arguments of the `more: charrnn sample ...` hint printed after training."""
+    line = next(l for l in stderr.splitlines() if l.startswith("more: "))
+    args = shlex.split(line.removeprefix("more: "))
+    assert args[:2] == ["charrnn", "sample"], line
+    return args[1:]
+
+
 TINY = ["--cell", "gru", "--num-layers", "1", "--hidden-size", "32", "--embedding-dim", "8", "--batch-size", "4",
         "--seq-len", "16", "--device", "cpu"]
 
@@ -29,16 +45,20 @@ def test_train_then_sample_eval_info(tmp_path, corpus):
     out = tmp_path / "run"
     r = run("train", corpus, "--out", out, "--max-steps", 8, "--eval-every", 4, *TINY, "--sample-length", 40)
     assert r.exit_code == 0, r.output
-    assert "training summary" in r.stderr and "best validation" in r.stderr
+    assert "training summary" in r.stderr and "best val_loss" in r.stderr and "max_steps" in r.stderr
+    assert re.search(r"step +4 +val_loss \d\.\d{4} +val_bpc", r.stderr)  # the evaluation at step 4
     assert (out / "best.pt").exists() and (out / "loss.svg").exists()
+    assert more_command(r.stderr) == ["sample", str(out), "--prime=First Citizen:", "--length", "1000"]
 
     r = run("sample", out, "--prime", "First", "--length", 30, "--seed", 3, "--no-stop-at-eod")
-    assert r.exit_code == 0 and r.stdout.startswith("First") and len(r.stdout.rstrip("\n")) >= 30
+    assert r.exit_code == 0 and r.stdout.startswith("First") and len(r.stdout.rstrip("\n")) == 5 + 30
     again = run("sample", out, "--prime", "First", "--length", 30, "--seed", 3, "--no-stop-at-eod")
     assert again.stdout == r.stdout
 
     r = run("sample", out, "--json", "--num-samples", 3, "--length", 20, "--seed", 1, "--top-k", 5, "--top-p", 0.9)
-    assert r.exit_code == 0 and len(json.loads(r.stdout)["samples"]) == 3
+    assert r.exit_code == 0
+    samples = json.loads(r.stdout)["samples"]
+    assert len(samples) == 3 and all(len(s) <= 20 for s in samples)
 
     r = run("sample", out, "--beam-size", 3, "--length", 20, "--prime", "All:")
     assert r.exit_code == 0 and r.stdout.startswith("All:")
@@ -46,23 +66,115 @@ def test_train_then_sample_eval_info(tmp_path, corpus):
     r = run("eval", out, corpus, "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert {"nats_per_char", "bits_per_char", "perplexity", "chars"} <= res.keys() and res["chars"] == len(corpus.read_text())
+    assert res["chars"] == len(corpus.read_text()) and res["unknown_chars"] == 0
+    assert res["bits_per_char"] == pytest.approx(res["nats_per_char"] / 0.6931471805599453)
 
     r = run("info", out, "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["step"] == 8
-    assert run("info", out).exit_code == 0
+    assert r.exit_code == 0
+    info = json.loads(r.stdout)
+    assert info["step"] == 8 and info["task"] == "lm" and info["hidden_size"] == 32
+    r = run("info", out)
+    assert r.exit_code == 0 and re.search(r"task +│ lm ", r.stdout) and re.search(r"step +│ 8 ", r.stdout)
 
     r = run("train", "--resume", out, "--max-steps", 10, "--sample-length", 0)
     assert r.exit_code == 0, r.output
     assert json.loads(run("info", out / "last.pt", "--json").stdout)["step"] == 10
 
 
-def test_help_lists_every_command():
-    r = run("--help")
+def test_train_json_is_the_summary(tmp_path, corpus):
+    out = tmp_path / "run"
+    r = run("train", corpus, "--out", out, "--max-steps", 3, "--eval-every", 3, *TINY, "--json",
+            "--document-separator", "\\n\\n")  # typed as on a shell line: backslash, n
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["step"] == 3 and summary["stop_reason"] == "max_steps" and summary["unit"] == "chars"
+    assert summary["selection"] == "val_loss" and summary["best"] == summary["val_loss"]
+    assert json.loads(run("info", out, "--json").stdout)["document_separator"] == "\n\n"  # escapes read
+
+
+def test_sample_hint_fits_the_corpus(tmp_path):
+    # C code: no R, O, M or E, a backslash and a quote in the first line, and a run directory with a space.
+    code = tmp_path / "prog.c"
+    code.write_text('puts("hi\\n"); // it\'s\nint main(void) {\n    return 0;\n}\n' * 40, encoding="utf-8")
+    out = tmp_path / "c run"
+    r = run("train", code, "--out", out, "--max-steps", 2, "--eval-every", 2, *TINY, "--sample-length", 10)
+    assert r.exit_code == 0, r.output
+    assert "ROMEO" not in r.stderr
+    prime = 'puts("hi\\n"); // it\''  # the first line's first 20 characters, as they are
+    args = more_command(r.stderr)
+    assert args[1] == str(out) and args[2] == "--prime=" + prime.replace("\\", "\\\\")
+    r = run(*args[:3], "--length", 5, "--seed", 0)  # the suggested command works
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith(prime)
+
+
+def test_hint_prime_only_when_the_model_can_read_it(tmp_path):
+    from charrnn.cli.lm import _hint_prime
+    from charrnn.tokenizer import CharTokenizer
+
+    text = tmp_path / "t.txt"
+    text.write_text("\n\n  Zebras everywhere, all over the plain\nzoo\n", encoding="utf-8")
+    assert _hint_prime(CharTokenizer.from_text(text.read_text()), str(text), "utf-8") == "  Zebras everywhere,"
+    assert _hint_prime(CharTokenizer.from_text("abc zoo\n"), str(text), "utf-8") == ""  # Z is unknown
+    assert _hint_prime(CharTokenizer.from_text("abc"), str(tmp_path / "gone.txt"), "utf-8") == ""
+
+
+TRAIN_FLAGS = ["--" + f.name.replace("_", "-") for f in fields(TrainConfig) if f.name != "corpus"]
+OWN_OPTIONS = {
+    "train": [*TRAIN_FLAGS, "--learning-rate", "--resume", "--overwrite", "--sample-length", "--json", "CORPUS"],
+    "sample": ["CHECKPOINT", "--prime", "--length", "--temperature", "--top-k", "--top-p", "--greedy", "--seed",
+               "--num-samples", "--stop", "--no-stop-at-eod", "--beam-size", "--length-alpha", "--map-unknown",
+               "--device", "--json"],
+    "eval": ["CHECKPOINT", "TEXT_FILE", "--encoding", "--map-unknown", "--streams", "--device", "--json"],
+    "info": ["CHECKPOINT", "--json"],
+    "bench": ["--full", "--cell", "--num-layers", "--hidden-size", "--batch-size", "--seq-len", "--steps", "--repeats",
+              "--sample-chars", "--device", "--precision", "--corpus-mb", "--corpus", "--json"],
+    "dump": ["CHECKPOINT", "TEXT_FILE", "--text", "--out", "--format", "--top-k", "--encoding", "--map-unknown",
+             "--device", "--json"],
+    "viz": ["ACTIVATIONS", "--out", "--max-chars", "--kinds", "--top"],
+    "cells": ["SOURCE", "TEXT_FILE", "--top", "--max-chars", "--html", "--plot", "--encoding", "--map-unknown",
+              "--device", "--json"],
+}
+
+
+def test_help_lists_every_command_with_its_options():
+    r = run("--help", env=WIDE)
     assert r.exit_code == 0
-    for cmd in ("train", "sample", "eval", "info"):
-        assert cmd in r.stdout
-    assert "--document-separator" in run("train", "--help").stdout
+    panel = r.stdout.split("Commands", 1)[1]
+    listed = {m.group(1) for m in re.finditer(r"^\W*([a-z]+) {2,}\S", panel, re.MULTILINE)}
+    assert listed == set(OWN_OPTIONS)
+    for command, options in OWN_OPTIONS.items():
+        r = run(command, "--help", env=WIDE)
+        assert r.exit_code == 0, r.output
+        for option in options:
+            assert re.search(rf"(?<![\w-]){option}(?![\w-])", r.stdout), f"{command} --help lacks {option}"
+
+
+def test_help_shows_the_config_defaults_and_choices():
+    text = run("train", "--help", env=WIDE).stdout
+    for flag, value in [("--lr", TrainConfig.lr), ("--seed", TrainConfig.seed), ("--cell", TrainConfig.cell),
+                        ("--eval-every", TrainConfig.eval_every), ("--hidden-size", TrainConfig.hidden_size)]:
+        line = next(l for l in text.splitlines() if re.search(rf"(?<![\w-]){flag}(?![\w-])", l))
+        assert f"[default: {value}]" in line, line
+    assert "<adamw|adam|rmsprop|sgd|adagrad>" in text and "<constant|cosine|exponential>" in text
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\n"
+            "import charrnn.cli\n"
+            "assert 'torch' not in sys.modules, 'import charrnn.cli loaded torch'\n"
+            "from typer.testing import CliRunner\n"
+            "for args in (['--help'], ['train', '--help'], ['sample', '--help'], ['bench', '--help']):\n"
+            "    result = CliRunner().invoke(charrnn.cli.app, args)\n"
+            "    assert result.exit_code == 0, result.output\n"
+            "assert 'torch' not in sys.modules, '--help loaded torch'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_python_m_charrnn_runs_the_cli():
+    done = subprocess.run([sys.executable, "-m", "charrnn", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "train" in done.stdout and "Usage" in done.stdout
 
 
 @pytest.mark.parametrize("case", ["missing", "directory", "empty", "not_utf8", "short"])
@@ -83,18 +195,79 @@ def test_bad_corpus_gives_one_line_and_exit_2(tmp_path, case):
 
 def test_bad_options_give_one_line_and_exit_2(tmp_path, corpus, trained_run):
     out = tmp_path / "run"
-    one_line_error(run("train", corpus, "--out", out, "--cell", "transformer"), "--cell")
+    one_line_error(run("train", corpus, "--out", out, "--cell", "transformer"), "--cell", "transformer")
+    one_line_error(run("train", corpus, "--out", out, "--optimizer", "adamx"), "--optimizer")
+    one_line_error(run("train", corpus, "--out", out, "--precision", "fp16"), "--precision")
     one_line_error(run("train", corpus, "--out", out, "--batch-size", "many"), "--batch-size")
     one_line_error(run("train", corpus, "--out", out, "--lr", "-1"), "--lr")
+    one_line_error(run("train", corpus, "--out", out, "--sample-length", "-1"), "--sample-length")
     one_line_error(run("train", "--resume", tmp_path / "nothing"), "no such run directory")
     one_line_error(run("train", "--resume", trained_run[0], "--hidden-size", 64), "cannot change when resuming")
+    # Given at its default value is still given: the saved run's lr must not silently win or lose.
+    one_line_error(run("train", "--resume", trained_run[0], "--lr", TrainConfig.lr), "--lr", "cannot change")
+    one_line_error(run("train", corpus, "--resume", trained_run[0]), "CORPUS or --resume")
+    one_line_error(run("train", "--resume", trained_run[0], "--out", out), "--out cannot change")
+    one_line_error(run("train", "--resume", trained_run[0], "--overwrite"), "--overwrite and --resume")
     one_line_error(run("sample", tmp_path / "missing.pt"), "no such checkpoint")
     one_line_error(run("sample", trained_run[0], "--prime", "Zebra"), "'Z'", "--map-unknown")
     one_line_error(run("sample", trained_run[0], "--temperature", "-1"), "--temperature")
     one_line_error(run("sample", trained_run[0], "--top-p", "1.5"), "--top-p")
+    one_line_error(run("sample", trained_run[0], "--beam-size", 2, "--num-samples", 2), "--beam-size")
     one_line_error(run("sample", corpus), "not a charrnn checkpoint")
     one_line_error(run("eval", trained_run[0], tmp_path / "missing.txt"), "no such file")
+    one_line_error(run("eval", trained_run[0], corpus, "--streams", 0), "--streams")
     one_line_error(run("frobnicate"), "No such command")
+
+
+def test_resume_passes_only_the_options_given(monkeypatch, trained_run):
+    import charrnn.lm
+    from charrnn.common import CharRNNError
+
+    seen = {}
+
+    def resume_config(run_dir, **overrides):
+        seen.update(run_dir=run_dir, overrides=overrides)
+        raise CharRNNError("stop before training")
+
+    monkeypatch.setattr(charrnn.lm, "resume_config", resume_config)
+    r = run("train", "--resume", trained_run[0], "--max-steps", 5, "--device", "auto", "--compile",
+            "--sample-length", 0)
+    one_line_error(r, "stop before training")
+    assert seen == {"run_dir": trained_run[0], "overrides": {"max_steps": 5, "device": "auto", "compile": True}}
+
+
+def fake_summary(**kw):
+    from charrnn.trainer import StopReason, TrainSummary
+
+    base = dict(run_dir="runs/it's mine", step=55, epoch=0.5, elapsed_s=3.0, stop_reason=StopReason.MAX_STEPS,
+                train_loss=1.5, val_loss=1.6, selection="val_loss", best=1.6, best_step=50, rate=1000.0,
+                unit="chars", num_parameters=100, message="")
+    return TrainSummary(**{**base, **kw})
+
+
+def test_interrupted_run_says_how_to_continue(monkeypatch, corpus):
+    import charrnn.lm
+    from charrnn.trainer import StopReason
+
+    summary = fake_summary(stop_reason=StopReason.INTERRUPTED,
+                           message="interrupted at step 55 (a checkpoint was written)")
+    monkeypatch.setattr(charrnn.lm, "train", lambda config, on_event=None, **kw: summary)
+    r = run("train", corpus)
+    assert r.exit_code == 130, r.output
+    assert "interrupted at step 55" in r.stderr
+    assert f"continue with: charrnn train --resume {shlex.quote(summary.run_dir)}" in r.stderr
+    assert "more:" not in r.stderr  # no sample of an interrupted run
+
+
+def test_diverged_run_exits_1_with_its_message(monkeypatch, corpus):
+    import charrnn.lm
+    from charrnn.trainer import StopReason
+
+    summary = fake_summary(stop_reason=StopReason.DIVERGED, message="the loss became NaN at step 7; lower --lr")
+    monkeypatch.setattr(charrnn.lm, "train", lambda config, on_event=None, **kw: summary)
+    r = run("train", corpus)
+    assert r.exit_code == 1
+    assert r.stderr.splitlines()[-1] == "error: the loss became NaN at step 7; lower --lr"
 
 
 def test_existing_run_is_kept(tmp_path, corpus):
@@ -110,4 +283,7 @@ def test_unknown_characters_in_eval(tmp_path, trained_run):
     other.write_text("Zebra crossing: ok")
     one_line_error(run("eval", trained_run[0], other), "--map-unknown")
     r = run("eval", trained_run[0], other, "--map-unknown", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["unknown_chars"] > 0
+    assert r.exit_code == 0
+    result = json.loads(r.stdout)
+    unknown = [ch for ch in other.read_text() if ch not in TEXT]  # Z, b, g
+    assert result["unknown_chars"] == len(unknown) == 3 and result["chars"] == len(other.read_text()) - 3

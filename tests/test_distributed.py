@@ -35,7 +35,7 @@ def test_two_gloo_processes_equal_one_process_with_the_whole_batch(tmp_path, cor
     assert a["train_state"]["step"] == b["train_state"]["step"] == steps
     for name, tensor in a["model_state"].items():
         assert torch.allclose(tensor, b["model_state"][name], atol=1e-5), name
-    for s1, s2 in zip(a["train_state"]["hidden_state"], b["train_state"]["hidden_state"]):
+    for s1, s2 in zip(a["train_state"]["task"]["hidden_state"], b["train_state"]["task"]["hidden_state"]):
         assert s1.shape == s2.shape and torch.allclose(s1, s2, atol=1e-5)
     assert losses(ddp) == pytest.approx(losses(single), rel=1e-5)
     assert len(b["train_state"]["rng"]) == 2  # each rank's generators, for resuming

@@ -15,15 +15,17 @@ def model_and_tok(trained_run):
 
 def test_same_seed_same_text(model_and_tok):
     model, tok = model_and_tok
-    a = sample(model, tok, "First", 80, SampleSettings(1.0), num_samples=2, seed=7)
-    b = sample(model, tok, "First", 80, SampleSettings(1.0), num_samples=2, seed=7)
-    c = sample(model, tok, "First", 80, SampleSettings(1.0), num_samples=2, seed=8)
-    assert a == b and a != c and len(a) == 2
+    kw = dict(prime="First", length=80, settings=SampleSettings(1.0), num_samples=2, stop_at_eod=False)
+    a = sample(model, tok, **kw, seed=7)
+    b = sample(model, tok, **kw, seed=7)
+    c = sample(model, tok, **kw, seed=8)
+    assert a == b and a != c and len(a) == 2 and a[0] != a[1]
+    assert all(0 < len(t) <= 80 for t in a)  # <eod> (possible here, not stopped at) is printed as ""
 
 
 def test_temperature_zero_is_argmax(model_and_tok):
     model, tok = model_and_tok
-    text = sample(model, tok, "First", 30, SampleSettings(0.0), seed=1, stop_at_eod=False)[0]
+    text = sample(model, tok, prime="First", length=30, settings=SampleSettings(0.0), seed=1, stop_at_eod=False)[0]
     # Recompute the greedy path by hand from full forward passes.
     ids = [tok.eod_id, *tok.encode("First").tolist()]
     out = []
@@ -53,45 +55,52 @@ def test_top_k_and_top_p_never_emit_excluded():
         assert full[row][order[: n - 1]].sum() < 0.5 <= full[row][order[:n]].sum() + 1e-6  # smallest such set
 
 
-def test_sampling_respects_top_k(model_and_tok):
+def test_top_k_1_streams_the_greedy_text(model_and_tok):
     model, tok = model_and_tok
     gen = torch.Generator().manual_seed(0)
-    for pieces in iter_sample(model, tok, "", 50, SampleSettings(2.0, top_k=1), generator=gen, stop_at_eod=False):
-        pass
-    greedy = sample(model, tok, "", 50, SampleSettings(0.0), stop_at_eod=False)
-    topk1 = sample(model, tok, "", 50, SampleSettings(2.0, top_k=1), seed=3, stop_at_eod=False)
-    assert greedy == topk1
+    steps = list(iter_sample(model, tok, length=50, settings=SampleSettings(2.0, top_k=1), generator=gen,
+                             stop_at_eod=False))
+    assert len(steps) == 50 and all(len(pieces) == 1 and len(pieces[0]) == 1 for pieces in steps)
+    greedy = sample(model, tok, length=50, settings=SampleSettings(0.0), stop_at_eod=False)
+    assert "".join(pieces[0] for pieces in steps) == greedy[0]
+    topk1 = sample(model, tok, length=50, settings=SampleSettings(2.0, top_k=1), seed=3, stop_at_eod=False)
+    assert topk1 == greedy
 
 
 def test_stop_string_cuts_the_sample(model_and_tok):
     model, tok = model_and_tok
-    free = sample(model, tok, "First", 200, SampleSettings(0.0), stop_at_eod=False)[0]
+    free = sample(model, tok, prime="First", length=200, settings=SampleSettings(0.0), stop_at_eod=False)[0]
     stop = free[10:13]
     first = free.find(stop)
-    cut = sample(model, tok, "First", 200, SampleSettings(0.0), stop=[stop], stop_at_eod=False)[0]
+    cut = sample(model, tok, prime="First", length=200, settings=SampleSettings(0.0), stop=[stop],
+                 stop_at_eod=False)[0]
     assert cut == free[:first]
 
 
 def test_unknown_prime_is_a_clear_error(model_and_tok):
     model, tok = model_and_tok
     with pytest.raises(CharRNNError, match="'Z'"):
-        sample(model, tok, "Zebra", 10)
-    assert len(sample(model, tok, "Zebra", 10, map_unknown=True, stop_at_eod=False)[0]) == 10
+        sample(model, tok, prime="Zebra", length=10)
+    assert len(sample(model, tok, prime="Zebra", length=10, map_unknown=True, stop_at_eod=False)[0]) == 10
 
 
 def test_beam_search_is_deterministic_and_scores_well(model_and_tok):
     model, tok = model_and_tok
-    text, score = beam_search(model, tok, "First Citizen:\n", 20, beam_size=4, stop_at_eod=False)
-    again, _ = beam_search(model, tok, "First Citizen:\n", 20, beam_size=4, stop_at_eod=False)
-    greedy = sample(model, tok, "First Citizen:\n", 20, SampleSettings(0.0), stop_at_eod=False)[0]
+    prime = "First Citizen:\n"
+    text, score = beam_search(model, tok, prime=prime, length=20, beam_size=4, stop_at_eod=False)
+    again, _ = beam_search(model, tok, prime=prime, length=20, beam_size=4, stop_at_eod=False)
+    greedy = sample(model, tok, prime=prime, length=20, settings=SampleSettings(0.0), stop_at_eod=False)[0]
     assert text == again and len(text) == 20
 
     def logp(cont):
-        ids = torch.tensor([[tok.eod_id, *tok.encode("First Citizen:\n" + cont).tolist()]])
-        lp = torch.log_softmax(model(ids)[0][0, :-1], -1)
+        ids = torch.tensor([[tok.eod_id, *tok.encode(prime + cont).tolist()]])
+        logits = model(ids)[0][0, :-1]
+        logits[:, tok.unk_id] = float("-inf")  # never produced: the sampler bans it
+        lp = torch.log_softmax(logits, -1)
         n = len(cont)
         return lp[-n:].gather(1, ids[0, -n:, None]).sum().item()
 
+    assert score == pytest.approx(logp(text) / 20, abs=1e-4)  # log-probability per character (alpha 1)
     assert logp(text) >= logp(greedy) - 1e-4  # a beam of 4 finds at least the greedy path's probability
 
 

@@ -1,0 +1,56 @@
+"""The `charrnn` command line: parse, call one library function, render with Rich.
+
+One module per group of commands: `lm` (train, sample, eval), `inspect` (dump, viz, cells), `tools` (info,
+bench); the options they share are declared once in `options`, and the Rich views live in `render`.
+Commands import the library inside their bodies, so `charrnn --help` never loads PyTorch.
+
+A training run's progress and summary, and diagnostics, go to stderr; a command's result (generated text,
+a table, or `--json`) goes to stdout, so `charrnn sample ... > out.txt` and `charrnn eval ... --json | jq`
+work. A user error prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from charrnn.cli import inspect, lm, tools
+from charrnn.cli.render import fail
+from charrnn.common import CharRNNError
+
+
+class OneLineErrors(TyperGroup):
+    """Every usage error and `CharRNNError` becomes one line on stderr and exit status 2; no traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):
+        try:
+            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                  standalone_mode=False, **extra)
+        except CharRNNError as e:
+            fail(str(e), 2)
+        except typer.TyperException as e:  # Typer's usage errors: bad option, missing argument, ...
+            code = getattr(e, "exit_code", 2)
+            if not e.format_message():  # `charrnn` alone: the help is the message, and it was shown
+                sys.exit(code)
+            fail(f"{e.format_message()} (see --help)", code)
+        except (typer.Abort, KeyboardInterrupt):
+            fail("aborted", 130)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+                  help="Character-level RNN / LSTM / GRU language models: train on any text, sample, evaluate, "
+                       "inspect.",
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+app.add_typer(lm.app)
+app.add_typer(inspect.app)
+app.add_typer(tools.app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

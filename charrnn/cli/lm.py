@@ -1,0 +1,254 @@
+"""The language model's commands: train, sample, eval."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.cli import options, render
+from charrnn.cli.options import config_options, given, unescape
+from charrnn.common import CharRNNError
+from charrnn.config import TrainConfig
+
+app = typer.Typer()
+
+SAMPLE_TEMPERATURE = 0.8  # of the sample printed after training and of `charrnn sample`
+HINT_PRIME_CHARS = 20  # the longest prime the hint after training suggests
+
+
+# ----- train ----------------------------------------------------------------------------------------
+
+@app.command("train")
+def train_command(
+    ctx: typer.Context,
+    corpus: options.CorpusArg = TrainConfig.corpus,
+    out: options.OutOpt = TrainConfig.out,
+    resume: options.ResumeOpt = None,
+    overwrite: options.OverwriteOpt = False,
+    use_cached_corpus: options.UseCachedCorpusOpt = TrainConfig.use_cached_corpus,
+    encoding: options.EncodingOpt = TrainConfig.encoding,
+    byte_level: options.ByteLevelOpt = TrainConfig.byte_level,
+    document_separator: options.DocumentSeparatorOpt = TrainConfig.document_separator,
+    val_frac: options.ValFracOpt = TrainConfig.val_frac,
+    test_frac: options.TestFracOpt = TrainConfig.test_frac,
+    cell: options.CellOpt = TrainConfig.cell,
+    num_layers: options.NumLayersOpt = TrainConfig.num_layers,
+    hidden_size: options.HiddenSizeOpt = TrainConfig.hidden_size,
+    embedding_dim: options.EmbeddingDimOpt = TrainConfig.embedding_dim,
+    dropout: options.DropoutOpt = TrainConfig.dropout,
+    batch_size: options.BatchSizeOpt = TrainConfig.batch_size,
+    seq_len: options.SeqLenOpt = TrainConfig.seq_len,
+    optimizer: options.OptimizerOpt = TrainConfig.optimizer,
+    lr: options.LrOpt = TrainConfig.lr,
+    weight_decay: options.WeightDecayOpt = TrainConfig.weight_decay,
+    momentum: options.MomentumOpt = TrainConfig.momentum,
+    nesterov: options.NesterovOpt = TrainConfig.nesterov,
+    schedule: options.ScheduleOpt = TrainConfig.schedule,
+    warmup_steps: options.WarmupStepsOpt = TrainConfig.warmup_steps,
+    min_lr_frac: options.MinLrFracOpt = TrainConfig.min_lr_frac,
+    lr_decay: options.LrDecayOpt = TrainConfig.lr_decay,
+    lr_decay_after: options.LrDecayAfterOpt = TrainConfig.lr_decay_after,
+    grad_clip: options.GradClipOpt = TrainConfig.grad_clip,
+    max_steps: options.MaxStepsOpt = TrainConfig.max_steps,
+    epochs: options.EpochsOpt = TrainConfig.epochs,
+    time_budget: options.TimeBudgetOpt = TrainConfig.time_budget,
+    eval_every: options.EvalEveryOpt = TrainConfig.eval_every,
+    eval_streams: options.EvalStreamsOpt = TrainConfig.eval_streams,
+    patience: options.PatienceOpt = TrainConfig.patience,
+    explode_factor: options.ExplodeFactorOpt = TrainConfig.explode_factor,
+    seed: options.SeedOpt = TrainConfig.seed,
+    device: options.DeviceOpt = TrainConfig.device,
+    precision: options.PrecisionOpt = TrainConfig.precision,
+    compile: options.CompileOpt = TrainConfig.compile,
+    sample_length: Annotated[int, typer.Option(
+        "--sample-length", min=0, help="Characters of sample printed when training ends; 0 = none.")] = 500,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Train a character-level language model (no arguments: a GRU on the bundled tiny-shakespeare for 5 minutes)."""
+    from charrnn.distributed import world_from_env
+    from charrnn.lm import train
+    from charrnn.trainer import StopReason
+
+    config = _train_config(ctx, resume, overwrite)
+    resuming = resume is not None
+    if not world_from_env().is_main:  # under torchrun, rank 0 alone reports
+        train(config, resume=resuming, overwrite=overwrite)
+        return
+    with render.TrainView() as view:
+        summary = train(config, None if json_output else view, resume=resuming, overwrite=overwrite)
+    if json_output:
+        print(json.dumps(summary.to_dict()))
+    else:
+        render.err.print(render.summary_table(summary.to_dict()))
+    if summary.stop_reason is StopReason.DIVERGED:
+        render.fail(summary.message, 1)
+    if summary.message:
+        render.err.print(summary.message, markup=False)
+    if summary.stop_reason is StopReason.INTERRUPTED:
+        render.err.print(f"continue with: charrnn train --resume {shlex.quote(summary.run_dir)}", markup=False,
+                         soft_wrap=True)
+        raise typer.Exit(130)
+    if sample_length > 0 and not json_output:
+        _show_sample(summary.run_dir, config, sample_length)
+
+
+def _train_config(ctx: typer.Context, resume: Path | None, overwrite: bool) -> TrainConfig:
+    """The run's config: the options as given for a new run; for `--resume`, the saved one with the options
+    the user gave (even at their default value) replacing what they name."""
+    from charrnn.lm import resume_config
+
+    options = config_options(ctx, TrainConfig)
+    if resume is None:
+        return TrainConfig(**options)
+    user_given = given(ctx)
+    if "corpus" in user_given:
+        raise CharRNNError("give either a CORPUS or --resume RUN_DIR, not both: a run directory remembers its corpus")
+    if overwrite:
+        raise CharRNNError("--overwrite and --resume contradict each other; choose one")
+    if "out" in user_given:
+        raise CharRNNError("--out cannot change when resuming; the run continues in its own directory")
+    return resume_config(resume, **{k: v for k, v in options.items() if k in user_given})
+
+
+def _show_sample(run_dir: str, config: TrainConfig, length: int) -> None:
+    """A sample of the best model, then a command for more that works with this run's vocabulary."""
+    from charrnn.checkpoint import load_model
+    from charrnn.device import resolve_device
+    from charrnn.sample import SampleSettings, sample
+
+    model, tokenizer, ckpt = load_model(run_dir, resolve_device(config.device))
+    render.err.rule(f"sample (temperature {SAMPLE_TEMPERATURE}, {length} characters, from {run_dir}/best.pt)")
+    print(sample(model, tokenizer, length=length, settings=SampleSettings(temperature=SAMPLE_TEMPERATURE),
+                 seed=config.seed)[0])
+    corpus = (ckpt.get("meta") or {}).get("corpus")
+    prime = _hint_prime(tokenizer, corpus, config.encoding) if corpus else ""
+    # `sample` reads backslash escapes in --prime: double the backslashes so the prime comes back as it is.
+    escaped = prime.replace("\\", "\\\\")
+    prime_option = f" --prime={shlex.quote(escaped)}" if prime else ""
+    render.err.print(f"more: charrnn sample {shlex.quote(run_dir)}{prime_option} --length 1000",
+                     markup=False, soft_wrap=True)
+
+
+def _hint_prime(tokenizer, corpus: str, encoding: str) -> str:
+    """The start of the corpus's first non-blank line (up to HINT_PRIME_CHARS characters) when the model can
+    read all of it, else "" (no prime)."""
+    from charrnn.data import iter_text
+
+    try:
+        head = next(iter_text(corpus, encoding=encoding, chunk_bytes=1 << 16), "")
+        line = next((l for l in head.splitlines() if l.strip()), "")[:HINT_PRIME_CHARS].rstrip()
+        tokenizer.encode(line)
+    except (CharRNNError, OSError):  # the corpus moved or changed since training, or is not text
+        return ""
+    return line
+
+
+# ----- sample ---------------------------------------------------------------------------------------
+
+@app.command("sample")
+def sample_command(
+    checkpoint: options.CheckpointArg,
+    prime: Annotated[str, typer.Option(
+        "--prime", "-p", parser=unescape, show_default=False,
+        help="Text to start from (\\n, \\t, \\\\ escapes are read). \\[default: the start of a document]")] = "",
+    length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate per sample.")] = 500,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", "-t", help="Sampling temperature; 0 = always the most likely character.")
+    ] = SAMPLE_TEMPERATURE,
+    top_k: Annotated[Optional[int], typer.Option(
+        "--top-k", help="Sample only among the k most likely characters.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(
+        "--top-p", help="Sample only among the most likely characters covering probability p (nucleus).")] = None,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Same as --temperature 0.")] = False,
+    seed: options.SeedOpt = None,
+    num_samples: Annotated[int, typer.Option(
+        "--num-samples", help="Independent samples, generated together as one batch.")] = 1,
+    stop: Annotated[list[str], typer.Option(
+        "--stop", parser=unescape,
+        help="End a sample where this string appears (not included; \\n escapes are read); repeatable.")] = [],
+    no_stop_at_eod: Annotated[bool, typer.Option(
+        "--no-stop-at-eod",
+        help="Keep going past an end-of-document token (it is printed as the document separator).")] = False,
+    beam_size: Annotated[Optional[int], typer.Option(
+        "--beam-size", help="Beam search with this many beams instead of sampling (deterministic).")] = None,
+    length_alpha: Annotated[float, typer.Option(
+        "--length-alpha", help="Beam search: rank hypotheses by log-probability / length**alpha.")] = 1.0,
+    map_unknown: options.MapUnknownOpt = False,
+    device: options.DeviceOpt = "auto",
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Generate text from a trained model, streaming characters as they are produced.
+
+    Without --seed every run differs. --json prints {"samples": [...], "prime": "..."}.
+    """
+    from charrnn.checkpoint import load_model
+    from charrnn.device import resolve_device
+    from charrnn.sample import SampleSettings, beam_search, iter_sample, make_generator
+
+    settings = SampleSettings(temperature=0.0 if greedy else temperature, top_k=top_k, top_p=top_p)
+    if beam_size is not None and num_samples != 1:
+        raise CharRNNError("--beam-size gives one best text; drop --num-samples")
+    model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
+    if beam_size is not None:
+        text, score = beam_search(model, tokenizer, prime=prime, length=length, beam_size=beam_size,
+                                  length_alpha=length_alpha, stop_at_eod=not no_stop_at_eod, map_unknown=map_unknown)
+        if json_output:
+            print(json.dumps({"samples": [text], "prime": prime, "normalised_log_prob": score}))
+        else:
+            print(prime + text)
+        return
+    stream = iter_sample(model, tokenizer, prime=prime, length=length, settings=settings, num_samples=num_samples,
+                         stop=stop, stop_at_eod=not no_stop_at_eod, generator=make_generator(model, seed),
+                         map_unknown=map_unknown)
+    if json_output or num_samples > 1:
+        texts = [""] * num_samples
+        for pieces in stream:
+            for k, piece in enumerate(pieces):
+                texts[k] += piece
+        if json_output:
+            print(json.dumps({"samples": texts, "prime": prime}))
+            return
+        for k, text in enumerate(texts):
+            render.err.rule(f"sample {k + 1}/{num_samples}")
+            print(prime + text, flush=True)
+        return
+    sys.stdout.write(prime)
+    for pieces in stream:
+        sys.stdout.write(pieces[0])
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+# ----- eval -----------------------------------------------------------------------------------------
+
+@app.command("eval")
+def eval_command(
+    checkpoint: options.CheckpointArg,
+    text_file: Annotated[Path, typer.Argument(metavar="TEXT_FILE", help="Text to score.", show_default=False)],
+    encoding: options.EncodingOpt = "utf-8",
+    map_unknown: options.MapUnknownOpt = False,
+    streams: Annotated[int, typer.Option(
+        "--streams", min=1, help="Score the text as this many parallel contiguous pieces, each warmed up on the "
+                                 "text before it; 1 = one exact pass.")] = 16,
+    device: options.DeviceOpt = "auto",
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Score a text with a model: nats per character, bits per character and perplexity.
+
+    --json prints {"nats_per_char", "bits_per_char", "perplexity", "chars", "unknown_chars"}.
+    """
+    from charrnn.checkpoint import load_model
+    from charrnn.device import resolve_device
+    from charrnn.evaluate import evaluate_file
+
+    model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
+    result = evaluate_file(model, tokenizer, text_file, encoding=encoding, map_unknown=map_unknown, streams=streams)
+    if json_output:
+        print(json.dumps(result.to_dict()))
+    else:
+        render.out.print(render.eval_table(str(text_file), result))

@@ -1,0 +1,170 @@
+"""Rich views of what the library returns (training progress and summary, result tables) and of errors.
+
+Nothing here computes anything: each function takes a library result and draws it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+err = Console(stderr=True, highlight=False)  # progress, summaries, diagnostics
+out = Console()  # a command's result
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """One line on stderr (red on a terminal), then exit with `code`."""
+    message = " ".join(str(message).split())
+    if err.is_terminal:
+        err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def number(value, fmt: str = ".4f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+class TrainView:
+    """Renders training events: a live progress bar with the smoothed loss, and log lines above it.
+
+    It knows only the fields every task's events have; a task's metrics (in "eval" events) are printed by name.
+    """
+
+    def __init__(self, console: Console = err):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(bar_width=28),
+            TextColumn("step {task.fields[step]}"), TextColumn("loss {task.fields[loss]}"),
+            TextColumn("val {task.fields[val]}"), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, transient=False, refresh_per_second=4)
+        self.task = None
+        self.unit = "items"
+        self.smoothed: float | None = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: dict) -> None:
+        kind = event["kind"]
+        if kind == "start":
+            self._start(event)
+        elif kind == "train" and self.task is not None:
+            loss = event["loss"]
+            self.smoothed = loss if self.smoothed is None else 0.95 * self.smoothed + 0.05 * loss
+            self.progress.update(self.task, completed=min(event["progress"], 1.0), step=event["step"],
+                                 loss=f"{self.smoothed:.3f}", rate=f"{event['rate']:,.0f} {self.unit}/s")
+        elif kind == "eval":
+            self._eval(event)
+
+    def _start(self, event: dict) -> None:
+        self.unit = event["unit"]
+        limits = [f"{event['max_steps']} steps" if event["max_steps"] else "",
+                  f"{event['epochs']:g} epochs" if event["epochs"] else "",
+                  f"{event['time_budget_s'] / 60:.1f} min" if event["time_budget_s"] else ""]
+        self.console.print(
+            f"{'resuming' if event['resumed'] else 'training'} {event['description']} | "
+            f"{event['num_parameters']:,} parameters on {event['device']} ({event['precision']}) | "
+            f"{event['steps_per_epoch']} steps/epoch | until {' or '.join(x for x in limits if x)} | "
+            f"run dir {event['run_dir']}", markup=False)
+        for note in event["notes"]:
+            self.console.print(note, markup=False)
+        self.task = self.progress.add_task("train", total=1.0, step=event["step"], loss="-", val="-", rate="-")
+
+    def _eval(self, event: dict) -> None:
+        best = next(k for k in event if k.startswith("best_"))
+        selection = best.removeprefix("best_")
+        if self.task is not None:
+            self.progress.update(self.task, val=number(event[selection]))
+        metrics = "  ".join(f"{k} {number(v)}" for k, v in event.items()
+                            if k not in ("kind", "step", "elapsed_s", best))
+        self.console.print(f"step {event['step']:>6}  {metrics}  (best {number(event[best])})")
+
+
+def summary_table(s: dict) -> Table:
+    """A finished run: `TrainSummary.to_dict()`."""
+    table = Table(title="training summary", show_header=False)
+    rows = [("run directory", s["run_dir"]), ("stopped by", s["stop_reason"]),
+            ("steps", f"{s['step']:,} ({s['epoch']:.2f} epochs)"), ("time", f"{s['elapsed_s'] / 60:.2f} min"),
+            ("speed", f"{s['rate']:,.0f} {s['unit']}/s"), ("parameters", f"{s['num_parameters']:,}"),
+            ("last train loss", number(s["train_loss"])), ("validation loss", number(s["val_loss"])),
+            (f"best {s['selection']}",
+             f"{number(s['best'])} at step {s['best_step']}" if s["best"] is not None else "-")]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    return table
+
+
+def key_value_table(title: str, values: dict) -> Table:
+    """One row per entry: the key with spaces for underscores, then the value ("-" for None)."""
+    table = Table(title=title, show_header=False)
+    for key, value in values.items():
+        table.add_row(key.replace("_", " "), "-" if value is None else str(value))
+    return table
+
+
+def eval_table(title: str, result) -> Table:
+    """An `EvalResult`."""
+    table = Table(title=title, show_header=False)
+    table.add_row("nats/char", f"{result.nats_per_char:.4f}")
+    table.add_row("bits/char", f"{result.bits_per_char:.4f}")
+    table.add_row("perplexity", f"{result.perplexity:.4f}")
+    table.add_row("characters scored", f"{result.chars:,}")
+    if result.unknown_chars:
+        table.add_row("unknown (unscored)", f"{result.unknown_chars:,}")
+    return table
+
+
+def info_table(info: dict) -> Table:
+    """`checkpoint_info()`: every scalar field, then the vocabulary."""
+    shown = {k: v for k, v in info.items() if k not in ("path", "vocabulary", "train_config")}
+    table = key_value_table(info["path"], shown)
+    table.add_row("vocabulary", info["vocabulary"])
+    return table
+
+
+BENCH_COLUMNS = ("cell", "layers", "hidden", "train", "reference", "ratio", "% of matmul peak", "sample b=1",
+                 "sample b=64", "peak MB")
+
+
+def bench_table(rows: list[dict]) -> Table:
+    """The rows of `run_bench()`: training and sampling speed against the reference loop."""
+    table = Table(title="charrnn bench: training (chars/s, forward+backward+step) and sampling (chars/s)")
+    for name in BENCH_COLUMNS:
+        table.add_column(name, justify="right")
+    for r in rows:
+        table.add_row(r["cell"], str(r["num_layers"]), str(r["hidden_size"]), f"{r['train_chars_per_s']:,.0f}",
+                      f"{r['reference_train_chars_per_s']:,.0f}", f"{r['train_ratio']:.2f}",
+                      f"{100 * r['train_fraction_of_peak']:.1f}", f"{r['sample_chars_per_s_batch1']:,.0f}",
+                      f"{r['sample_chars_per_s_batch64']:,.0f}", number(r["peak_memory_mb"], ",.0f"))
+    return table
+
+
+def cells_tables(result: dict, length: int) -> tuple[Table, Table]:
+    """`rank_cells()`: the top cells of every probe, and the gate saturation."""
+    table = Table(title=f"interpretable cells ({length:,} characters)")
+    for name in ("probe", "rank", "cell", "correlation", "threshold accuracy (base rate)"):
+        table.add_column(name)
+    for probe, rows in result["probes"].items():
+        for rank, r in enumerate(rows, 1):
+            acc = f"{r['accuracy']:.3f} ({r['base_rate']:.3f})" if "accuracy" in r else ""
+            table.add_row(probe if rank == 1 else "", str(rank), f"layer{r['layer']}/{r['kind']}/{r['unit']}",
+                          f"{r['correlation']:+.3f}", acc)
+    sat = Table(title="gate saturation (mean fraction of time per unit)")
+    for name in ("layer", "gate", "left-saturated (< 0.1)", "right-saturated (> 0.9)"):
+        sat.add_column(name)
+    for layer, gates in result["gate_saturation"].items():
+        for gate, stats in gates.items():
+            sat.add_row(layer, gate, f"{stats['mean_left']:.3f}", f"{stats['mean_right']:.3f}")
+    return table, sat

@@ -1,0 +1,87 @@
+"""Tools around the models: info (what a checkpoint holds) and bench (how fast training and sampling run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.cli import options, render
+app = typer.Typer()
+
+
+@app.command("info")
+def info_command(checkpoint: options.CheckpointArg, json_output: options.JsonOpt = False) -> None:
+    """Show a checkpoint's task, model, vocabulary, training progress and the device it was trained on."""
+    from charrnn.checkpoint import checkpoint_info
+
+    info = checkpoint_info(checkpoint)
+    if json_output:
+        print(json.dumps(info))
+    else:
+        render.out.print(render.info_table(info))
+
+
+@app.command("bench")
+def bench_command(
+    full: Annotated[bool, typer.Option(
+        "--full", help="torch-rnn's grid: rnn/lstm/gru x 1-3 layers x hidden 64-512 (long).")] = False,
+    cell: Annotated[list[str], typer.Option(
+        "--cell", show_default=False,
+        help="Measure this cell: rnn, lstm or gru (repeatable); with --num-layers/--hidden-size it replaces the grid. "
+             "Unspecified: all cells, 2 layers, 512 units.")] = [],
+    num_layers: Annotated[list[int], typer.Option(
+        "--num-layers", show_default=False, help="Measure this many layers (repeatable).")] = [],
+    hidden_size: Annotated[list[int], typer.Option(
+        "--hidden-size", show_default=False, help="Measure this hidden size (repeatable).")] = [],
+    batch_size: options.BatchSizeOpt = 64,
+    seq_len: options.SeqLenOpt = 128,
+    steps: Annotated[int, typer.Option(
+        "--steps", help="Training steps per measurement for 2x512 (more for smaller models; the first quarter, "
+                        "at least 2, are warm-up).")] = 8,
+    repeats: Annotated[int, typer.Option(
+        "--repeats",
+        help="Measure charrnn and the reference alternately this many times; keep each one's best.")] = 2,
+    sample_chars: Annotated[int, typer.Option(
+        "--sample-chars",
+        help="Characters generated per batch-1 sampling measurement (timed from the first one).")] = 2000,
+    device: options.DeviceOpt = "auto",
+    precision: options.PrecisionOpt = "fp32",
+    corpus_mb: Annotated[Optional[float], typer.Option(
+        "--corpus-mb",
+        help="Instead: encode a corpus of this many MB (generated, or --corpus) and report MB/s and peak memory.")
+    ] = None,
+    corpus: Annotated[Optional[Path], typer.Option(
+        "--corpus", help="With --corpus-mb: the text file to encode (its first N MB are used).")] = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Measure training and sampling speed against a plain PyTorch loop, and the hardware's limit.
+
+    Both loops run at --precision. --corpus-mb measures corpus encoding instead.
+    """
+    from charrnn import bench
+
+    if corpus_mb is not None:
+        result = bench.bench_encoding(corpus_mb, corpus)
+        if json_output:
+            print(json.dumps(result))
+        else:
+            render.out.print(render.key_value_table("corpus encoding", result))
+        return
+
+    grid = bench.make_grid(full=full, cells=cell, num_layers=num_layers, hidden_sizes=hidden_size)
+    result = bench.run_bench(grid=grid, batch_size=batch_size, seq_len=seq_len, steps=steps, sample_chars=sample_chars,
+                             device=device, precision=precision, repeats=repeats,
+                             on_row=None if json_output else _say_measured)
+    if json_output:
+        print(json.dumps(result))
+        return
+    render.out.print(render.bench_table(result["rows"]))
+    render.out.print(f"device {result['device']}, {result['threads']} threads, {result['precision']}, "
+                     f"matmul {result['matmul_flops'] / 1e9:.1f} GFLOP/s measured", markup=False)
+
+
+def _say_measured(row) -> None:
+    render.err.print(f"measured {row.cell} {row.num_layers}x{row.hidden_size}")

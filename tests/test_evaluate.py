@@ -1,0 +1,25 @@
+import pytest
+
+from charrnn.checkpoint import load_model
+from charrnn.common import CharRNNError
+from charrnn.evaluate import evaluate_file
+
+
+def test_a_text_of_only_unknown_characters_is_not_a_perfect_score(trained_run, tmp_path):
+    run, _ = trained_run
+    model, tok, _ = load_model(run)
+    alien = tmp_path / "alien.txt"
+    alien.write_text("ЖЖЖЖЖЖЖЖ", encoding="utf-8")
+    with pytest.raises(CharRNNError, match="nothing can be scored"):
+        evaluate_file(model, tok, alien, map_unknown=True)
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("First ЖЖ Citizen", encoding="utf-8")
+    result = evaluate_file(model, tok, mixed, map_unknown=True)
+    assert result.unknown_chars == 2 and result.chars == len("First ЖЖ Citizen") - 2
+
+
+def test_streams_must_be_positive(trained_run):
+    run, corpus = trained_run
+    model, tok, _ = load_model(run)
+    with pytest.raises(CharRNNError, match="--streams must be at least 1"):
+        evaluate_file(model, tok, corpus, streams=0)
