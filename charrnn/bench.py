@@ -33,7 +33,7 @@ from charrnn.data import encode_corpus
 from charrnn.device import resolve_device, resolve_precision
 from charrnn.lm import default_corpus_path, train
 from charrnn.model import CharRNN, CharRNNConfig
-from charrnn.plot import read_metrics
+from charrnn.rundir import read_metrics
 from charrnn.sample import SampleSettings, iter_sample, make_generator
 from charrnn.tokenizer import CharTokenizer
 

@@ -167,7 +167,8 @@ class TrainConfig(LoopConfig):
             raise CharRNNError(f"--val-frac {self.val_frac} and --test-frac {self.test_frac} must each be in [0, 1) "
                                "and leave some text to train on (their sum below 1)")
         if self.patience is not None and self.val_frac == 0:
-            raise CharRNNError("--patience needs a validation split to watch; give --val-frac above 0 or drop --patience")
+            raise CharRNNError("--patience needs a validation split to watch; give --val-frac above 0 "
+                               "or drop --patience")
         if self.document_separator == "":
             raise CharRNNError("--document-separator cannot be empty; give the string that separates documents, "
                                "e.g. $'\\n\\n'")

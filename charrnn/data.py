@@ -194,7 +194,8 @@ def _settings(encoding: str, byte_level: bool, document_separator: str | None) -
 
 
 def cached_corpus(cache_dir: str | os.PathLike, *, encoding: str = "utf-8", byte_level: bool = False,
-                  document_separator: str | None = None, tokenizer: CharTokenizer | None = None) -> EncodedCorpus | None:
+                  document_separator: str | None = None,
+                  tokenizer: CharTokenizer | None = None) -> EncodedCorpus | None:
     """The encoded corpus kept in `cache_dir`, if it is complete and was made with these settings (and, when
     given, this vocabulary); None otherwise."""
     bin_path, meta_path = (Path(cache_dir) / name for name in CACHE_FILES)

@@ -6,30 +6,14 @@ only user text in a plot (a title, a layer name) goes through `_escape`.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 720, 420, 64, 24, 36, 48
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 # Characters XML 1.0 does not allow in a document (C0 controls but tab and line breaks, lone surrogates, ...).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a `metrics.jsonl`, skipping a torn last line."""
-    out = []
-    p = Path(path)
-    if not p.exists():
-        return out
-    for line in p.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 # ----- SVG helpers ----------------------------------------------------------------------------------
@@ -186,8 +170,3 @@ def saturation_svg(saturation: dict, width: int = 640, height: int = 360) -> str
                           for left, right in zip(stats[gate]["left"], stats[gate]["right"])]
     parts += legend(58, 44, list(colours.items()), spacing=14)
     return document(width, round(min(height, size + 74)), parts, font_size=11)
-
-
-def write_loss_curve(metrics_path: str | Path, out_path: str | Path, title: str = "charrnn") -> None:
-    """Render `metrics.jsonl` to an SVG file next to it."""
-    Path(out_path).write_text(loss_curve_svg(read_metrics(metrics_path), title))

@@ -108,13 +108,7 @@ class RunDir:
             yield
             return
         with open(self.path / LOCK_FILE, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise CharRNNError(f"{str(self.path)!r} is being trained by {holder}; wait for it to finish, "
-                                   "stop it, or use another --out") from None
+            self._lock(f)
             f.truncate(0)
             f.write(f"process {os.getpid()} on {socket.gethostname()}")
             f.flush()
@@ -123,6 +117,21 @@ class RunDir:
             finally:
                 f.truncate(0)
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def check_unlocked(self) -> None:
+        """Refuse at once (before reading anything) a directory that another process is training."""
+        if fcntl is not None and (self.path / LOCK_FILE).is_file():
+            with open(self.path / LOCK_FILE, "a+") as f:
+                self._lock(f)
+
+    def _lock(self, f) -> None:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise CharRNNError(f"{str(self.path)!r} is being trained by {holder}; wait for it to finish, "
+                               "stop it, or use another --out") from None
 
     def remove_leftovers(self) -> None:
         """Temporary files of a killed run (only the lock holder calls this, so none is being written)."""
@@ -186,7 +195,8 @@ class RunDir:
         """The run's settings as its checkpoint recorded them, refusing a run.json edited since then."""
         settings = (checkpoint.get("meta") or {}).get("train_config")
         if not isinstance(settings, dict):
-            raise CharRNNError(f"the checkpoint in {str(self.path)!r} does not record its settings; it cannot be resumed")
+            raise CharRNNError(f"the checkpoint in {str(self.path)!r} does not record its settings; "
+                               "it cannot be resumed")
         edited = self._edited_settings(settings)
         if edited:
             raise CharRNNError(f"{str(self.path / RUN_FILE)!r} was changed after the checkpoint was written "
@@ -259,6 +269,7 @@ def resume_config(run_dir: str | os.PathLike, config_type: type[LoopConfig], ove
     data, the model and the optimisation.
     """
     run = RunDir(run_dir)
+    run.check_unlocked()
     checkpoint = load_checkpoint(run.resume_checkpoint())
     saved = run.saved_config(checkpoint)
     fixed = sorted(k for k in overrides if k not in config_type.RESUMABLE)

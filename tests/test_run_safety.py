@@ -72,9 +72,12 @@ def test_a_run_killed_after_setting_the_old_one_aside_gets_it_back(corpus, old_r
 
 def test_a_second_process_is_refused_while_one_trains(tmp_path, corpus, old_run):
     before = snapshot(old_run)
+    config = resume_config(old_run, max_steps=6)
     with RunDir(old_run).locked():  # another process's lock: flock locks are per open file, even in one process
         with pytest.raises(CharRNNError, match=f"being trained by process {os.getpid()}"):
-            train(resume_config(old_run, max_steps=6), resume=True)
+            resume_config(old_run, max_steps=6)
+        with pytest.raises(CharRNNError, match=f"being trained by process {os.getpid()}"):
+            train(config, resume=True)
         with pytest.raises(CharRNNError, match="being trained by"):
             train(tiny_config(corpus, old_run, max_steps=3), overwrite=True)
     assert snapshot(old_run) == before
