@@ -15,6 +15,7 @@ load.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,12 @@ BEST, LAST = "best.pt", "last.pt"
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save` to a temporary file in the same directory, flushed to disk, then renamed over `path`."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # Serialised in memory first: torch.save's zip writer turns a full disk into an opaque RuntimeError,
+    # while a plain write raises the OSError (ENOSPC) that says what happened.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_write(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
 
 
 def to_cpu(obj: Any) -> Any:

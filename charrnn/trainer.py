@@ -542,22 +542,22 @@ def run_training(config: LoopConfig, build_task: BuildTask, *, task_files: tuple
     run_dir = RunDir(config.run_dir)
     run_dir.check_location()
     existed = run_dir.path.exists()
-    with raise_on_signals(), contextlib.ExitStack() as stack:
-        if world.is_main:
-            stack.callback(_remove_if_unused, run_dir, existed)  # runs after the lock is released
-            stack.enter_context(run_dir.locked())
-            run_dir.remove_leftovers()
-        run_dir.check_files(task_files)
-        checkpoint = _resume_checkpoint(run_dir) if resume else None
-        if not resume:
-            run_dir.check_new(overwrite)
-        try:
+    try:
+        with raise_on_signals(), contextlib.ExitStack() as stack:
+            if world.is_main:
+                stack.callback(_remove_if_unused, run_dir, existed)  # runs after the lock is released
+                stack.enter_context(run_dir.locked())
+                run_dir.remove_leftovers()
+            run_dir.check_files(task_files)
+            checkpoint = _resume_checkpoint(run_dir) if resume else None
+            if not resume:
+                run_dir.check_new(overwrite)
             return _train(config, build_task, run_dir, checkpoint, world, stack,
                           emit=(on_event or _ignore) if world.is_main else _ignore, stop=stop or threading.Event(),
                           new_run=task_files if not resume and world.is_main else None, overwrite=overwrite)
-        except OSError as e:  # a full disk, a read-only directory, a file that cannot be read
-            kept = f"; the checkpoints already in {run_dir} are intact" if run_dir.last.exists() else ""
-            raise CharRNNError(f"{e.filename or run_dir}: {e.strerror or e}{kept}") from None
+    except OSError as e:  # a full disk, a read-only directory, a file that cannot be read
+        kept = f"; the checkpoints already in {run_dir} are intact" if run_dir.last.exists() else ""
+        raise CharRNNError(f"{e.filename or run_dir}: {e.strerror or e}{kept}") from None
 
 
 def _train(config: LoopConfig, build_task: BuildTask, run_dir: RunDir, checkpoint: dict | None, world: World,

@@ -1,3 +1,4 @@
+import os
 import numpy as np
 import pytest
 
@@ -90,3 +91,33 @@ def test_encoded_corpus_cached_and_compact(tmp_path):
     p.write_text("hello there\n" * 100)
     changed = encode_corpus(p, tmp_path / "run")
     assert not changed.reused
+
+
+@pytest.mark.parametrize("encoding, hint", [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16-LE"),
+                                            ("utf-16-be", "UTF-16-BE"), ("utf-32", "UTF-32")])
+def test_wide_encodings_are_recognised_instead_of_trained_on(tmp_path, encoding, hint):
+    p = tmp_path / "wide.txt"
+    p.write_text("hello world, this is a text\n" * 10, encoding=encoding)
+    for assumed in ("utf-8", "latin-1"):  # read byte by byte, every other character would be a NUL
+        with pytest.raises(CharRNNError, match=f"looks like {hint} text; pass --encoding {encoding}"):
+            list(iter_text(p, assumed))
+    assert "".join(iter_text(p, encoding)) == "hello world, this is a text\n" * 10
+
+
+def test_utf16_without_byte_order_mark_and_non_text_codecs_are_clear_errors(tmp_path):
+    p = tmp_path / "le.txt"
+    p.write_text("hello world\n" * 10, encoding="utf-16-le")
+    with pytest.raises(CharRNNError, match="name the byte order: --encoding utf-16-le"):
+        list(iter_text(p, "utf-16"))
+    for codec in ("rot13", "hex", "zlib"):
+        with pytest.raises(CharRNNError, match="is not a text encoding"):
+            list(iter_text(p, codec))
+
+
+def test_standard_input_and_pipes_are_refused_with_a_reason(tmp_path):
+    with pytest.raises(CharRNNError, match="standard input"):
+        list(iter_text("-"))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(CharRNNError, match="not a regular file"):
+        list(iter_text(fifo))

@@ -200,3 +200,43 @@ def test_settings_refused_before_anything_is_written(tmp_path, bad, message):
     with pytest.raises(CharRNNError, match=message):
         TrainConfig(out=str(tmp_path / "run"), **bad)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """A 400 kB tmpfs of our own (root only): a real full disk, and one that can be remounted read-only.
+    As root, `chmod a-w` does not stop writes, so a read-only mount is the honest test."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and permission to mount a tmpfs")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_read_only_run_directory_is_one_clear_error(corpus, small_mount):
+    import subprocess
+
+    run = small_mount / "run"
+    train(tiny_config(corpus, run, max_steps=2))
+    before = snapshot(run)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
+    with pytest.raises(CharRNNError, match="Read-only file system"):
+        train(resume_config(run, max_steps=4), resume=True)
+    with pytest.raises(CharRNNError, match="Read-only file system"):
+        train(tiny_config(corpus, small_mount / "new", max_steps=2))
+    assert snapshot(run) == before
+
+
+def test_a_full_disk_keeps_the_last_checkpoint(corpus, small_mount):
+    run = small_mount / "run"
+    train(tiny_config(corpus, run, max_steps=2))
+    before = snapshot(run)
+    (small_mount / "ballast").write_bytes(b"\0" * (400_000 - sum(len(b) for b in before.values()) - 30_000))
+    with pytest.raises(CharRNNError, match="No space left on device.*are intact"):
+        train(resume_config(run, max_steps=100, eval_every=1), resume=True)
+    assert (run / "last.pt").read_bytes() == before["last.pt"]
+    assert not list(run.glob(".*.tmp"))

@@ -124,7 +124,20 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, m
 def test_exploding_loss_threshold(tmp_path, corpus):
     summary = train(tiny_config(corpus, tmp_path / "run", cell="rnn", optimizer="sgd", momentum=0.0, lr=1e4,
                                 grad_clip=0, schedule="constant", max_steps=50, eval_every=1))
-    assert summary.stop_reason == "diverged" and "no checkpoint had been written yet" in summary.message
+    assert summary.stop_reason is StopReason.DIVERGED and "no checkpoint had been written yet" in summary.message
+    # The advice is what can work: --lr cannot change on resume, so it is a new run's.
+    assert "start a new run with a lower --lr (now 10000)" in summary.message
+
+
+def test_divergence_advice_does_not_suggest_what_is_already_set(tmp_path, corpus, monkeypatch):
+    import charrnn.lm as lm_module
+
+    real_detach = lm_module.detach_state
+    monkeypatch.setattr(lm_module, "detach_state",
+                        lambda state: tuple(torch.full_like(s, float("nan")) for s in real_detach(state)))
+    summary = train(tiny_config(corpus, tmp_path / "run", explode_factor=0, max_steps=50))
+    assert summary.stop_reason is StopReason.DIVERGED and "became NaN/inf" in summary.message
+    assert "--explode-factor" not in summary.message
 
 
 def test_every_optimizer_and_schedule_runs(tmp_path, corpus):
