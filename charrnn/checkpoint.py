@@ -24,7 +24,7 @@ import torch
 
 from charrnn.common import CharRNNError, atomic_write
 from charrnn.model import CharRNN, CharRNNConfig
-from charrnn.tokenizer import CharTokenizer
+from charrnn.tokenizer import CharTokenizer, WordTokenizer, tokenizer_from_dict
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 2
@@ -156,8 +156,9 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
     p = resolve_checkpoint(path)
     ckpt = load_checkpoint(p)
     meta = ckpt.get("meta") or {}
-    tokenizer = CharTokenizer.from_dict(ckpt["tokenizer"])
-    shown = "".join(tokenizer.symbol(i) for i in range(len(tokenizer.codes)))
+    tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    joiner = " " if isinstance(tokenizer, WordTokenizer) else ""
+    shown = joiner.join(tokenizer.symbol(i) for i in range(tokenizer.vocab_size - 2))  # without <eod>, <unk>
     shown = shown.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     selection = meta.get("selection", "val_loss")
     return {
@@ -165,8 +166,9 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
         "task": ckpt["task"],
         "format_version": ckpt.get("file_version", ckpt["version"]),
         **ckpt["model_config"],
-        "byte_level": tokenizer.byte_level,
-        "document_separator": tokenizer.document_separator,
+        "tokens": "word" if isinstance(tokenizer, WordTokenizer) else "char",
+        "byte_level": getattr(tokenizer, "byte_level", False),
+        "document_separator": getattr(tokenizer, "document_separator", None),
         "num_parameters": sum(t.numel() for t in ckpt["model_state"].values()),
         "step": meta.get("step"),
         "epoch": round(meta["epoch"], 3) if meta.get("epoch") is not None else None,

@@ -181,3 +181,109 @@ class TrainConfig(LoopConfig):
     @property
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("checkpoints") / Path(self.corpus).stem
+
+
+# ----- caption ----------------------------------------------------------------------------------------
+
+Tokens = Literal["char", "word"]
+TOKENS: tuple[str, ...] = get_args(Tokens)
+DEFAULT_CAPTION_DATA = "corpora/emoji.zip"
+
+
+def _int_tuple(value, flag: str) -> tuple[int, ...]:
+    """A tuple of positive ints from a tuple, a list (run.json) or "32,64,128" (the command line)."""
+    try:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        out = tuple(int(v) for v in items)
+    except (TypeError, ValueError):
+        raise CharRNNError(f"{flag} must be comma-separated positive integers, e.g. 32,64,128; got {value!r}") from None
+    if not out or min(out) < 1:
+        raise CharRNNError(f"{flag} must be comma-separated positive integers, e.g. 32,64,128; got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    """Everything needed to rebuild a Captioner (CNN encoder + recurrent decoder); saved in every checkpoint."""
+
+    vocab_size: int
+    image_size: int = 48
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # one conv block each, each halving the grid
+    cell: Cell = "lstm"
+    num_layers: int = 1
+    hidden_size: int = 256
+    embedding_dim: int = 64
+    dropout: float = 0.0
+    attention: bool = True  # soft attention over the grid (Show, Attend and Tell); else the image only starts it
+    attention_dim: int = 128
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", _int_tuple(self.channels, "--channels"))
+        _choice(self.cell, CELLS, "--cell")
+        if self.image_size < 2 ** len(self.channels):
+            raise CharRNNError(f"--image-size {self.image_size} is too small for {len(self.channels)} blocks that "
+                               f"each halve it; use at least {2 ** len(self.channels)} or fewer --channels")
+        for name in ("num_layers", "hidden_size", "embedding_dim", "attention_dim"):
+            if getattr(self, name) < 1:
+                raise CharRNNError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharRNNError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.vocab_size < 2:
+            raise CharRNNError("the vocabulary needs at least 2 symbols")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CaptionConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "channels": list(self.channels)}
+
+
+@dataclass(frozen=True)
+class CaptionTrainConfig(LoopConfig):
+    """A captioning run: the data, the model and the loop; saved as `run.json`."""
+
+    data: str = DEFAULT_CAPTION_DATA
+    split: str | None = None  # a split named by the dataset (the emoji set has "random" and "grouped")
+    val_dir: str | None = None
+    val_frac: float = 0.1
+    skip_bad: bool = False
+    tokens: Tokens = "char"
+    image_size: int = CaptionConfig.image_size
+    channels: tuple[int, ...] = CaptionConfig.channels
+    cell: Cell = CaptionConfig.cell
+    num_layers: int = CaptionConfig.num_layers
+    hidden_size: int = CaptionConfig.hidden_size
+    embedding_dim: int = CaptionConfig.embedding_dim
+    dropout: float = CaptionConfig.dropout
+    attention: bool = CaptionConfig.attention
+    attention_dim: int = CaptionConfig.attention_dim
+    doubly_stochastic: float = 1.0  # weight of Show-Attend-Tell's penalty for image regions never attended to
+    scheduled_sampling: float = 0.0  # probability of feeding the model's own previous token instead of the truth
+    max_caption_len: int = 80  # tokens, when decoding
+    batch_size: int = 64
+    lr: float = 3e-3
+    eval_every: int = 200
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "channels", _int_tuple(self.channels, "--channels"))
+        _choice(self.tokens, TOKENS, "--tokens")
+        if not 0.0 <= self.val_frac < 1.0:
+            raise CharRNNError(f"--val-frac must be in [0, 1), got {self.val_frac}")
+        if not 0.0 <= self.scheduled_sampling <= 1.0 or self.doubly_stochastic < 0:
+            raise CharRNNError("--scheduled-sampling must be in [0, 1] and --doubly-stochastic at least 0")
+        if self.max_caption_len < 1:
+            raise CharRNNError(f"--max-caption-len must be at least 1, got {self.max_caption_len}")
+        self.model_config(2)  # validates the model fields
+
+    def model_config(self, vocab_size: int) -> CaptionConfig:
+        return CaptionConfig(vocab_size=vocab_size, image_size=self.image_size, channels=self.channels,
+                             cell=self.cell, num_layers=self.num_layers, hidden_size=self.hidden_size,
+                             embedding_dim=self.embedding_dim, dropout=self.dropout, attention=self.attention,
+                             attention_dim=self.attention_dim)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("checkpoints") / f"{Path(self.data).stem}-caption"

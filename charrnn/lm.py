@@ -77,7 +77,7 @@ class LanguageModelTask:
     def start_epoch(self, epoch: int) -> None:
         self.state = self.model.init_state(self.local_batch, self.device)  # the streams restart, so does the state
 
-    def loss(self, forward: Callable, i: int) -> torch.Tensor:
+    def loss(self, forward: Callable, epoch: int, i: int) -> torch.Tensor:
         x, y = self.batches.batch(i)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         logits, new_state = forward(x, self.state)

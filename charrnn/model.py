@@ -24,18 +24,9 @@ class CharRNN(nn.Module):
         self.config = config
         V, E, H, L = config.vocab_size, config.embedding_dim, config.hidden_size, config.num_layers
         self.embedding = nn.Embedding(V, E) if E > 0 else None
-        rnn_class = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
-        self.rnn = rnn_class(E if E > 0 else V, H, num_layers=L, batch_first=True,
-                             dropout=config.dropout if L > 1 else 0.0)
+        self.rnn = make_rnn(config.cell, E if E > 0 else V, H, L, config.dropout)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(H, V)
-        if config.cell == "lstm":
-            # Forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default early on.
-            # PyTorch's gate order is i, f, g, o and it adds bias_ih and bias_hh, so set one of them to 1.
-            with torch.no_grad():
-                for name, p in self.rnn.named_parameters():
-                    if name.startswith("bias_"):
-                        p[H:2 * H] = 1.0 if name.startswith("bias_ih") else 0.0
 
     @property
     def num_state_tensors(self) -> int:
@@ -61,6 +52,30 @@ class CharRNN(nn.Module):
             out, new = self.rnn(inputs, state if self.config.cell == "lstm" else state[0])
         logits = self.head(self.drop(out))  # (B, T, V)
         return logits, (tuple(new) if isinstance(new, tuple) else (new,))
+
+
+RNN_CLASSES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+CELL_CLASSES = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+
+
+def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.RNNBase:
+    """charrnn's recurrent core: a stacked batch-first torch.nn RNN/LSTM/GRU (cuDNN on a GPU)."""
+    rnn = RNN_CLASSES[cell](input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+    init_forget_gate_bias(rnn, cell, hidden_size)
+    return rnn
+
+
+def init_forget_gate_bias(module: nn.Module, cell: str, hidden_size: int) -> None:
+    """Forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): an LSTM remembers by default early on.
+    PyTorch's gate order is i, f, g, o and it adds bias_ih and bias_hh, so one of them is set to 1."""
+    if cell != "lstm":
+        return
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            name = name.rsplit(".", 1)[-1]  # "bias_ih_l0", or "0.bias_ih" in a list of cells
+            if name.startswith("bias_"):
+                p[hidden_size:2 * hidden_size] = 1.0 if name.startswith("bias_ih") else 0.0
 
 
 def count_parameters(model: nn.Module) -> int:

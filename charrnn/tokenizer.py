@@ -10,6 +10,7 @@ Two special ids follow them:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -191,3 +192,57 @@ class CharTokenizer:
             return UNK
         c = self.codes[i]
         return f"0x{c:02x}" if self.byte_level else chr(c)
+
+
+class WordTokenizer:
+    """Words and punctuation marks to ids and back (`charrnn caption --tokens word`), with the same special
+    ids as `CharTokenizer`: `<eod>` after the words, then `<unk>`."""
+
+    _TOKEN = re.compile(r"\w+|[^\w\s]")
+    _NO_SPACE_BEFORE = set(",.:;!?)'")
+
+    def __init__(self, words: Sequence[str]):
+        self.words: list[str] = sorted(set(words))
+        self._ids = {w: i for i, w in enumerate(self.words)}
+        self.eod_id = len(self.words)
+        self.unk_id = len(self.words) + 1
+        self.vocab_size = len(self.words) + 2
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> WordTokenizer:
+        return cls([w for t in texts for w in cls._TOKEN.findall(t)])
+
+    def to_dict(self) -> dict:
+        return {"kind": "word", "words": list(self.words)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WordTokenizer:
+        return cls(list(d["words"]))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WordTokenizer) and self.words == other.words
+
+    def encode(self, text: str, map_unknown: bool = False) -> np.ndarray:
+        tokens = self._TOKEN.findall(text)
+        unknown = [t for t in tokens if t not in self._ids]
+        if unknown and not map_unknown:
+            raise CharRNNError(f"words the model never saw: {', '.join(map(repr, unknown[:5]))}")
+        return np.array([self._ids.get(t, self.unk_id) for t in tokens], dtype=np.int64)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Words joined by spaces, punctuation attached to the word before it; `<unk>` becomes U+FFFD."""
+        out = ""
+        for i in map(int, ids):
+            if i == self.eod_id:
+                continue
+            word = self.words[i] if i < len(self.words) else "\ufffd"
+            out += word if not out or word[0] in self._NO_SPACE_BEFORE else " " + word
+        return out
+
+    def symbol(self, i: int) -> str:
+        return EOD if i == self.eod_id else UNK if i == self.unk_id else self.words[i]
+
+
+def tokenizer_from_dict(d: dict) -> CharTokenizer | WordTokenizer:
+    """Whichever tokenizer a checkpoint's `tokenizer` entry describes."""
+    return WordTokenizer.from_dict(d) if d.get("kind") == "word" else CharTokenizer.from_dict(d)

@@ -70,8 +70,9 @@ class Task(Protocol):
     def start_epoch(self, epoch: int) -> None:
         """Called before the first step of every epoch (and before a resumed run's first step)."""
 
-    def loss(self, forward: Callable, i: int) -> torch.Tensor:
-        """The scalar loss of batch `i` of the current epoch, computed with `forward` (the wrapped model)."""
+    def loss(self, forward: Callable, epoch: int, i: int) -> torch.Tensor:
+        """The scalar loss of batch `i` of `epoch`, computed with `forward` (the wrapped model). Batches are
+        addressed by (epoch, i) alone, so a resumed run reads exactly the batches it would have read."""
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics (rank 0 only), including "val_loss" and the selection metric."""
@@ -359,7 +360,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.precision, self.device):
-            loss = self.task.loss(self.forward, i)
+            loss = self.task.loss(self.forward, self.pos.epoch, i)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.config.grad_clip
