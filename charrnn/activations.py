@@ -1,12 +1,15 @@
 """Tracing a text through a model: every hidden state, cell state and gate, per character and layer.
 
-`collect_activations` runs the text (after the start-of-document token, hidden state carried, no
-dropout) through the hand-written layers of `layers.py`, which read the trained weights in place, and
-records for every character t:
+`iter_activations` runs the text (after the start-of-document token, hidden state carried, no dropout)
+through the hand-written layers of `layers.py`, which read the trained weights in place, and yields, a
+chunk of characters at a time, for every character t:
 - per layer: h (and c for LSTM) after reading character t, and the gates that produced them
-  (LSTM i, f, g, o; GRU r, z, n), each a (T, H) float32 array;
+  (LSTM i, f, g, o; GRU r, z, n), each a (t, H) float32 array;
 - the model's probability of the true next character, and its top-k predictions.
-The text is processed in chunks into preallocated arrays, so memory stays bounded by the output itself.
+`collect_activations` gathers the chunks into one in-memory `Trace`; `dump_activations` writes each
+chunk straight to its place in an .npz or LSTMVis file, so its memory is bounded by a few chunks and the
+model whatever the length of the text. `load_npz` maps a dump back without reading it: the arrays of the
+`Trace` it returns are memory-mapped, and only the rows a reader touches are read from disk.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +27,13 @@ import torch
 from charrnn.common import CharRNNError
 from charrnn.layers import GATES, trace_layer
 from charrnn.model import CharRNN
+from charrnn.npz import NpzArchive, NpzFormatError, write_npz
 from charrnn.tokenizer import CharTokenizer
 
 FORMAT = "charrnn-activations"
+VERSION = 2  # 2: uncompressed (memory-mappable) and `dtype` in the metadata; 1 was compressed float32
+DTYPES = ("float32", "float16")
+CHUNK = 2048  # characters traced, and rows written, at a time
 SATURATION_LOW, SATURATION_HIGH = 0.1, 0.9  # Karpathy, Johnson & Fei-Fei (2015), section 4.3
 SIGMOID_GATES = ("i", "f", "o", "r", "z")  # g (lstm) and n (gru) are tanh candidates, not gates
 
@@ -36,8 +44,41 @@ def kinds_of(cell: str) -> tuple[str, ...]:
 
 
 @dataclass
+class TraceChunk:
+    """Rows [start, start + t) of a trace's per-character arrays: what the tracer yields at each step."""
+
+    start: int
+    layers: list[dict[str, np.ndarray]]  # layers[l][kind]: (t, H)
+    next_prob: np.ndarray  # (t,)
+    top_ids: np.ndarray  # (t, K)
+    top_probs: np.ndarray  # (t, K)
+
+
+@dataclass(frozen=True)
+class TraceOutline:
+    """What a trace holds besides its per-character values: all known before the first character is traced,
+    so a file can be laid out, and written row block by row block, before the values exist."""
+
+    chars: list[str]
+    ids: np.ndarray  # (T,) int32
+    vocabulary: list[str]
+    cell: str
+    num_layers: int
+    hidden_size: int
+    top_k: int  # K, the predictions kept per character
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return kinds_of(self.cell)
+
+
+@dataclass
 class Trace:
-    """The activations of one text: `layers[l][kind]` is a (T, H) array."""
+    """The activations of one text: `layers[l][kind]` is a (T, H) array, in memory or memory-mapped."""
 
     chars: list[str]  # the T characters of the text (one symbol per id)
     ids: np.ndarray  # (T,)
@@ -62,103 +103,296 @@ class Trace:
         blocks = [(l, k) for l, layer in enumerate(self.layers) for k in layer]
         return np.concatenate([self.layers[l][k] for l, k in blocks], axis=1), blocks
 
+    def outline(self) -> TraceOutline:
+        return TraceOutline(self.chars, self.ids, self.vocabulary, self.cell, len(self.layers),
+                            self.layers[0]["h"].shape[1], self.top_ids.shape[1])
 
-@torch.no_grad()
-def collect_activations(model: CharRNN, tokenizer: CharTokenizer, text: str | bytes, chunk: int = 2048,
-                        top_k: int = 5, map_unknown: bool = False) -> Trace:
-    """Trace `text` through `model` from the start-of-document state. See the module docstring."""
-    model.eval()
-    device = model.head.weight.device
+    def chunks(self, rows: int = CHUNK) -> Iterator[TraceChunk]:
+        """This trace as the tracer would have yielded it, `rows` characters at a time (views)."""
+        for a in range(0, self.length, rows):
+            b = a + rows
+            yield TraceChunk(a, [{k: v[a:b] for k, v in layer.items()} for layer in self.layers],
+                             self.next_prob[a:b], self.top_ids[a:b], self.top_probs[a:b])
+
+
+# ----- tracing ----------------------------------------------------------------------------------------
+
+def outline_text(model: CharRNN, tokenizer: CharTokenizer, text: str | bytes, top_k: int = 5,
+                 map_unknown: bool = False) -> TraceOutline:
+    """Encode `text` and describe the trace `model` will make of it."""
     ids = tokenizer.encode(text, map_unknown=map_unknown)
     if len(ids) == 0:
         raise CharRNNError("the text to trace is empty")
-    T, L, H, cell = len(ids), model.config.num_layers, model.config.hidden_size, model.config.cell
-    kinds = kinds_of(cell)
-    layers = [{k: np.empty((T, H), dtype=np.float32) for k in kinds} for _ in range(L)]
+    vocabulary = [tokenizer.symbol(i) for i in range(tokenizer.vocab_size)]
+    eod = "\ufffd" if tokenizer.byte_level else "\n"
+    chars = [vocabulary[i] if i < len(tokenizer.codes) else (eod if i == tokenizer.eod_id else "\ufffd")
+             for i in ids.tolist()]
+    config = model.config
+    return TraceOutline(chars, ids.astype(np.int32), vocabulary, config.cell, config.num_layers, config.hidden_size,
+                        min(top_k, tokenizer.vocab_size))
+
+
+@torch.no_grad()
+def iter_activations(model: CharRNN, tokenizer: CharTokenizer, ids: np.ndarray, chunk: int = CHUNK,
+                     top_k: int = 5) -> Iterator[TraceChunk]:
+    """Trace the token ids from the start-of-document state, `chunk` characters at a time, the state carried
+    from one chunk to the next. See the module docstring."""
+    model.eval()
+    device = model.head.weight.device
+    L, cell = model.config.num_layers, model.config.cell
     k_top = min(top_k, tokenizer.vocab_size)
-    next_prob = np.full(T, np.nan, dtype=np.float32)
-    top_ids = np.empty((T, k_top), dtype=np.int32)
-    top_probs = np.empty((T, k_top), dtype=np.float32)
     all_ids = torch.as_tensor(np.concatenate([[tokenizer.eod_id], ids]), device=device).long()
     # The start-of-document token is read first, as in training and sampling; it is not recorded.
     _, state = model(all_ids[:1].unsqueeze(0), model.init_state(1, device))
     h = [state[0][l] for l in range(L)]  # each (1, H)
     c = [state[1][l] for l in range(L)] if cell == "lstm" else [None] * L
-    for start in range(0, T, chunk):
+    for start in range(0, len(ids), chunk):
         x = all_ids[1 + start: 1 + start + chunk].unsqueeze(0)  # (1, t)
         inputs = model.embed(x)
+        layers = []
         for l in range(L):
             rec = trace_layer(cell, model.rnn, l, inputs, h[l], c[l])
-            for k in kinds:
-                layers[l][k][start:start + x.size(1)] = rec[k][0].float().cpu().numpy()
+            layers.append({k: v[0].float().cpu().numpy() for k, v in rec.items()})
             h[l] = rec["h"][:, -1]
             if cell == "lstm":
                 c[l] = rec["c"][:, -1]
             inputs = rec["h"]
         probs = torch.softmax(model.head(inputs[0]).float(), dim=-1)  # (t, V)
         p, i = torch.topk(probs, k_top, dim=-1)
-        top_ids[start:start + x.size(1)] = i.cpu().numpy()
-        top_probs[start:start + x.size(1)] = p.cpu().numpy()
         following = all_ids[2 + start: 2 + start + x.size(1)]  # the true next characters
-        n = len(following)
-        next_prob[start:start + n] = probs[torch.arange(n, device=device), following].cpu().numpy()
-    vocabulary = [tokenizer.symbol(i) for i in range(tokenizer.vocab_size)]
-    eod = "\ufffd" if tokenizer.byte_level else "\n"
-    chars = [vocabulary[i] if i < len(tokenizer.codes) else (eod if i == tokenizer.eod_id else "\ufffd")
-             for i in ids.tolist()]
-    return Trace(chars, ids.astype(np.int32), cell, layers, next_prob, top_ids, top_probs, vocabulary)
+        next_prob = np.full(x.size(1), np.nan, dtype=np.float32)  # the last character has none
+        next_prob[:len(following)] = probs[torch.arange(len(following), device=device), following].cpu().numpy()
+        yield TraceChunk(start, layers, next_prob, i.cpu().numpy().astype(np.int32), p.cpu().numpy())
 
 
-# ----- files ----------------------------------------------------------------------------------------
+def collect_activations(model: CharRNN, tokenizer: CharTokenizer, text: str | bytes, chunk: int = CHUNK,
+                        top_k: int = 5, map_unknown: bool = False) -> Trace:
+    """Trace `text` through `model` into one in-memory `Trace` (preallocated, filled chunk by chunk)."""
+    outline = outline_text(model, tokenizer, text, top_k, map_unknown)
+    trace = _allocate(outline)
+    for part in iter_activations(model, tokenizer, outline.ids, chunk, top_k):
+        _store(trace, part)
+    return trace
 
-def save_npz(trace: Trace, path: str | os.PathLike) -> Path:
-    """One compressed .npz: `layer{l}_{kind}` arrays (T, H), `chars`, `ids`, `vocabulary`, predictions."""
+
+def _allocate(o: TraceOutline) -> Trace:
+    T, H = o.length, o.hidden_size
+    layers = [{k: np.empty((T, H), dtype=np.float32) for k in o.kinds} for _ in range(o.num_layers)]
+    return Trace(o.chars, o.ids, o.cell, layers, np.empty(T, np.float32), np.empty((T, o.top_k), np.int32),
+                 np.empty((T, o.top_k), np.float32), o.vocabulary)
+
+
+def _store(trace: Trace, part: TraceChunk) -> None:
+    rows = slice(part.start, part.start + len(part.next_prob))
+    for layer, values in zip(trace.layers, part.layers):
+        for k, v in values.items():
+            layer[k][rows] = v
+    trace.next_prob[rows], trace.top_ids[rows], trace.top_probs[rows] = part.next_prob, part.top_ids, part.top_probs
+
+
+def dump_activations(model: CharRNN, tokenizer: CharTokenizer, text: str | bytes, out: str | os.PathLike, *,
+                     fmt: str = "npz", dtype: str = "float32", name: str = "charrnn", top_k: int = 5,
+                     map_unknown: bool = False, chunk: int = CHUNK) -> dict:
+    """Trace `text` straight into a file, `chunk` characters at a time: memory stays bounded by a few chunks
+    and the model, whatever the length of the text.
+
+    `fmt` is "npz" (see `save_npz`) or "lstmvis" (a project directory, see `save_lstmvis`, which `name`
+    names); `dtype` float16 halves the file. Returns the summary of `describe`, with "out", "format" and
+    "dtype".
+    """
+    if fmt not in ("npz", "lstmvis"):
+        raise CharRNNError(f"format {fmt!r}: choose npz or lstmvis")
+    _check_dtype(dtype)
+    outline = outline_text(model, tokenizer, text, top_k, map_unknown)
+    surprisal = _Surprisal()
+    parts = surprisal.tally(iter_activations(model, tokenizer, outline.ids, chunk, top_k))
+    if fmt == "npz":
+        written = _write_npz(outline, parts, npz_path(out), dtype)
+    else:
+        written = _write_lstmvis(outline, parts, Path(out), name, dtype)
+    return {**_summary(outline, surprisal.mean), "out": str(written), "format": fmt, "dtype": dtype}
+
+
+class _Surprisal:
+    """The mean of -ln p(true next character) over the chunks of a trace, counted as they pass by."""
+
+    def __init__(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def tally(self, parts: Iterable[TraceChunk]) -> Iterator[TraceChunk]:
+        for part in parts:
+            p = part.next_prob[~np.isnan(part.next_prob)]
+            self.total -= float(np.log(np.maximum(p, 1e-12)).sum(dtype=np.float64))
+            self.count += len(p)
+            yield part
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+
+def _check_dtype(dtype: str) -> np.dtype:
+    if dtype not in DTYPES:
+        raise CharRNNError(f"dtype {dtype!r}: choose float32 or float16 (half the size, about 3 significant digits)")
+    return np.dtype(dtype)
+
+
+# ----- the .npz file ----------------------------------------------------------------------------------
+
+def npz_path(path: str | os.PathLike) -> Path:
+    """`path`, with `.npz` added unless it ends so."""
     path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
-    arrays = {f"layer{l}_{k}": v for l, layer in enumerate(trace.layers) for k, v in layer.items()}
-    meta = {"format": FORMAT, "version": 1, "cell": trace.cell, "num_layers": len(trace.layers)}
+    if path.suffix == ".npz":
+        return path
+    return path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+
+
+def save_npz(trace: Trace, path: str | os.PathLike, dtype: str = "float32", *, chunk: int = CHUNK) -> Path:
+    """One uncompressed .npz, written `chunk` rows at a time: `layer{l}_{kind}` arrays (T, H) in `dtype`,
+    `chars`, `ids`, `vocabulary`, `next_prob`, `top_ids`, `top_probs`, and `meta` (JSON: format, version,
+    cell, num_layers, hidden_size, dtype). `numpy.load` reads it; `load_npz` maps it."""
+    return _write_npz(trace.outline(), trace.chunks(chunk), npz_path(path), dtype)
+
+
+def _whole_arrays(o: TraceOutline, dtype: str) -> dict[str, np.ndarray]:
+    """The arrays known before tracing starts, written at once."""
+    meta = {"format": FORMAT, "version": VERSION, "cell": o.cell, "num_layers": o.num_layers,
+            "hidden_size": o.hidden_size, "dtype": dtype}
+    return {"meta": np.array(json.dumps(meta)), "vocabulary": np.array(o.vocabulary, dtype=str),
+            "chars": np.array(o.chars, dtype=str), "ids": o.ids}
+
+
+def _write_npz(o: TraceOutline, parts: Iterable[TraceChunk], path: Path, dtype: str) -> Path:
+    """Lay the file out (every shape is known from the outline), then write each chunk's rows in place."""
+    _check_dtype(dtype)
+    whole = _whole_arrays(o, dtype)
+    T, K, H = o.length, o.top_k, o.hidden_size
+    layout = {**{name: (a.shape, a.dtype) for name, a in whole.items()},
+              "next_prob": ((T,), np.dtype(np.float32)), "top_ids": ((T, K), np.dtype(np.int32)),
+              "top_probs": ((T, K), np.dtype(np.float32)),
+              **{f"layer{l}_{k}": ((T, H), np.dtype(dtype)) for l in range(o.num_layers) for k in o.kinds}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, chars=np.array(trace.chars, dtype=object).astype(str), ids=trace.ids,
-                        vocabulary=np.array(trace.vocabulary, dtype=str), next_prob=trace.next_prob,
-                        top_ids=trace.top_ids, top_probs=trace.top_probs, meta=np.array(json.dumps(meta)), **arrays)
+    with write_npz(path, layout) as f:
+        for name, values in whole.items():
+            f.write(name, values)
+        for part in parts:
+            for l, layer in enumerate(part.layers):
+                for k, values in layer.items():
+                    f.write(f"layer{l}_{k}", values)
+            f.write("next_prob", part.next_prob)
+            f.write("top_ids", part.top_ids)
+            f.write("top_probs", part.top_probs)
     return path
 
 
-def load_npz(path: str | os.PathLike) -> Trace:
-    """Read a dump written by `save_npz` (no pickled objects are allowed in it)."""
+def load_npz(path: str | os.PathLike, max_chars: int | None = None) -> Trace:
+    """The first `max_chars` characters (all if None) of a dump written by `save_npz` or `dump_activations`.
+
+    The (T, H) arrays are memory-mapped where the file stores them uncompressed (files of format version 1,
+    compressed, are decompressed as far as `max_chars`), so only what is read is read. Everything is checked
+    against the metadata first, and nothing pickled is ever loaded: a damaged or foreign file raises a
+    `CharRNNError` saying what is wrong with it.
+    """
     p = Path(path)
     if not p.is_file():
         raise CharRNNError(f"no such activations file: {str(p)!r}; make one with charrnn dump")
     try:
-        with np.load(p, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("format") != FORMAT:
-                raise KeyError("format")
-            layers = [{k: z[f"layer{l}_{k}"] for k in kinds_of(meta["cell"])} for l in range(meta["num_layers"])]
-            return Trace([str(c) for c in z["chars"]], z["ids"], meta["cell"], layers, z["next_prob"], z["top_ids"],
-                         z["top_probs"], [str(v) for v in z["vocabulary"]])
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
-        raise CharRNNError(f"{str(p)!r} is not an activations file written by charrnn dump") from None
+        with NpzArchive(p) as archive:
+            return _read_trace(archive, max_chars)
+    except NpzFormatError as err:
+        raise CharRNNError(f"{str(p)!r} is not an activations file written by charrnn dump: {err}") from None
+    except OSError as err:
+        raise CharRNNError(f"cannot read {str(p)!r}: {err.strerror or err}") from None
 
 
-def save_lstmvis(trace: Trace, out_dir: str | os.PathLike, name: str = "charrnn") -> Path:
+def _read_trace(archive: NpzArchive, max_chars: int | None) -> Trace:
+    """Check the file's metadata and shapes, then map its first `max_chars` rows."""
+    meta = _read_meta(archive)
+    kinds = kinds_of(meta["cell"])
+    T = _check_arrays(archive, meta["num_layers"], kinds)
+    n = T if max_chars is None else max(0, min(max_chars, T))
+    vocabulary = [str(v) for v in archive.read("vocabulary")]
+    ids, top_ids = archive.rows("ids", n, mapped=False), archive.rows("top_ids", n, mapped=False)
+    for name, values in (("ids", ids), ("top_ids", top_ids)):
+        if values.size and (values.min() < 0 or values.max() >= len(vocabulary)):
+            raise NpzFormatError(f"{name} holds ids outside its vocabulary of {len(vocabulary)} symbols")
+    layers = [{k: archive.rows(f"layer{l}_{k}", n) for k in kinds} for l in range(meta["num_layers"])]
+    return Trace([str(c) for c in archive.rows("chars", n, mapped=False)], ids, meta["cell"], layers,
+                 archive.rows("next_prob", n), top_ids, archive.rows("top_probs", n), vocabulary)
+
+
+def _read_meta(archive: NpzArchive) -> dict:
+    try:
+        meta = json.loads(str(archive.read("meta")))
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise NpzFormatError(f"its meta array does not name the format {FORMAT!r}")
+    if not isinstance(meta.get("version"), int):
+        raise NpzFormatError("its meta array has no format version")
+    if meta["version"] > VERSION:
+        raise NpzFormatError(f"format version {meta['version']} is newer than this charrnn reads ({VERSION}); "
+                             "upgrade charrnn")
+    if meta.get("cell") not in GATES or not isinstance(meta.get("num_layers"), int) or meta["num_layers"] < 1:
+        raise NpzFormatError(f"its meta array names no known cell and layer count: {json.dumps(meta)[:200]}")
+    if meta.get("dtype", "float32") not in DTYPES:
+        raise NpzFormatError(f"its meta array names an unknown dtype {meta['dtype']!r}")
+    return meta
+
+
+def _check_arrays(archive: NpzArchive, num_layers: int, kinds: tuple[str, ...]) -> int:
+    """Check every array's shape and kind of values against the others'; returns T, the characters."""
+    (T,), (V,) = _dims(archive, "ids", 1), _dims(archive, "vocabulary", 1)
+    (_, K), (_, H) = _dims(archive, "top_ids", 2), _dims(archive, "layer0_h", 2)
+    if T == 0:
+        raise NpzFormatError("it holds no characters")
+    expected = {"vocabulary": ((V,), "U"), "chars": ((T,), "U"), "ids": ((T,), "iu"), "next_prob": ((T,), "f"),
+                "top_ids": ((T, K), "iu"), "top_probs": ((T, K), "f"),
+                **{f"layer{l}_{k}": ((T, H), "f") for l in range(num_layers) for k in kinds}}
+    for name, (shape, value_kinds) in expected.items():
+        got, dtype = archive.header(name)
+        if got != shape:
+            raise NpzFormatError(f"{name} has shape {got}, where the other arrays call for {shape}")
+        if dtype.kind not in value_kinds:
+            raise NpzFormatError(f"{name} holds {dtype} values, which no dump writes there")
+    return T
+
+
+def _dims(archive: NpzArchive, name: str, ndim: int) -> tuple[int, ...]:
+    shape, _ = archive.header(name)
+    if len(shape) != ndim:
+        raise NpzFormatError(f"{name} has shape {shape}, where {ndim} dimension(s) were expected")
+    return shape
+
+
+# ----- LSTMVis ----------------------------------------------------------------------------------------
+
+def save_lstmvis(trace: Trace, out_dir: str | os.PathLike, name: str = "charrnn", dtype: str = "float32", *,
+                 chunk: int = CHUNK) -> Path:
     """A directory LSTMVis opens as a project: states.hdf5, train.hdf5, train.dict and lstm.yml."""
+    return _write_lstmvis(trace.outline(), trace.chunks(chunk), Path(out_dir), name, dtype)
+
+
+def _write_lstmvis(o: TraceOutline, parts: Iterable[TraceChunk], out: Path, name: str, dtype: str) -> Path:
+    """states.hdf5 has one (T, H) dataset per layer and kind, created at full size and filled a chunk at a time."""
+    _check_dtype(dtype)
     try:
         import h5py
     except ImportError:
         raise CharRNNError("--format lstmvis needs h5py: pip install 'charrnn[lstmvis]' (or pip install h5py)") from None
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with h5py.File(out / "states.hdf5", "w") as f:
-        for l, layer in enumerate(trace.layers):
-            for k, values in layer.items():
-                f.create_dataset(f"{k}{l + 1}", data=values)
+        datasets = [{k: f.create_dataset(f"{k}{l + 1}", shape=(o.length, o.hidden_size), dtype=dtype) for k in o.kinds}
+                    for l in range(o.num_layers)]
+        for part in parts:
+            for written, layer in zip(datasets, part.layers):
+                for k, values in layer.items():
+                    written[k][part.start:part.start + len(values)] = values.astype(dtype, copy=False)
     with h5py.File(out / "train.hdf5", "w") as f:
-        f.create_dataset("words", data=trace.ids.astype(np.int64))
+        f.create_dataset("words", data=o.ids.astype(np.int64))
     with open(out / "train.dict", "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(f"{escape_symbol(symbol)} {i}\n" for i, symbol in enumerate(trace.vocabulary))
-    (out / "lstm.yml").write_text(_lstmvis_config(trace, name), encoding="utf-8")
+        f.writelines(f"{escape_symbol(symbol)} {i}\n" for i, symbol in enumerate(o.vocabulary))
+    (out / "lstm.yml").write_text(_lstmvis_config(o, name), encoding="utf-8")
     return out
 
 
@@ -183,11 +417,11 @@ def _escape_char(ch: str) -> str:
     return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
 
 
-def _lstmvis_config(trace: Trace, name: str) -> str:
+def _lstmvis_config(o: TraceOutline, name: str) -> str:
     """lstm.yml, every string a double-quoted scalar: a run named `exp: lr 0.01 #x` must stay a name."""
     types = []
-    for l, layer in enumerate(trace.layers):
-        for k in layer:
+    for l in range(o.num_layers):
+        for k in o.kinds:
             fields = {"type": "output" if k == "h" else "state", "layer": l + 1, "path": f"{k}{l + 1}"}
             # h is tanh-bounded and gates lie in [0, 1]: neither is squashed again. c is unbounded, so LSTMVis
             # applies its default tanh.
@@ -217,18 +451,30 @@ def gate_saturation(trace: Trace) -> dict:
     out: dict = {}
     for l, layer in enumerate(trace.layers):
         for gate in [g for g in GATES[trace.cell] if g in SIGMOID_GATES]:
-            values = layer[gate]
-            left = (values < SATURATION_LOW).mean(axis=0)
-            right = (values > SATURATION_HIGH).mean(axis=0)
+            left, right = _saturated_fractions(layer[gate])
             out.setdefault(f"layer{l}", {})[gate] = {
                 "left": left.round(4).tolist(), "right": right.round(4).tolist(),
                 "mean_left": float(left.mean()), "mean_right": float(right.mean())}
     return out
 
 
+def _saturated_fractions(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit of (T, H) `values`, the fractions below 0.1 and above 0.9, counted a block of rows at a time so a
+    memory-mapped array is never compared whole."""
+    left, right = np.zeros(values.shape[1], np.int64), np.zeros(values.shape[1], np.int64)
+    for a in range(0, len(values), CHUNK):
+        block = values[a:a + CHUNK]
+        left += (block < SATURATION_LOW).sum(axis=0)
+        right += (block > SATURATION_HIGH).sum(axis=0)
+    return left / len(values), right / len(values)
+
+
 def describe(trace: Trace) -> dict:
     """A short JSON-ready summary of a trace (for `dump --json`)."""
     mean_nats = float(-np.nanmean(np.log(np.maximum(trace.next_prob[:-1], 1e-12)))) if trace.length > 1 else math.nan
-    return {"chars": trace.length, "cell": trace.cell, "num_layers": len(trace.layers),
-            "hidden_size": trace.layers[0]["h"].shape[1], "kinds": list(trace.layers[0]),
-            "nats_per_char": mean_nats}
+    return _summary(trace.outline(), mean_nats)
+
+
+def _summary(o: TraceOutline, nats_per_char: float) -> dict:
+    return {"chars": o.length, "cell": o.cell, "num_layers": o.num_layers, "hidden_size": o.hidden_size,
+            "kinds": list(o.kinds), "nats_per_char": nats_per_char}

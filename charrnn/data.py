@@ -242,6 +242,7 @@ def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, *, enco
     elif tokenizer.byte_level != byte_level:
         raise CharRNNError("the corpus settings differ from the checkpoint's tokenizer (--byte-level)")
     bin_path, meta_path = (cache / name for name in CACHE_FILES)
+    meta_path.unlink(missing_ok=True)  # a crash before the new sidecar is written must not pair it with the old
     length = 0
     digest = hashlib.sha256()
     with atomic_write(bin_path, "wb") as f:

@@ -145,16 +145,9 @@ def rank_cells(trace: Trace, top: int = 5, probes: dict | None = None) -> dict:
 
     Returns {"probes": {name: [{"layer", "kind", "unit", "correlation", "accuracy"?}, ...]},
              "constant": [probes that do not vary in this text], "gate_saturation": {...}}.
+    The recorded arrays are read a block of rows at a time, so memory-mapped ones are never loaded whole.
     """
     probes = probes or PROBES
-    X, blocks = trace.matrix()  # (T, N) float32
-    T, N = X.shape
-    mean = X.mean(axis=0, dtype=np.float64)
-    std = X.std(axis=0, dtype=np.float64)
-    # A unit that never moves (a gate stuck at 1, say) correlates with nothing; float32 noise on such a
-    # unit must not pass for a signal.
-    std[std < 1e-6] = np.inf
-    labels = [(l, k, u) for l, k in blocks for u in range(trace.layers[l][k].shape[1])]
     result: dict = {"probes": {}, "constant": [], "gate_saturation": gate_saturation(trace)}
     standardized = {}
     for name, probe in probes.items():
@@ -166,12 +159,9 @@ def rank_cells(trace: Trace, top: int = 5, probes: dict | None = None) -> dict:
     if not standardized:
         return result
     P = np.stack([pz for _, pz in standardized.values()], axis=1)  # (T, probes)
-    C = np.empty((N, P.shape[1]))
-    for a in range(0, N, 512):  # centred in float64, a block of columns at a time, to bound memory
-        block = X[:, a:a + 512].astype(np.float64) - mean[a:a + 512]
-        C[a:a + 512] = block.T @ P
-    C /= T * std[:, None]
-    np.clip(C, -1.0, 1.0, out=C)
+    blocks = [(l, k) for l, layer in enumerate(trace.layers) for k in layer]
+    C = np.concatenate([correlations(trace.layers[l][k], P) for l, k in blocks])  # (N, probes)
+    labels = [(l, k, u) for l, k in blocks for u in range(trace.layers[l][k].shape[1])]
     for j_probe, (name, (p, _)) in enumerate(standardized.items()):
         corr = C[:, j_probe]
         best = np.argsort(-np.abs(corr), kind="stable")[:top]
@@ -180,8 +170,30 @@ def rank_cells(trace: Trace, top: int = 5, probes: dict | None = None) -> dict:
             l, k, u = labels[j]
             row = {"layer": l, "kind": k, "unit": u, "correlation": round(float(corr[j]), 4)}
             if name in BINARY:
-                row["accuracy"] = round(threshold_accuracy(X[:, j], p), 4)
+                row["accuracy"] = round(threshold_accuracy(np.asarray(trace.layers[l][k][:, u]), p), 4)
                 row["base_rate"] = round(float(max(p.mean(), 1 - p.mean())), 4)
             rows.append(row)
         result["probes"][name] = rows
     return result
+
+
+def correlations(values: np.ndarray, P: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """Pearson correlation of every column of `values` (T, H) with every standardized probe of P (T, m): (H, m).
+
+    Two passes over `rows` rows at a time, centred in float64 as `numpy.std` does, so that neither a
+    memory-mapped array nor its float64 copy is ever whole in memory.
+    """
+    T = len(values)
+    mean = sum(values[a:a + rows].sum(axis=0, dtype=np.float64) for a in range(0, T, rows)) / T
+    squares = np.zeros(values.shape[1])
+    C = np.zeros((values.shape[1], P.shape[1]))
+    for a in range(0, T, rows):
+        block = values[a:a + rows].astype(np.float64) - mean  # (rows, H)
+        squares += np.einsum("th,th->h", block, block)
+        C += block.T @ P[a:a + rows]
+    std = np.sqrt(squares / T)
+    # A unit that never moves (a gate stuck at 1, say) correlates with nothing; float32 noise on such a
+    # unit must not pass for a signal.
+    std[std < 1e-6] = np.inf
+    C /= T * std[:, None]
+    return np.clip(C, -1.0, 1.0, out=C)

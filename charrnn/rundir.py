@@ -29,6 +29,7 @@ from typing import IO
 from charrnn.checkpoint import BEST, LAST, load_checkpoint
 from charrnn.common import CharRNNError, write_text_atomic
 from charrnn.config import LoopConfig
+from charrnn.distributed import world_from_env
 
 try:
     import fcntl
@@ -269,7 +270,8 @@ def resume_config(run_dir: str | os.PathLike, config_type: type[LoopConfig], ove
     data, the model and the optimisation.
     """
     run = RunDir(run_dir)
-    run.check_unlocked()
+    if world_from_env().is_main:  # under torchrun, rank 0 may hold the lock already: it is this run's own
+        run.check_unlocked()
     checkpoint = load_checkpoint(run.resume_checkpoint())
     saved = run.saved_config(checkpoint)
     fixed = sorted(k for k in overrides if k not in config_type.RESUMABLE)

@@ -20,6 +20,8 @@ from charrnn.probes import rank_cells
 
 def _quantise(values: np.ndarray) -> tuple[str, float]:
     """int8 codes (base64) and the scale that maps them back: value ~= code / 127 * scale."""
+    # In float32 whatever the dump's dtype; a float16 cell state past 65504 reads inf, shown as 0, not a broken page.
+    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     scale = float(np.abs(values).max()) or 1.0
     codes = np.clip(np.round(values / scale * 127), -127, 127).astype(np.int8)
     return base64.b64encode(codes.tobytes()).decode("ascii"), scale
@@ -33,7 +35,7 @@ def render_html(trace: Trace, max_chars: int = 3000, kinds: tuple[str, ...] = ("
     page agrees with the table of `charrnn cells`, which ranks every character analysed and not only those
     shown. Without it, the `top` cells per probe are ranked on the characters shown.
     """
-    window = trace.head(max_chars)
+    window = trace.head(max_chars)  # of a memory-mapped trace, only these rows are ever read
     if ranking is None:
         ranking = rank_cells(window, top=top)
     series = {}
@@ -41,6 +43,7 @@ def render_html(trace: Trace, max_chars: int = 3000, kinds: tuple[str, ...] = ("
         for k, values in layer.items():
             if k not in kinds:
                 continue
+            values = np.array(values, dtype=np.float32)  # the rows shown, read at once (not a column at a time)
             for u in range(values.shape[1]):
                 series[f"layer{l}/{k}/{u}"] = _quantise(values[:, u])
     for name, rows in ranking["probes"].items():  # a probe's top cells are shown even if of another kind

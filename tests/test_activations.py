@@ -15,7 +15,7 @@ from charrnn.plot import loss_curve_svg, saturation_svg
 from charrnn.probes import (after_newline, bracket_depth, in_brackets, in_comment, in_double_quotes, indent_depth,
                             line_position, rank_cells, threshold_accuracy, word_start)
 from charrnn.tokenizer import CharTokenizer
-from charrnn.train import train
+from charrnn.lm import train
 from charrnn.viz import render_html
 
 from conftest import TEXT, tiny_config

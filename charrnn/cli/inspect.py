@@ -46,23 +46,24 @@ def dump_command(
     encoding: options.EncodingOpt = "utf-8",
     map_unknown: options.MapUnknownOpt = False,
     device: options.DeviceOpt = "auto",
+    dtype: Annotated[Literal["float32", "float16"], typer.Option(
+        "--dtype", help="Precision of the stored states and gates: float16 halves the file.")] = "float32",
     json_output: options.JsonOpt = False,
 ) -> None:
     """Record every hidden state, cell state and gate of every layer for each character of a text."""
-    from charrnn.activations import collect_activations, describe, save_lstmvis, save_npz
+    from charrnn.activations import dump_activations
     from charrnn.checkpoint import load_model
     from charrnn.device import resolve_device
 
     source = _read_text(text_file, text, encoding)
     model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
-    trace = collect_activations(model, tokenizer, source, top_k=top_k, map_unknown=map_unknown)
-    written = save_npz(trace, out) if fmt == "npz" else save_lstmvis(trace, out, name=Path(str(checkpoint)).stem)
-    summary = {**describe(trace), "out": str(written), "format": fmt}
+    summary = dump_activations(model, tokenizer, source, out, fmt=fmt, dtype=dtype, name=Path(str(checkpoint)).stem,
+                               top_k=top_k, map_unknown=map_unknown)
     if json_output:
         print(json.dumps(summary))
     else:
-        render.err.print(f"traced {trace.length:,} characters through {trace.cell} {len(trace.layers)}x"
-                         f"{summary['hidden_size']} ({', '.join(summary['kinds'])} per layer) -> {written}",
+        render.err.print(f"traced {summary['chars']:,} characters through {summary['cell']} {summary['num_layers']}x"
+                         f"{summary['hidden_size']} ({', '.join(summary['kinds'])} per layer) -> {summary['out']}",
                          markup=False)
 
 
@@ -84,7 +85,7 @@ def viz_command(
     from charrnn.activations import load_npz
     from charrnn.viz import render_html
 
-    trace = load_npz(activations)
+    trace = load_npz(activations, max_chars=max_chars)
     recorded = trace.layers[0]
     wanted = tuple(k.strip() for k in kinds.split(",") if k.strip()) or tuple(k for k in ("h", "c") if k in recorded)
     unknown = [k for k in wanted if k not in recorded]
@@ -130,7 +131,7 @@ def cells_command(
     from charrnn.viz import render_html
 
     if source.suffix == ".npz":
-        trace = load_npz(source).head(max_chars)
+        trace = load_npz(source, max_chars=max_chars)
     else:
         if text_file is None:
             raise CharRNNError("give the TEXT_FILE to analyse after the run directory or checkpoint")

@@ -1,0 +1,196 @@
+"""`charrnn caption`: train a captioner, caption images, score a model, build the emoji set."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.cli import options, render
+from charrnn.cli.options import config_options, given
+from charrnn.common import CharRNNError
+from charrnn.config import CaptionTrainConfig, Tokens
+
+app = typer.Typer(help="Describe images: a CNN encoder and a recurrent decoder (with soft attention).",
+                  no_args_is_help=True)
+
+# ----- options only captioning has (the loop's and the model's are shared, in options.py) -------------
+
+DataArg = Annotated[str, typer.Argument(
+    metavar="DATA", help="A caption dataset: a directory (or .zip of one) with images and captions.tsv, "
+                         "Flickr8k/30k or COCO as downloaded. \\[default: the bundled emoji set]",
+    show_default=False)]
+SplitOpt = Annotated[Optional[str], typer.Option(
+    "--split", help="A split the dataset names (the emoji set: random or grouped). \\[default: its first]")]
+ValDirOpt = Annotated[Optional[str], typer.Option(
+    "--val-dir", help="Validate on this dataset instead of a part of DATA.")]
+CaptionValFracOpt = Annotated[float, typer.Option(
+    "--val-frac", help="Images held out for validation when the dataset has no split of its own (by image).")]
+SkipBadOpt = Annotated[bool, typer.Option(
+    "--skip-bad", help="Skip missing or unreadable images and empty captions (counted) instead of stopping.")]
+TokensOpt = Annotated[Tokens, typer.Option("--tokens", help="Decode characters (open vocabulary) or words.")]
+ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="Images are resized to this square side.")]
+ChannelsOpt = Annotated[str, typer.Option(
+    "--channels", help="Channels of the CNN's blocks (each conv+BN+ReLU+pool halves the grid).")]
+AttentionOpt = Annotated[bool, typer.Option(
+    "--attention/--no-attention", help="Soft attention over the CNN's grid at every step (Show, Attend and Tell).")]
+AttentionDimOpt = Annotated[int, typer.Option("--attention-dim", help="Size of the attention's hidden layer.")]
+DoublyStochasticOpt = Annotated[float, typer.Option(
+    "--doubly-stochastic", help="Weight of the penalty for grid cells the caption never attends to.")]
+ScheduledSamplingOpt = Annotated[float, typer.Option(
+    "--scheduled-sampling", help="Probability of feeding the model its own previous token while training.")]
+MaxCaptionLenOpt = Annotated[int, typer.Option("--max-caption-len", help="Longest caption decoded, in tokens.")]
+BeamSizeOpt = Annotated[int, typer.Option("--beam-size", min=1, help="Beam search width; 1 = greedy.")]
+LengthAlphaOpt = Annotated[float, typer.Option(
+    "--length-alpha", min=0.0, max=5.0, help="Beam search ranks captions by log-probability / length**alpha.")]
+
+
+@app.command("train")
+def train_command(
+    ctx: typer.Context,
+    data: DataArg = CaptionTrainConfig.data,
+    out: options.OutOpt = CaptionTrainConfig.out,
+    resume: options.ResumeOpt = None,
+    overwrite: options.OverwriteOpt = False,
+    split: SplitOpt = CaptionTrainConfig.split,
+    val_dir: ValDirOpt = CaptionTrainConfig.val_dir,
+    val_frac: CaptionValFracOpt = CaptionTrainConfig.val_frac,
+    skip_bad: SkipBadOpt = CaptionTrainConfig.skip_bad,
+    tokens: TokensOpt = CaptionTrainConfig.tokens,
+    image_size: ImageSizeOpt = CaptionTrainConfig.image_size,
+    channels: ChannelsOpt = ",".join(map(str, CaptionTrainConfig.channels)),
+    cell: options.CellOpt = CaptionTrainConfig.cell,
+    num_layers: options.NumLayersOpt = CaptionTrainConfig.num_layers,
+    hidden_size: options.HiddenSizeOpt = CaptionTrainConfig.hidden_size,
+    embedding_dim: options.EmbeddingDimOpt = CaptionTrainConfig.embedding_dim,
+    dropout: options.DropoutOpt = CaptionTrainConfig.dropout,
+    attention: AttentionOpt = CaptionTrainConfig.attention,
+    attention_dim: AttentionDimOpt = CaptionTrainConfig.attention_dim,
+    doubly_stochastic: DoublyStochasticOpt = CaptionTrainConfig.doubly_stochastic,
+    scheduled_sampling: ScheduledSamplingOpt = CaptionTrainConfig.scheduled_sampling,
+    max_caption_len: MaxCaptionLenOpt = CaptionTrainConfig.max_caption_len,
+    batch_size: options.BatchSizeOpt = CaptionTrainConfig.batch_size,
+    optimizer: options.OptimizerOpt = CaptionTrainConfig.optimizer,
+    lr: options.LrOpt = CaptionTrainConfig.lr,
+    weight_decay: options.WeightDecayOpt = CaptionTrainConfig.weight_decay,
+    momentum: options.MomentumOpt = CaptionTrainConfig.momentum,
+    nesterov: options.NesterovOpt = CaptionTrainConfig.nesterov,
+    schedule: options.ScheduleOpt = CaptionTrainConfig.schedule,
+    warmup_steps: options.WarmupStepsOpt = CaptionTrainConfig.warmup_steps,
+    min_lr_frac: options.MinLrFracOpt = CaptionTrainConfig.min_lr_frac,
+    lr_decay: options.LrDecayOpt = CaptionTrainConfig.lr_decay,
+    lr_decay_after: options.LrDecayAfterOpt = CaptionTrainConfig.lr_decay_after,
+    grad_clip: options.GradClipOpt = CaptionTrainConfig.grad_clip,
+    max_steps: options.MaxStepsOpt = CaptionTrainConfig.max_steps,
+    epochs: options.EpochsOpt = CaptionTrainConfig.epochs,
+    time_budget: options.TimeBudgetOpt = CaptionTrainConfig.time_budget,
+    eval_every: options.EvalEveryOpt = CaptionTrainConfig.eval_every,
+    patience: options.PatienceOpt = CaptionTrainConfig.patience,
+    explode_factor: options.ExplodeFactorOpt = CaptionTrainConfig.explode_factor,
+    seed: options.SeedOpt = CaptionTrainConfig.seed,
+    device: options.DeviceOpt = CaptionTrainConfig.device,
+    precision: options.PrecisionOpt = CaptionTrainConfig.precision,
+    compile: options.CompileOpt = CaptionTrainConfig.compile,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Train a captioner (no arguments: the bundled emoji set, with attention, for 5 minutes)."""
+    from charrnn.caption import check_run_dir_inputs, resume_config, train
+    from charrnn.trainer import StopReason
+
+    values = config_options(ctx, CaptionTrainConfig)
+    if resume is None:
+        config = CaptionTrainConfig(**values)
+        check_run_dir_inputs(config)
+    else:
+        user_given = given(ctx)
+        if user_given & {"data", "out"} or overwrite:
+            raise CharRNNError("--resume continues a run in its own directory on its own data: drop DATA, --out "
+                               "and --overwrite")
+        config = resume_config(resume, **{k: v for k, v in values.items() if k in user_given})
+    with render.TrainView() as view:
+        summary = train(config, None if json_output else view, resume=resume is not None, overwrite=overwrite)
+    if json_output:
+        print(json.dumps(summary.to_dict()))
+    else:
+        render.err.print(render.summary_table(summary.to_dict()))
+    if summary.stop_reason is StopReason.DIVERGED:
+        render.fail(summary.message, 1)
+    if summary.message:
+        render.err.print(summary.message, markup=False)
+    if summary.stop_reason is StopReason.INTERRUPTED:
+        render.err.print(f"continue with: charrnn caption train --resume {shlex.quote(summary.run_dir)}",
+                         markup=False, soft_wrap=True)
+        raise typer.Exit(130)
+    if not json_output:
+        render.err.print(f"next: charrnn caption eval {shlex.quote(summary.run_dir)}", markup=False, soft_wrap=True)
+
+
+@app.command("sample")
+def sample_command(
+    checkpoint: options.CheckpointArg,
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files to describe.")],
+    beam_size: BeamSizeOpt = 1,
+    length_alpha: LengthAlphaOpt = 0.0,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", "-t", min=0.0, help="Sample tokens at this temperature; 0 = the most likely each step.")] = 0.0,
+    num_samples: Annotated[int, typer.Option(
+        "--num-samples", min=1, help="Captions per image (sampled; needs --temperature above 0).")] = 1,
+    seed: options.SeedOpt = None,
+    show_attention: Annotated[Optional[Path], typer.Option(
+        "--show-attention", help="Write a PNG: for each generated token, its attention over the image.")] = None,
+    device: options.DeviceOpt = "auto",
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Describe images with a trained captioner."""
+    from charrnn.caption import describe_images
+
+    if num_samples > 1 and (temperature == 0 or beam_size > 1):
+        raise CharRNNError("--num-samples above 1 needs --temperature above 0 and no --beam-size: "
+                           "greedy and beam search give one caption")
+    result = describe_images(checkpoint, images, beam_size=beam_size, length_alpha=length_alpha,
+                             temperature=temperature, num_samples=num_samples, seed=seed, device=device,
+                             attention_png=show_attention)
+    if json_output:
+        print(json.dumps(result))
+        return
+    for item in result["images"]:
+        for caption in item["captions"]:
+            print(f"{item['image']}\t{caption}")
+    if show_attention is not None:
+        render.err.print(f"wrote {show_attention}", markup=False)
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: options.CheckpointArg,
+    data: Annotated[Optional[str], typer.Argument(
+        metavar="DATA", help="Dataset to score on. \\[default: the run's own data]", show_default=False)] = None,
+    part: Annotated[str, typer.Option(
+        "--part", help="val: the validation side of DATA as the run split it; all: every image of DATA.")] = "val",
+    beam_size: BeamSizeOpt = 3,
+    length_alpha: LengthAlphaOpt = 0.0,
+    skip_bad: SkipBadOpt = False,
+    device: options.DeviceOpt = "auto",
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Corpus BLEU-1..4, CIDEr-D and exact match of greedy and beam-search captions, with all references."""
+    from charrnn.caption import evaluate_captioner
+
+    if part not in ("val", "all"):
+        raise CharRNNError(f"--part must be val or all, got {part!r}")
+    result = evaluate_captioner(checkpoint, data, part=part, beam_size=beam_size, length_alpha=length_alpha,
+                                skip_bad=skip_bad, device=device)
+    if json_output:
+        print(json.dumps(result))
+        return
+    table = render.Table(title=f"{result['images']:,} images, {result['references']:,} references ({part})")
+    for name in ("decoding", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "exact match %"):
+        table.add_column(name, justify="right")
+    for decoding in ("greedy", "beam"):
+        s = result[decoding]
+        table.add_row(decoding if decoding == "greedy" else f"beam {beam_size}",
+                      *(f"{s[k]:.2f}" for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider", "exact_match")))
+    render.out.print(table)
