@@ -23,7 +23,7 @@ from charrnn.checkpoint import load_checkpoint, require_task
 from charrnn.common import CharRNNError
 from charrnn.config import DEFAULT_CAPTION_DATA, CaptionConfig, CaptionTrainConfig
 from charrnn.distributed import World
-from charrnn.images import cache_images, read_captions
+from charrnn.images import CaptionSplit, cache_images, read_captions
 from charrnn.metrics import caption_scores
 from charrnn.rundir import RunDir
 from charrnn.rundir import resume_config as _resume_config
@@ -225,3 +225,83 @@ def check_run_dir_inputs(config: CaptionTrainConfig) -> None:
     if RunDir(config.run_dir).writes(config.data, CACHE_FILES):
         raise CharRNNError(f"the data {config.data!r} is a file the run writes in {str(config.run_dir)!r}; "
                            "choose another --out")
+
+
+# ----- the commands: describe images, score a model -------------------------------------------------
+
+def read_image_files(paths: list[Path], size: int) -> np.ndarray:
+    """(N, size, size, 3) uint8, each file decoded exactly as the training cache decodes it."""
+    from charrnn.images import decode_image
+
+    out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+    for k, path in enumerate(paths):
+        try:
+            with open(path, "rb") as f:
+                out[k] = decode_image(f, size)
+        except FileNotFoundError:
+            raise CharRNNError(f"no such image: {str(path)!r}") from None
+        except (OSError, ValueError) as e:  # Pillow: not an image, truncated, unsupported
+            raise CharRNNError(f"{str(path)!r} cannot be read as an image ({e})") from None
+    return out
+
+
+def describe_images(checkpoint: str | os.PathLike, paths: list[Path], *, beam_size: int = 1,
+                    length_alpha: float = 0.0, temperature: float = 0.0, num_samples: int = 1,
+                    seed: int | None = None, device: str = "auto", attention_png: Path | None = None) -> dict:
+    """Captions for image files: {"images": [{"image", "captions": [...]}]}; optionally a picture of where
+    the model looked for each token of each image's first caption."""
+    from charrnn.device import resolve_device
+
+    model, tokenizer, ckpt = load_captioner(checkpoint, resolve_device(device))
+    if attention_png is not None and not model.config.attention:
+        raise CharRNNError("--show-attention needs a model trained with attention (this one was not)")
+    pixels = read_image_files(paths, model.config.image_size)
+    max_len = (ckpt["meta"].get("train_config") or {}).get("max_caption_len", CaptionTrainConfig.max_caption_len)
+    generator = torch.Generator(device=model.head.weight.device)
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    runs = [caption_images(model, tokenizer, pixels, max_len=max_len, beam_size=beam_size, length_alpha=length_alpha,
+                           temperature=temperature, generator=generator) for _ in range(num_samples)]
+    if attention_png is not None:
+        from charrnn.attention import attention_grid
+
+        pictures = [(pixels[k], [tokenizer.decode([t]) for t in d.tokens], d.attention) for k, d in enumerate(runs[0])]
+        attention_grid(pictures, attention_png)
+    return {"images": [{"image": str(p), "captions": [tokenizer.decode(run[k].tokens) for run in runs]}
+                       for k, p in enumerate(paths)]}
+
+
+def evaluate_captioner(checkpoint: str | os.PathLike, data: str | None = None, *, part: str = "val",
+                       beam_size: int = 3, length_alpha: float = 0.0, skip_bad: bool = False,
+                       device: str = "auto") -> dict:
+    """Corpus BLEU-1..4, CIDEr-D and exact match of greedy and beam-search captions on `data` (the run's own
+    data by default): its validation side as the run split it (`part="val"`) or every image (`"all"`)."""
+    import tempfile
+
+    from charrnn.device import resolve_device
+
+    model, tokenizer, ckpt = load_captioner(checkpoint, resolve_device(device))
+    run = CaptionTrainConfig(**{k: v for k, v in (ckpt["meta"].get("train_config") or {}).items()
+                                if k in CaptionTrainConfig.__dataclass_fields__})
+    data_path = data if data is not None else run.data
+    read = read_captions(data_path, split=run.split if data is None else None, val_frac=run.val_frac,
+                         seed=run.seed, skip_bad=skip_bad)
+    split = read.val if part == "val" and read.val is not None else read.train
+    if part == "all" and read.val is not None:
+        split = _joined(read.train, read.val)
+    with tempfile.TemporaryDirectory() as tmp:  # decode into a throw-away cache: nothing is left behind
+        images = cache_images(split, Path(tmp) / "images", size=model.config.image_size, skip_bad=skip_bad)
+        pixels = np.array(images.pixels)
+    references = images.captions
+    result = {"images": len(pixels), "references": sum(map(len, references)), "data": str(data_path), "part": part}
+    for name, beam in (("greedy", 1), ("beam", beam_size)):
+        decoded = caption_images(model, tokenizer, pixels, max_len=run.max_caption_len, beam_size=beam,
+                                 length_alpha=length_alpha)
+        result[name] = caption_scores([tokenizer.decode(d.tokens) for d in decoded], references)
+    result["beam_size"] = beam_size
+    return result
+
+
+def _joined(a: CaptionSplit, b: CaptionSplit) -> CaptionSplit:
+    """Two splits of one dataset as one."""
+    groups = None if a.groups is None or b.groups is None else a.groups + b.groups
+    return CaptionSplit(a.root, a.files + b.files, a.captions + b.captions, groups, a.origins + b.origins)

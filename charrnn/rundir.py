@@ -213,6 +213,7 @@ class RunDir:
             return ""
         if not isinstance(saved, dict):
             return ""
+        settings = json.loads(json.dumps(settings))  # as run.json holds them: tuples are lists there
         resumable = set(LoopConfig.RESUMABLE) | {"out", "corpus"}
         diffs = [f"{k}: {settings[k]!r} in the checkpoint, {saved[k]!r} in {RUN_FILE}"
                  for k in settings if k in saved and k not in resumable and saved[k] != settings[k]]

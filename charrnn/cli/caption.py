@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.table import Table
 
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given
@@ -135,7 +136,7 @@ def sample_command(
     beam_size: BeamSizeOpt = 1,
     length_alpha: LengthAlphaOpt = 0.0,
     temperature: Annotated[float, typer.Option(
-        "--temperature", "-t", min=0.0, help="Sample tokens at this temperature; 0 = the most likely each step.")] = 0.0,
+        "--temperature", "-t", min=0.0, help="Sample at this temperature; 0 = the most likely token each step.")] = 0.0,
     num_samples: Annotated[int, typer.Option(
         "--num-samples", min=1, help="Captions per image (sampled; needs --temperature above 0).")] = 1,
     seed: options.SeedOpt = None,
@@ -186,7 +187,7 @@ def eval_command(
     if json_output:
         print(json.dumps(result))
         return
-    table = render.Table(title=f"{result['images']:,} images, {result['references']:,} references ({part})")
+    table = Table(title=f"{result['images']:,} images, {result['references']:,} references ({part})")
     for name in ("decoding", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "exact match %"):
         table.add_column(name, justify="right")
     for decoding in ("greedy", "beam"):
@@ -194,3 +195,34 @@ def eval_command(
         table.add_row(decoding if decoding == "greedy" else f"beam {beam_size}",
                       *(f"{s[k]:.2f}" for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider", "exact_match")))
     render.out.print(table)
+
+
+@app.command("make-emoji")
+def make_emoji_command(
+    out: Annotated[Path, typer.Argument(metavar="DIR", help="A new (or empty) directory for the dataset.")],
+    size: Annotated[int, typer.Option("--size", help="Side of the square images, in pixels.")] = 64,
+    font: Annotated[Optional[Path], typer.Option(
+        "--font", help="The Noto Color Emoji font file. \\[default: the installed fonts-noto-color-emoji]",
+        show_default=False)] = None,
+    emoji_test: Annotated[Optional[Path], typer.Option(
+        "--emoji-test", help="Unicode's emoji-test.txt (the CLDR names). \\[default: the installed unicode-data]",
+        show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random and grouped validation splits.")] = 0,
+    zip_to: Annotated[Optional[Path], typer.Option("--zip", help="Also pack the dataset into this .zip file.")] = None,
+) -> None:
+    """Render every emoji the installed Noto Color Emoji font draws, captioned with its CLDR name (other names
+    as extra references), with a random and a grouped validation split: the bundled emoji set, remade."""
+    from rich.progress import Progress
+
+    from charrnn.emoji import make_emoji_dataset, zip_dataset
+
+    with Progress(console=render.err, transient=True) as progress:
+        task = progress.add_task("rendering", total=None)
+        summary = make_emoji_dataset(out, size=size, font=font, emoji_test=emoji_test, seed=seed,
+                                     on_progress=lambda done, total: progress.update(task, completed=done,
+                                                                                     total=total))
+    if zip_to is not None:
+        zip_dataset(out, zip_to)
+        summary["zip"] = str(zip_to)
+    summary.pop("skipped_emoji", None)
+    render.out.print(render.key_value_table(f"emoji caption set in {out}", summary))

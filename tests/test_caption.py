@@ -1,0 +1,182 @@
+"""The captioner: shapes, loss at init, attention, decoding, metrics, learning, resume, and the CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from charrnn.caption import caption_images, resume_config, train
+from charrnn.captioner import Captioner, beam_search, caption_loss, decode
+from charrnn.config import CaptionConfig, CaptionTrainConfig
+from charrnn.metrics import caption_scores
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220), "black": (0, 0, 0),
+           "orange": (250, 150, 0)}
+SHAPES = ("square", "circle", "bar", "cross")
+
+
+def draw(colour: str, shape: str, size: int = 32) -> Image.Image:
+    im = Image.new("RGB", (size, size), "white")
+    d, c, q = ImageDraw.Draw(im), COLOURS[colour], size // 4
+    if shape == "square":
+        d.rectangle([q, q, 3 * q, 3 * q], fill=c)
+    elif shape == "circle":
+        d.ellipse([q, q, 3 * q, 3 * q], fill=c)
+    elif shape == "bar":
+        d.rectangle([0, q, size, 2 * q], fill=c)
+    else:
+        d.rectangle([2 * q - 2, 0, 2 * q + 2, size], fill=c)
+        d.rectangle([0, 2 * q - 2, size, 2 * q + 2], fill=c)
+    return im
+
+
+@pytest.fixture
+def shapes_data(tmp_path):
+    """20 images, each with its own caption "<colour> <shape>" (and a second reference for some)."""
+    root = tmp_path / "shapes"
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for colour in COLOURS:
+        for shape in SHAPES:
+            name = f"images/{colour}-{shape}.png"
+            draw(colour, shape).save(root / name)
+            lines.append(f"{name}\t{colour} {shape}")
+    lines.append("images/red-square.png\ta red square")
+    (root / "captions.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def tiny(data, out, **kw) -> CaptionTrainConfig:
+    base = dict(data=str(data), out=str(out), val_frac=0.0, image_size=16, channels=(16, 32), hidden_size=64,
+                embedding_dim=16, attention_dim=32, batch_size=10, lr=1e-2, schedule="constant", max_steps=4,
+                eval_every=1000, seed=0, device="cpu", precision="fp32")
+    return CaptionTrainConfig(**{**base, **kw})
+
+
+def model(attention=True, cell="lstm", **kw) -> Captioner:
+    torch.manual_seed(0)
+    config = CaptionConfig(vocab_size=12, image_size=16, channels=(8, 16), cell=cell, num_layers=2, hidden_size=32,
+                           attention=attention, **kw)
+    return Captioner(config).eval()
+
+
+IMAGES = torch.randint(0, 256, (3, 16, 16, 3), dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_shapes_and_loss_at_init(attention, cell):
+    m = model(attention, cell)
+    tokens = torch.randint(0, 10, (3, 7))
+    logits, alphas = m(IMAGES, tokens)
+    assert logits.shape == (3, 7, 12)
+    assert (alphas.shape == (3, 7, 16)) if attention else alphas is None  # a 4x4 grid after two halvings
+    _, ce = caption_loss(m, IMAGES, tokens, pad=11)
+    assert abs(float(ce) - math.log(12)) < 0.5
+
+
+def test_attention_weights_sum_to_one_over_the_grid():
+    _, alphas = model()(IMAGES, torch.randint(0, 10, (3, 5)))
+    assert torch.allclose(alphas.sum(-1), torch.ones(3, 5), atol=1e-6) and (alphas >= 0).all()
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_beam_of_one_is_greedy(attention):
+    m = model(attention)
+    greedy = decode(m, IMAGES, bos=10, eos=10, max_len=12)
+    beam = beam_search(m, IMAGES, bos=10, eos=10, max_len=12, beam_size=1)
+    assert [d.tokens for d in greedy] == [d.tokens for d in beam]
+    assert [d.score for d in greedy] == pytest.approx([d.score for d in beam], abs=1e-4)
+
+
+def test_wider_beams_find_captions_at_least_as_likely():
+    m = model()
+    scores = [[d.score for d in beam_search(m, IMAGES, bos=10, eos=10, max_len=8, beam_size=k)] for k in (1, 4)]
+    assert all(wide >= narrow - 1e-5 for narrow, wide in zip(*scores))
+
+
+def test_bleu_and_cider_against_hand_computed_values():
+    # Identical captions: every n-gram precision 1, brevity 1.
+    perfect = caption_scores(["a red square on white", "the blue circle is round"],
+                             [["a red square on white"], ["the blue circle is round"]])
+    for n in (1, 2, 3, 4):
+        assert perfect[f"bleu{n}"] == pytest.approx(100.0, abs=1e-4)
+    # CIDEr-D: each n-gram occurs in one of the two images, so idf = log 2 > 0 for all; identical tf-idf
+    # vectors give cosine 1 and no length penalty, times 10, averaged over n = 1..4: 10.
+    assert perfect["cider"] == pytest.approx(10.0, abs=1e-6) and perfect["exact_match"] == 100.0
+    # One word wrong of four: p1 = 3/4, p2 = 2/3, same length, so BLEU-2 = sqrt(3/4 * 2/3) = sqrt(1/2).
+    one_off = caption_scores(["a b c d"], [["a b c e"]])
+    assert one_off["bleu1"] == pytest.approx(75.0, abs=1e-4)
+    assert one_off["bleu2"] == pytest.approx(100 * math.sqrt(0.5), abs=1e-4)
+    # No 4-gram matches: the COCO code smooths the zero precision to 1e-15 (its "tiny"), p3 = 1/2.
+    assert one_off["bleu4"] == pytest.approx(100 * (0.75 * 2 / 3 * 0.5 * 1e-15) ** 0.25, rel=1e-4)
+    assert one_off["exact_match"] == 0.0
+    # Several references: a hypothesis equal to the second one is exact.
+    assert caption_scores(["red square"], [["a red square", "red square"]])["exact_match"] == 100.0
+
+
+def test_overfits_twenty_images_to_their_own_captions(tmp_path, shapes_data):
+    s = train(tiny(shapes_data, tmp_path / "run", batch_size=20, max_steps=150, lr=2e-2, attention=True))
+    assert s.history[-1] < 0.1
+    from charrnn.caption import load_captioner
+    from charrnn.images import cache_images, read_captions
+
+    m, tok, _ = load_captioner(tmp_path / "run")
+    data = read_captions(shapes_data, val_frac=0.0)
+    pixels = cache_images(data.train, tmp_path / "cache", size=16)
+    captions = [tok.decode(d.tokens) for d in caption_images(m, tok, pixels.pixels, max_len=30)]
+    # Not one caption for every image (the collapse seen without normalisation): each image its own.
+    assert len(set(captions)) == 20
+    assert sum(c in refs for c, refs in zip(captions, pixels.captions)) >= 19
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tmp_path, shapes_data):
+    kw = dict(max_steps=6, dropout=0.1, scheduled_sampling=0.3, eval_every=3, val_frac=0.2)
+    full = train(tiny(shapes_data, tmp_path / "full", **kw))
+    stop_at_4 = {}
+
+    def interrupt(event):
+        if event["kind"] == "train" and event["step"] == 4:
+            stop_at_4["stop"].set()
+
+    import threading
+
+    stop_at_4["stop"] = threading.Event()
+    part = train(tiny(shapes_data, tmp_path / "part", **kw), interrupt, stop=stop_at_4["stop"])
+    assert part.step == 4
+    rest = train(resume_config(tmp_path / "part"), resume=True)
+    assert part.history + rest.history == pytest.approx(full.history, abs=1e-6)
+    assert rest.best == pytest.approx(full.best, abs=1e-9)
+
+
+def test_cli_train_sample_eval(tmp_path, shapes_data):
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    run = tmp_path / "run"
+    args = ["caption", "train", str(shapes_data), "--out", str(run), "--image-size", "16", "--channels", "8,16",
+            "--hidden-size", "32", "--batch-size", "8", "--max-steps", "3", "--eval-every", "3", "--val-frac", "0.2",
+            "--device", "cpu", "--json"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 3 and summary["selection"] == "bleu4" and summary["unit"] == "images"
+    image = shapes_data / "images" / "red-square.png"
+    r = CliRunner().invoke(app, ["caption", "sample", str(run), str(image), "--beam-size", "2", "--json",
+                                 "--show-attention", str(tmp_path / "att.png")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["images"][0]["image"] == str(image)
+    assert Image.open(tmp_path / "att.png").size[0] >= 96
+    r = CliRunner().invoke(app, ["caption", "eval", str(run), "--json", "--beam-size", "2"])
+    assert r.exit_code == 0, r.output
+    scores = json.loads(r.stdout)
+    assert scores["images"] == 4 and set(scores["greedy"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "cider",
+                                                                "exact_match"}
+    r = CliRunner().invoke(app, ["caption", "sample", str(run), str(tmp_path / "missing.png")])
+    assert r.exit_code == 2 and "no such image" in r.stderr
+    r = CliRunner().invoke(app, ["sample", str(run)])  # a caption model given to the language model's sampler
+    assert r.exit_code == 2 and "charrnn caption" in r.stderr
