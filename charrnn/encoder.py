@@ -12,6 +12,7 @@ language model and gave every image the same caption while the training loss sti
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,7 +42,8 @@ class ConvEncoder(nn.Module):
     @torch.no_grad()
     def fit_normalisation(self, images) -> None:
         """Set the input normalisation from a sample of uint8 images (N, S, S, C) (a NumPy array is fine)."""
-        x = torch.as_tensor(images[: min(len(images), 2048)]).float().div_(255)
+        sample = np.array(images[: min(len(images), 2048)])  # a copy: the cache is a read-only memory-map
+        x = torch.from_numpy(sample).float().div_(255)
         x = x.reshape(-1, x.shape[-1])
         self.pixel_mean.copy_(x.mean(0))
         self.pixel_std.copy_(x.std(0).clamp_min(1e-3))
