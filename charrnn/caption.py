@@ -100,7 +100,7 @@ class CaptionTask:
         picks = rng.integers(0, 1 << 30, size=len(self.train_images))
         start = i * self.config.batch_size + self.world.rank * self.local
         rows = np.sort(order[start:start + self.local])  # sorted: memory-mapped reads go forwards
-        images = torch.from_numpy(np.asarray(self.train_images[rows]))
+        images = torch.from_numpy(np.array(self.train_images[rows]))
         refs = [self.train_captions[r][picks[r] % len(self.train_captions[r])] for r in rows]
         return images, encode_captions(self.tokenizer, refs)
 
@@ -142,7 +142,7 @@ def caption_images(model: Captioner, tokenizer, images, *, max_len: int, beam_si
     out: list[Decoded] = []
     ends = dict(bos=tokenizer.eod_id, eos=tokenizer.eod_id, max_len=max_len)
     for start in range(0, len(images), EVAL_BATCH):
-        batch = torch.from_numpy(np.asarray(images[start:start + EVAL_BATCH])).to(device)
+        batch = torch.from_numpy(np.array(images[start:start + EVAL_BATCH])).to(device)
         if beam_size > 1:
             out += beam_search(model, batch, beam_size=beam_size, length_alpha=length_alpha, **ends)
         else:
@@ -158,7 +158,7 @@ def teacher_forced_loss(model: Captioner, tokenizer, images, captions: list[list
     total, count = 0.0, 0
     for start in range(0, len(pairs), EVAL_BATCH):
         chunk = pairs[start:start + EVAL_BATCH]
-        images_ = torch.from_numpy(np.asarray(images[[k for k, _ in chunk]])).to(device)
+        images_ = torch.from_numpy(np.array(images[[k for k, _ in chunk]])).to(device)
         tokens = encode_captions(tokenizer, [c for _, c in chunk]).to(device)
         _, ce = caption_loss(model, images_, tokens, tokenizer.unk_id)
         n = int((tokens[:, 1:] != tokenizer.unk_id).sum())

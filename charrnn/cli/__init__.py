@@ -1,7 +1,8 @@
 """The `charrnn` command line: parse, call one library function, render with Rich.
 
 One module per group of commands: `lm` (train, sample, eval), `inspect` (dump, viz, cells), `tools` (info,
-bench); the options they share are declared once in `options`, and the Rich views live in `render`.
+bench), `caption` (`charrnn caption ...`); the options they share are declared once in `options`, and the
+Rich views live in `render`.
 Commands import the library inside their bodies, so `charrnn --help` never loads PyTorch.
 
 A training run's progress and summary, and diagnostics, go to stderr; a command's result (generated text,
@@ -11,13 +12,15 @@ work. A user error prints one line and exits with status 2.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
-from charrnn.cli import inspect, lm, tools
+from charrnn.cli import caption, inspect, lm, tools
 from charrnn.cli.render import fail
 from charrnn.common import CharRNNError
 
@@ -40,6 +43,24 @@ class OneLineErrors(TyperGroup):
             fail("aborted", 130)
         sys.exit(result if isinstance(result, int) else 0)
 
+    # Typer turns a Ctrl-C while it parses (it may be importing pydantic then) or runs a command into a
+    # silent exit 130; raised as Abort instead, it reaches `main` and its one line.
+    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
+        with _ctrl_c_as_abort():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        with _ctrl_c_as_abort():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _ctrl_c_as_abort() -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise typer.Abort() from None
+
 
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
                   help="Character-level RNN / LSTM / GRU language models: train on any text, sample, evaluate, "
@@ -49,8 +70,10 @@ app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
 app.add_typer(lm.app)
 app.add_typer(inspect.app)
 app.add_typer(tools.app)
+app.add_typer(caption.app, name="caption")
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Run the app. The console script is `charrnn.__main__:main`, which also turns a Ctrl-C while this
+    package is still importing into one line; this stays for scripts installed before it."""
     app()

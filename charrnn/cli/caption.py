@@ -210,8 +210,8 @@ def make_emoji_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random and grouped validation splits.")] = 0,
     zip_to: Annotated[Optional[Path], typer.Option("--zip", help="Also pack the dataset into this .zip file.")] = None,
 ) -> None:
-    """Render every emoji the installed Noto Color Emoji font draws, captioned with its CLDR name (other names
-    as extra references), with a random and a grouped validation split: the bundled emoji set, remade."""
+    """Remake the bundled emoji set: every emoji the Noto Color Emoji font draws, captioned with its CLDR
+    name (other names as extra references), with a random and a grouped validation split."""
     from rich.progress import Progress
 
     from charrnn.emoji import make_emoji_dataset, zip_dataset
