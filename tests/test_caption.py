@@ -180,3 +180,19 @@ def test_cli_train_sample_eval(tmp_path, shapes_data):
     assert r.exit_code == 2 and "no such image" in r.stderr
     r = CliRunner().invoke(app, ["sample", str(run)])  # a caption model given to the language model's sampler
     assert r.exit_code == 2 and "charrnn caption" in r.stderr
+
+
+def test_caption_train_has_a_flag_for_every_setting():
+    import dataclasses
+    import re
+
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    text = CliRunner().invoke(app, ["caption", "train", "--help"], env={"COLUMNS": "200"}).stdout
+    for field in dataclasses.fields(CaptionTrainConfig):
+        if field.name not in ("data", "attention"):
+            flag = "--" + field.name.replace("_", "-")
+            assert re.search(rf"(?<![\w-]){flag}(?![\w-])", text), f"caption train --help lacks {flag}"
+    assert "--attention" in text and "--no-attention" in text and "DATA" in text

@@ -134,6 +134,7 @@ OWN_OPTIONS = {
     "viz": ["ACTIVATIONS", "--out", "--max-chars", "--kinds", "--top"],
     "cells": ["SOURCE", "TEXT_FILE", "--top", "--max-chars", "--html", "--plot", "--encoding", "--map-unknown",
               "--device", "--json"],
+    "caption": ["train", "sample", "eval", "make-emoji"],  # its own commands; tests/test_caption.py has the rest
 }
 
 
@@ -287,3 +288,133 @@ def test_unknown_characters_in_eval(tmp_path, trained_run):
     result = json.loads(r.stdout)
     unknown = [ch for ch in other.read_text() if ch not in TEXT]  # Z, b, g
     assert result["unknown_chars"] == len(unknown) == 3 and result["chars"] == len(other.read_text()) - 3
+
+
+def strict_json(text: str):
+    """Parse as JSON proper: NaN and Infinity, which json.dumps writes by default, are not JSON."""
+    return json.loads(text, parse_constant=lambda constant: pytest.fail(f"{constant} in --json output: {text}"))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--length", "-1"], "--length"), (["--num-samples", "0"], "--num-samples"), (["--seed", "-1"], "--seed"),
+    (["--temperature", "nan"], "--temperature"), (["--top-k", "0"], "--top-k"),
+    (["--prime", "Zebra"], "'Z'"), (["--beam-size", "2", "--length-alpha", "nan"], "--length-alpha"),
+])
+def test_a_refused_sample_writes_nothing_to_stdout(trained_run, args, needle):
+    r = run("sample", trained_run[0], "--prime", "hello", *args)
+    one_line_error(r, needle)
+    assert r.stdout == ""  # `> out.txt` keeps no half result
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 10**30])
+def test_seeds_outside_64_bits_give_one_line(trained_run, seed):
+    one_line_error(run("sample", trained_run[0], "--seed", seed, "--length", 5), "--seed", "2**64 - 1")
+
+
+def test_the_largest_seed_samples(trained_run):
+    args = ("sample", trained_run[0], "--seed", 2**64 - 1, "--length", 20, "--no-stop-at-eod")
+    r = run(*args)
+    assert r.exit_code == 0 and r.stdout.strip() and run(*args).stdout == r.stdout
+
+
+@pytest.mark.parametrize("alpha", ["nan", "inf", "-1", "1e6"])
+def test_bad_length_alpha_gives_one_line(trained_run, alpha):
+    r = run("sample", trained_run[0], "--beam-size", 3, "--length-alpha", alpha)
+    one_line_error(r, "--length-alpha", "0 and 10")
+
+
+@pytest.mark.parametrize("temperature", ["1e-300", "1e300"])
+def test_extreme_temperatures_sample_without_unk(trained_run, temperature):
+    r = run("sample", trained_run[0], "--temperature", temperature, "--length", 200, "--seed", 1, "--json")
+    assert r.exit_code == 0, r.output
+    assert "\ufffd" not in strict_json(r.stdout)["samples"][0]
+
+
+def test_every_json_output_is_strict_json(monkeypatch, trained_run, corpus):
+    import charrnn.evaluate
+    import charrnn.sample
+    from charrnn.evaluate import EvalResult
+
+    assert strict_json(run("sample", trained_run[0], "--json", "--length", 10, "--num-samples", 2).stdout)
+    assert strict_json(run("sample", trained_run[0], "--json", "--length", 10, "--beam-size", 2).stdout)
+    assert strict_json(run("eval", trained_run[0], corpus, "--json").stdout)
+    monkeypatch.setattr(charrnn.sample, "beam_search", lambda *a, **k: ("abc", float("nan")))
+    r = run("sample", trained_run[0], "--json", "--beam-size", 2)
+    assert strict_json(r.stdout) == {"samples": ["abc"], "prime": "", "normalised_log_prob": None}
+    for nats in (float("nan"), float("inf"), 800.0):  # 800 nats: a perplexity past float range, inf
+        monkeypatch.setattr(charrnn.evaluate, "evaluate_file", lambda *a, nats=nats, **k: EvalResult(nats, 10, 0))
+        result = strict_json(run("eval", trained_run[0], corpus, "--json").stdout)
+        assert result["perplexity"] is None and result["chars"] == 10
+
+
+@pytest.mark.parametrize("task, command", [("caption", "charrnn caption"), ("ctc", "charrnn ctc")])
+def test_another_tasks_checkpoint_gives_one_line(tmp_path, trained_run, corpus, task, command):
+    from charrnn.checkpoint import load_model, save_checkpoint
+
+    model, tokenizer, _ = load_model(trained_run[0])
+    path = tmp_path / f"{task}.pt"
+    save_checkpoint(path, model, tokenizer, task=task)
+    one_line_error(run("sample", path), f"holds a '{task}' model", command)
+    one_line_error(run("eval", path, corpus), f"holds a '{task}' model", command)
+
+
+INTERRUPTED_IMPORT = """
+import builtins, sys
+real_import = builtins.__import__
+def interrupted(name, *args, **kwargs):  # Ctrl-C while the CLI is still loading
+    if name in ("typer", "torch"):
+        raise KeyboardInterrupt
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupted
+from charrnn.__main__ import main
+main()
+"""
+
+
+def test_ctrl_c_while_importing_is_one_line_and_status_130():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["charrnn"] == "charrnn.__main__:main"  # what the console script runs
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and done.stderr == "error: aborted\n" and done.stdout == "", done.stderr
+
+
+SWALLOWED_CTRL_C = """
+import importlib.abc, os, signal, sys
+class LosesCtrlC(importlib.abc.MetaPathFinder):  # a Ctrl-C inside torch's import can be lost there, as here
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                sum(range(1000))  # Python runs its handler between bytecodes: here
+            except KeyboardInterrupt:
+                pass
+        return None
+sys.meta_path.insert(0, LosesCtrlC())
+sys.argv = ["charrnn", "sample", sys.argv[1], "--length", "5"]
+from charrnn.__main__ import main
+main()
+"""
+
+
+def test_ctrl_c_while_torch_loads_is_not_lost(trained_run):
+    import signal
+
+    done = subprocess.run([sys.executable, "-c", SWALLOWED_CTRL_C, str(trained_run[0])], capture_output=True,
+                          text=True, timeout=120, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130 and done.stderr == "error: aborted\n" and done.stdout == "", done.stderr
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_status_130(monkeypatch, trained_run):
+    import charrnn.checkpoint
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(charrnn.checkpoint, "load_model", interrupted)
+    for args in (["sample", trained_run[0]], ["eval", trained_run[0], trained_run[1]]):
+        r = run(*args)
+        assert r.exit_code == 130 and r.stderr == "error: aborted\n" and r.stdout == "", r.output

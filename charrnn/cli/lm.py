@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -148,6 +152,23 @@ def _hint_prime(tokenizer, corpus: str, encoding: str) -> str:
     return line
 
 
+def load_torch() -> None:
+    """Import PyTorch with Ctrl-C held back until it is loaded, then raise it as KeyboardInterrupt (which the
+    CLI turns into one line). Inside torch's import a Ctrl-C can be lost, and the command then runs to its end,
+    or abort the process from C++ ("terminate called ..."): both seen with torch 2.x on Linux."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        importlib.import_module("torch")
+        return
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        importlib.import_module("torch")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
 # ----- sample ---------------------------------------------------------------------------------------
 
 @app.command("sample")
@@ -177,7 +198,9 @@ def sample_command(
     beam_size: Annotated[Optional[int], typer.Option(
         "--beam-size", help="Beam search with this many beams instead of sampling (deterministic).")] = None,
     length_alpha: Annotated[float, typer.Option(
-        "--length-alpha", help="Beam search: rank hypotheses by log-probability / length**alpha.")] = 1.0,
+        "--length-alpha",
+        help="Beam search: rank hypotheses by log-probability / length**alpha (0 to 10; 0 = raw log-probability).")
+    ] = 1.0,
     map_unknown: options.MapUnknownOpt = False,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
@@ -186,42 +209,73 @@ def sample_command(
 
     Without --seed every run differs. --json prints {"samples": [...], "prime": "..."}.
     """
+    load_torch()
     from charrnn.checkpoint import load_model
     from charrnn.device import resolve_device
-    from charrnn.sample import SampleSettings, beam_search, iter_sample, make_generator
+    from charrnn.sample import (SampleSettings, beam_search, check_beam_options, check_sample_options, check_seed,
+                                iter_sample, make_generator)
 
+    # Every option is checked before the checkpoint is read and before anything is written, so that
+    # `> out.txt` never keeps the start of a refused command's output.
     settings = SampleSettings(temperature=0.0 if greedy else temperature, top_k=top_k, top_p=top_p)
-    if beam_size is not None and num_samples != 1:
-        raise CharRNNError("--beam-size gives one best text; drop --num-samples")
+    check_seed(seed)
+    if beam_size is not None:
+        if num_samples != 1:
+            raise CharRNNError("--beam-size gives one best text; drop --num-samples")
+        check_beam_options(length, beam_size, length_alpha)
+    else:
+        check_sample_options(length, num_samples)
     model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
     if beam_size is not None:
         text, score = beam_search(model, tokenizer, prime=prime, length=length, beam_size=beam_size,
                                   length_alpha=length_alpha, stop_at_eod=not no_stop_at_eod, map_unknown=map_unknown)
         if json_output:
-            print(json.dumps({"samples": [text], "prime": prime, "normalised_log_prob": score}))
+            print_json({"samples": [text], "prime": prime, "normalised_log_prob": score})
         else:
             print(prime + text)
         return
+    # iter_sample reads the prime at the call: an unknown character fails before the prime is printed.
     stream = iter_sample(model, tokenizer, prime=prime, length=length, settings=settings, num_samples=num_samples,
                          stop=stop, stop_at_eod=not no_stop_at_eod, generator=make_generator(model, seed),
                          map_unknown=map_unknown)
-    if json_output or num_samples > 1:
-        texts = [""] * num_samples
+    print_samples(stream, prime, num_samples, json_output)
+
+
+def print_samples(stream, prime: str, num_samples: int, json_output: bool) -> None:
+    """One sample streams to stdout as it is generated; several, or --json, are collected and printed whole."""
+    if num_samples == 1 and not json_output:
+        sys.stdout.write(prime)
         for pieces in stream:
-            for k, piece in enumerate(pieces):
-                texts[k] += piece
-        if json_output:
-            print(json.dumps({"samples": texts, "prime": prime}))
-            return
-        for k, text in enumerate(texts):
-            render.err.rule(f"sample {k + 1}/{num_samples}")
-            print(prime + text, flush=True)
+            sys.stdout.write(pieces[0])
+            sys.stdout.flush()
+        sys.stdout.write("\n")
         return
-    sys.stdout.write(prime)
+    texts = [""] * num_samples
     for pieces in stream:
-        sys.stdout.write(pieces[0])
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+        for k, piece in enumerate(pieces):
+            texts[k] += piece
+    if json_output:
+        print_json({"samples": texts, "prime": prime})
+        return
+    for k, text in enumerate(texts):
+        render.err.rule(f"sample {k + 1}/{num_samples}")
+        print(prime + text, flush=True)
+
+
+def print_json(result: dict) -> None:
+    """One JSON object on stdout. NaN and infinities become null: json.dumps would write NaN or Infinity,
+    which is not JSON (RFC 8259), and strict parsers refuse the whole line."""
+    print(json.dumps(_finite_or_null(result), allow_nan=False))
+
+
+def _finite_or_null(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 # ----- eval -----------------------------------------------------------------------------------------
@@ -242,6 +296,7 @@ def eval_command(
 
     --json prints {"nats_per_char", "bits_per_char", "perplexity", "chars", "unknown_chars"}.
     """
+    load_torch()
     from charrnn.checkpoint import load_model
     from charrnn.device import resolve_device
     from charrnn.evaluate import evaluate_file
@@ -249,6 +304,6 @@ def eval_command(
     model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
     result = evaluate_file(model, tokenizer, text_file, encoding=encoding, map_unknown=map_unknown, streams=streams)
     if json_output:
-        print(json.dumps(result.to_dict()))
+        print_json(result.to_dict())
     else:
         render.out.print(render.eval_table(str(text_file), result))
