@@ -193,12 +193,16 @@ def build(config: CaptionTrainConfig, *, checkpoint: dict | None, world: World, 
         tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
     else:
         tokenizer = make_tokenizer(data["train_captions"], config.tokens)
-    model = Captioner(config.model_config(tokenizer.vocab_size)).to(device)
+    model = Captioner(config.model_config(tokenizer.vocab_size))
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model_state"])
+    elif config.encoder_weights is not None:
+        model.encoder.load_weights(config.encoder_weights)  # with the normalisation it was trained with
     else:
         model.encoder.fit_normalisation(data["train_images"])
-    return CaptionTask(config, data, tokenizer, model, world, device)
+    if config.freeze_encoder:
+        model.freeze_encoder()
+    return CaptionTask(config, data, tokenizer, model.to(device), world, device)
 
 
 def train(config: CaptionTrainConfig, on_event: Event | None = None, *, resume: bool = False,

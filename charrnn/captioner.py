@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charrnn.config import CaptionConfig
-from charrnn.encoder import ConvEncoder
+from charrnn.encoder import make_encoder
 from charrnn.model import CELL_CLASSES, init_forget_gate_bias, make_rnn
 
 State = tuple[torch.Tensor, ...]  # (L, B, H) tensors: (h,) or (h, c)
@@ -42,7 +42,8 @@ class Captioner(nn.Module):
     def __init__(self, config: CaptionConfig):
         super().__init__()
         self.config = c = config
-        self.encoder = ConvEncoder(c.channels)
+        self.encoder = make_encoder(c.encoder, c.channels)
+        self.frozen_encoder = False  # set by `freeze_encoder`
         C, H, L = self.encoder.out_channels, c.hidden_size, c.num_layers
         self.n_state = 2 if c.cell == "lstm" else 1
         self.init_state = nn.Linear(C, self.n_state * L * H)
@@ -59,6 +60,19 @@ class Captioner(nn.Module):
             init_forget_gate_bias(self.cells, c.cell, H)
         else:
             self.rnn = make_rnn(c.cell, c.embedding_dim, H, L, c.dropout)
+
+    def freeze_encoder(self) -> None:
+        """Train the decoder only: the encoder's weights get no gradient and its BatchNorm statistics stay."""
+        self.frozen_encoder = True
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self.encoder.eval()
+
+    def train(self, mode: bool = True) -> Captioner:
+        super().train(mode)
+        if self.frozen_encoder:
+            self.encoder.eval()
+        return self
 
     # ----- encoding -----------------------------------------------------------------------------
 

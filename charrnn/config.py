@@ -187,6 +187,8 @@ class TrainConfig(LoopConfig):
 
 Tokens = Literal["char", "word"]
 TOKENS: tuple[str, ...] = get_args(Tokens)
+Encoder = Literal["cnn", "resnet18", "resnet34", "resnet50"]
+ENCODERS: tuple[str, ...] = get_args(Encoder)
 DEFAULT_CAPTION_DATA = "corpora/emoji.zip"
 
 
@@ -208,7 +210,8 @@ class CaptionConfig:
 
     vocab_size: int
     image_size: int = 48
-    channels: tuple[int, ...] = (32, 64, 128, 256)  # one conv block each, each halving the grid
+    encoder: Encoder = "cnn"  # the project's CNN, or a torchvision ResNet (when torchvision is installed)
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # the CNN's blocks, each halving the grid
     cell: Cell = "lstm"
     num_layers: int = 1
     hidden_size: int = 256
@@ -220,9 +223,12 @@ class CaptionConfig:
     def __post_init__(self):
         object.__setattr__(self, "channels", _int_tuple(self.channels, "--channels"))
         _choice(self.cell, CELLS, "--cell")
-        if self.image_size < 2 ** len(self.channels):
-            raise CharRNNError(f"--image-size {self.image_size} is too small for {len(self.channels)} blocks that "
-                               f"each halve it; use at least {2 ** len(self.channels)} or fewer --channels")
+        _choice(self.encoder, ENCODERS, "--encoder")
+        smallest = 2 ** len(self.channels) if self.encoder == "cnn" else 32
+        if self.image_size < smallest:
+            raise CharRNNError(f"--image-size {self.image_size} is too small for the {self.encoder} encoder, which "
+                               f"shrinks it {smallest}-fold; use at least {smallest}"
+                               + (" or fewer --channels" if self.encoder == "cnn" else ""))
         for name in ("num_layers", "hidden_size", "embedding_dim", "attention_dim"):
             if getattr(self, name) < 1:
                 raise CharRNNError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -251,6 +257,9 @@ class CaptionTrainConfig(LoopConfig):
     skip_bad: bool = False
     tokens: Tokens = "char"
     image_size: int = CaptionConfig.image_size
+    encoder: Encoder = CaptionConfig.encoder
+    encoder_weights: str | None = None  # a local torchvision state dict for a ResNet encoder
+    freeze_encoder: bool = False  # train the decoder only (with --encoder-weights)
     channels: tuple[int, ...] = CaptionConfig.channels
     cell: Cell = CaptionConfig.cell
     num_layers: int = CaptionConfig.num_layers
@@ -276,10 +285,13 @@ class CaptionTrainConfig(LoopConfig):
             raise CharRNNError("--scheduled-sampling must be in [0, 1] and --doubly-stochastic at least 0")
         if self.max_caption_len < 1:
             raise CharRNNError(f"--max-caption-len must be at least 1, got {self.max_caption_len}")
+        if self.encoder_weights is not None and self.encoder == "cnn":
+            raise CharRNNError("--encoder-weights is for a ResNet encoder: add --encoder resnet18 (or 34, 50)")
         self.model_config(2)  # validates the model fields
 
     def model_config(self, vocab_size: int) -> CaptionConfig:
-        return CaptionConfig(vocab_size=vocab_size, image_size=self.image_size, channels=self.channels,
+        return CaptionConfig(vocab_size=vocab_size, image_size=self.image_size, encoder=self.encoder,
+                             channels=self.channels,
                              cell=self.cell, num_layers=self.num_layers, hidden_size=self.hidden_size,
                              embedding_dim=self.embedding_dim, dropout=self.dropout, attention=self.attention,
                              attention_dim=self.attention_dim)

@@ -196,3 +196,48 @@ def test_caption_train_has_a_flag_for_every_setting():
             flag = "--" + field.name.replace("_", "-")
             assert re.search(rf"(?<![\w-]){flag}(?![\w-])", text), f"caption train --help lacks {flag}"
     assert "--attention" in text and "--no-attention" in text and "DATA" in text
+
+
+def test_a_frozen_encoder_keeps_its_weights_and_batchnorm_statistics(tmp_path, shapes_data):
+    from charrnn.caption import build
+    from charrnn.distributed import World
+
+    config = tiny(shapes_data, tmp_path / "run", freeze_encoder=True)
+    task = build(config, checkpoint=None, world=World(), device=torch.device("cpu"))
+    start = {k: v.clone() for k, v in task.model.encoder.state_dict().items()}
+    task.model.train()
+    task.loss(task.model, 0, 0).backward()
+    assert all(p.grad is None for p in task.model.encoder.parameters())
+    assert all(torch.equal(start[k], v) for k, v in task.model.encoder.state_dict().items())  # BN statistics too
+    assert all(p.grad is not None for p in task.model.head.parameters())
+
+
+def test_encoder_options_are_checked():
+    import importlib.util
+
+    from charrnn.common import CharRNNError
+
+    with pytest.raises(CharRNNError, match="--encoder-weights is for a ResNet encoder"):
+        CaptionTrainConfig(encoder_weights="w.pt")
+    with pytest.raises(CharRNNError, match="too small for the resnet18 encoder"):
+        CaptionTrainConfig(encoder="resnet18", image_size=16)
+    if importlib.util.find_spec("torchvision") is None:
+        with pytest.raises(CharRNNError, match="needs torchvision"):
+            Captioner(CaptionConfig(vocab_size=5, image_size=32, encoder="resnet18"))
+
+
+def test_resnet_encoder_loads_local_torchvision_weights(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    net = torchvision.models.resnet18(weights=None)
+    torch.save(net.state_dict(), tmp_path / "r18.pt")
+    m = Captioner(CaptionConfig(vocab_size=7, image_size=32, encoder="resnet18", hidden_size=16, attention_dim=8))
+    m.encoder.load_weights(tmp_path / "r18.pt")
+    assert torch.equal(m.encoder.body[0].weight, net.conv1.weight)
+    assert torch.equal(m.encoder.body[7][1].bn2.running_var, net.layer4[1].bn2.running_var)
+    logits, alphas = m.eval()(torch.zeros(2, 32, 32, 3, dtype=torch.uint8), torch.zeros(2, 3, dtype=torch.long))
+    assert logits.shape == (2, 3, 7) and alphas.shape == (2, 3, 1)  # 32 px / 32 = a 1x1 grid
+    torch.save({"not": torch.zeros(1)}, tmp_path / "other.pt")
+    from charrnn.common import CharRNNError
+
+    with pytest.raises(CharRNNError, match="does not fit this ResNet"):
+        m.encoder.load_weights(tmp_path / "other.pt")

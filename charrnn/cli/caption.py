@@ -13,7 +13,7 @@ from rich.table import Table
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given
 from charrnn.common import CharRNNError
-from charrnn.config import CaptionTrainConfig, Tokens
+from charrnn.config import CaptionTrainConfig, Encoder, Tokens
 
 app = typer.Typer(help="Describe images: a CNN encoder and a recurrent decoder (with soft attention).",
                   no_args_is_help=True)
@@ -34,6 +34,13 @@ SkipBadOpt = Annotated[bool, typer.Option(
     "--skip-bad", help="Skip missing or unreadable images and empty captions (counted) instead of stopping.")]
 TokensOpt = Annotated[Tokens, typer.Option("--tokens", help="Decode characters (open vocabulary) or words.")]
 ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="Images are resized to this square side.")]
+EncoderOpt = Annotated[Encoder, typer.Option(
+    "--encoder", help="The project's CNN, or a torchvision ResNet (needs torchvision; random weights unless "
+                      "--encoder-weights).")]
+EncoderWeightsOpt = Annotated[Optional[str], typer.Option(
+    "--encoder-weights", metavar="FILE", help="A local torchvision state dict for the ResNet (nothing is downloaded).")]
+FreezeEncoderOpt = Annotated[bool, typer.Option(
+    "--freeze-encoder", help="Train the decoder only; the encoder keeps its weights.", show_default=False)]
 ChannelsOpt = Annotated[str, typer.Option(
     "--channels", help="Channels of the CNN's blocks (each conv+BN+ReLU+pool halves the grid).")]
 AttentionOpt = Annotated[bool, typer.Option(
@@ -62,6 +69,9 @@ def train_command(
     skip_bad: SkipBadOpt = CaptionTrainConfig.skip_bad,
     tokens: TokensOpt = CaptionTrainConfig.tokens,
     image_size: ImageSizeOpt = CaptionTrainConfig.image_size,
+    encoder: EncoderOpt = CaptionTrainConfig.encoder,
+    encoder_weights: EncoderWeightsOpt = CaptionTrainConfig.encoder_weights,
+    freeze_encoder: FreezeEncoderOpt = CaptionTrainConfig.freeze_encoder,
     channels: ChannelsOpt = ",".join(map(str, CaptionTrainConfig.channels)),
     cell: options.CellOpt = CaptionTrainConfig.cell,
     num_layers: options.NumLayersOpt = CaptionTrainConfig.num_layers,
