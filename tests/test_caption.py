@@ -241,3 +241,14 @@ def test_resnet_encoder_loads_local_torchvision_weights(tmp_path):
 
     with pytest.raises(CharRNNError, match="does not fit this ResNet"):
         m.encoder.load_weights(tmp_path / "other.pt")
+
+
+def test_word_tokens(tmp_path, shapes_data):
+    from charrnn.caption import load_captioner
+    from charrnn.tokenizer import WordTokenizer
+
+    train(tiny(shapes_data, tmp_path / "run", tokens="word", max_steps=2))
+    m, tok, _ = load_captioner(tmp_path / "run")
+    assert isinstance(tok, WordTokenizer) and tok.vocab_size == len(COLOURS) + len(SHAPES) + 1 + 2  # + "a"
+    assert tok.decode(tok.encode("a purple square", map_unknown=True)) == "a \ufffd square"
+    assert tok.decode(tok.encode("a red square")) == "a red square"
