@@ -192,20 +192,20 @@ class RunDir:
                 return p
         raise CharRNNError(f"--resume {str(self.path)!r}: not a run directory (it holds neither {LAST} nor {BEST})")
 
-    def saved_config(self, checkpoint: dict) -> dict:
+    def saved_config(self, checkpoint: dict, resumable: tuple[str, ...]) -> dict:
         """The run's settings as its checkpoint recorded them, refusing a run.json edited since then."""
         settings = (checkpoint.get("meta") or {}).get("train_config")
         if not isinstance(settings, dict):
             raise CharRNNError(f"the checkpoint in {str(self.path)!r} does not record its settings; "
                                "it cannot be resumed")
-        edited = self._edited_settings(settings)
+        edited = self._edited_settings(settings, resumable)
         if edited:
             raise CharRNNError(f"{str(self.path / RUN_FILE)!r} was changed after the checkpoint was written "
                                f"({edited}); settings that shape the run cannot change on resume: put the file back "
                                f"(or delete it: the checkpoint holds the settings), or start a new run with --out")
         return settings
 
-    def _edited_settings(self, settings: dict) -> str:
+    def _edited_settings(self, settings: dict, resumable: tuple[str, ...]) -> str:
         """What run.json says differently from the checkpoint (empty if it agrees, is missing or unreadable)."""
         try:
             saved = json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
@@ -214,7 +214,7 @@ class RunDir:
         if not isinstance(saved, dict):
             return ""
         settings = json.loads(json.dumps(settings))  # as run.json holds them: tuples are lists there
-        resumable = set(LoopConfig.RESUMABLE) | {"out", "corpus"}
+        resumable = set(resumable) | {"out", "corpus", "data"}
         diffs = [f"{k}: {settings[k]!r} in the checkpoint, {saved[k]!r} in {RUN_FILE}"
                  for k in settings if k in saved and k not in resumable and saved[k] != settings[k]]
         return "; ".join(diffs[:3])
@@ -274,7 +274,7 @@ def resume_config(run_dir: str | os.PathLike, config_type: type[LoopConfig], ove
     if world_from_env().is_main:  # under torchrun, rank 0 may hold the lock already: it is this run's own
         run.check_unlocked()
     checkpoint = load_checkpoint(run.resume_checkpoint())
-    saved = run.saved_config(checkpoint)
+    saved = run.saved_config(checkpoint, config_type.RESUMABLE)
     fixed = sorted(k for k in overrides if k not in config_type.RESUMABLE)
     if fixed:
         raise CharRNNError(f"{_flags(fixed)} cannot change when resuming (the run directory fixes them); "

@@ -578,7 +578,7 @@ def _train(config: LoopConfig, build_task: BuildTask, run_dir: RunDir, checkpoin
         stack.callback(run_dir.settle_new_run, new_run, keep)
     seed_everything(config.seed)
     task = build_task(config, checkpoint=checkpoint, world=world, device=device)
-    if new_run is not None:
+    if world.is_main:  # a resumed run's too: what may change on resume (a longer budget, say) is current
         run_dir.write_config(task.config)
     trainer = Trainer(task, run_dir, world=world, device=device, precision=precision, emit=emit, stop=stop)
     if checkpoint is not None:
