@@ -184,6 +184,9 @@ def test_resume_after_the_corpus_changed(corpus, old_run, change):
         train(resume_config(old_run, max_steps=5), resume=True)
     s = train(resume_config(old_run, max_steps=5, use_cached_corpus=True), resume=True)
     assert s.step == 5 and s.epoch == pytest.approx(5 / 25, abs=0.01)  # still the original's 25 steps per epoch
+    # The run now lives on its encoded copy: a later resume needs no flag, and run.json says so.
+    assert train(resume_config(old_run, max_steps=6), resume=True).step == 6
+    assert json.loads((old_run / "run.json").read_text())["use_cached_corpus"] is True
 
 
 def test_a_touched_but_unchanged_corpus_resumes(corpus, old_run):
