@@ -85,7 +85,8 @@ class CaptionTask:
         c, m = self.config, self.model.config
         what = f"{m.cell} {m.num_layers}x{m.hidden_size}" + (" with attention" if m.attention else "")
         n_val = len(self.val_images) if self.has_validation else 0
-        line = (f"captioner: CNN {'-'.join(map(str, m.channels))} on {m.image_size}px, {what} | "
+        encoder = f"CNN {'-'.join(map(str, m.channels))}" if m.encoder == "cnn" else m.encoder
+        line = (f"captioner: {encoder} on {m.image_size}px, {what} | "
                 f"{c.tokens} vocab {self.tokenizer.vocab_size} | train {len(self.train_images):,} images, "
                 f"val {n_val:,}")
         return line, [self.data_meta["split_rule"]] + self.data_meta["notes"]

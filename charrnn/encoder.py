@@ -98,17 +98,19 @@ class ResNetEncoder(PixelNormalisation):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise CharRNNError(f"--encoder-weights {str(path)!r}: no such file") from None
-        except Exception as e:  # noqa: BLE001 - anything else means the file is not usable weights
-            raise CharRNNError(f"--encoder-weights {str(path)!r} is not a weights file torch can read safely "
-                               f"({str(e).splitlines()[0][:120]})") from None
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        except Exception:  # noqa: BLE001 - anything else means the file is not usable weights
+            raise CharRNNError(f"--encoder-weights {str(path)!r} is not a state dict torch can read safely "
+                               "(weights_only); save one with torch.save(model.state_dict(), FILE)") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else {}
         ours = {f"body.{k}": v for k, v in _torchvision_names(state).items()}
-        missing, unexpected = self.load_state_dict(ours, strict=False)
-        missing = [k for k in missing if not k.startswith("pixel_")]
-        if missing or unexpected:
+        expected = {k: v.shape for k, v in self.state_dict().items() if not k.startswith("pixel_")}
+        missing = [k for k in expected if k not in ours]
+        wrong = [k for k in ours if k not in expected or getattr(ours[k], "shape", None) != expected[k]]
+        if missing or wrong:
             raise CharRNNError(f"--encoder-weights {str(path)!r} does not fit this ResNet ({len(missing)} weights "
-                               f"missing, {len(unexpected)} unknown, e.g. {(missing or unexpected)[0]}); give the "
-                               "state dict of the same architecture")
+                               f"missing, {len(wrong)} unknown or of another shape, e.g. {(missing or wrong)[0]}); "
+                               "give the state dict of the same architecture")
+        self.load_state_dict(ours, strict=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(self.normalise(images))

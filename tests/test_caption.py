@@ -3,7 +3,6 @@
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -237,10 +236,12 @@ def test_resnet_encoder_loads_local_torchvision_weights(tmp_path):
     logits, alphas = m.eval()(torch.zeros(2, 32, 32, 3, dtype=torch.uint8), torch.zeros(2, 3, dtype=torch.long))
     assert logits.shape == (2, 3, 7) and alphas.shape == (2, 3, 1)  # 32 px / 32 = a 1x1 grid
     torch.save({"not": torch.zeros(1)}, tmp_path / "other.pt")
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "r50.pt")  # other shapes
     from charrnn.common import CharRNNError
 
-    with pytest.raises(CharRNNError, match="does not fit this ResNet"):
-        m.encoder.load_weights(tmp_path / "other.pt")
+    for wrong in ("other.pt", "r50.pt"):
+        with pytest.raises(CharRNNError, match="does not fit this ResNet"):
+            m.encoder.load_weights(tmp_path / wrong)
 
 
 def test_word_tokens(tmp_path, shapes_data):
