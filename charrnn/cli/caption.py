@@ -109,7 +109,6 @@ def train_command(
 ) -> None:
     """Train a captioner (no arguments: the bundled emoji set, with attention, for 5 minutes)."""
     from charrnn.caption import check_run_dir_inputs, resume_config, train
-    from charrnn.trainer import StopReason
 
     values = config_options(ctx, CaptionTrainConfig)
     if resume is None:
@@ -121,21 +120,9 @@ def train_command(
             raise CharRNNError("--resume continues a run in its own directory on its own data: drop DATA, --out "
                                "and --overwrite")
         config = resume_config(resume, **{k: v for k, v in values.items() if k in user_given})
-    with render.TrainView() as view:
-        summary = train(config, None if json_output else view, resume=resume is not None, overwrite=overwrite)
-    if json_output:
-        print(json.dumps(summary.to_dict()))
-    else:
-        render.err.print(render.summary_table(summary.to_dict()))
-    if summary.stop_reason is StopReason.DIVERGED:
-        render.fail(summary.message, 1)
-    if summary.message:
-        render.err.print(summary.message, markup=False)
-    if summary.stop_reason is StopReason.INTERRUPTED:
-        render.err.print(f"continue with: charrnn caption train --resume {shlex.quote(summary.run_dir)}",
-                         markup=False, soft_wrap=True)
-        raise typer.Exit(130)
-    if not json_output:
+    summary = render.train_and_report(train, config, resume=resume is not None, overwrite=overwrite,
+                                      json_output=json_output, command="caption train")
+    if summary is not None and not json_output:
         render.err.print(f"next: charrnn caption eval {shlex.quote(summary.run_dir)}", markup=False, soft_wrap=True)
 
 

@@ -74,29 +74,13 @@ def train_command(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Train a character-level language model (no arguments: a GRU on the bundled tiny-shakespeare for 5 minutes)."""
-    from charrnn.distributed import world_from_env
     from charrnn.lm import train
-    from charrnn.trainer import StopReason
 
     config = _train_config(ctx, resume, overwrite)
-    resuming = resume is not None
-    if not world_from_env().is_main:  # under torchrun, rank 0 alone reports
-        train(config, resume=resuming, overwrite=overwrite)
+    summary = render.train_and_report(train, config, resume=resume is not None, overwrite=overwrite,
+                                      json_output=json_output, command="train")
+    if summary is None:
         return
-    with render.TrainView() as view:
-        summary = train(config, None if json_output else view, resume=resuming, overwrite=overwrite)
-    if json_output:
-        print(json.dumps(summary.to_dict()))
-    else:
-        render.err.print(render.summary_table(summary.to_dict()))
-    if summary.stop_reason is StopReason.DIVERGED:
-        render.fail(summary.message, 1)
-    if summary.message:
-        render.err.print(summary.message, markup=False)
-    if summary.stop_reason is StopReason.INTERRUPTED:
-        render.err.print(f"continue with: charrnn train --resume {shlex.quote(summary.run_dir)}", markup=False,
-                         soft_wrap=True)
-        raise typer.Exit(130)
     if sample_length > 0 and not json_output:
         _show_sample(summary.run_dir, config, sample_length)
 

@@ -5,6 +5,7 @@ Nothing here computes anything: each function takes a library result and draws i
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import NoReturn
 
@@ -168,3 +169,32 @@ def cells_tables(result: dict, length: int) -> tuple[Table, Table]:
         for gate, stats in gates.items():
             sat.add_row(layer, gate, f"{stats['mean_left']:.3f}", f"{stats['mean_right']:.3f}")
     return table, sat
+
+
+def train_and_report(train, config, *, resume: bool, overwrite: bool, json_output: bool, command: str):
+    """Run a task's `train` with the live view, then show its summary and end as its outcome says: status 1
+    when it diverged, 130 when it was interrupted (with the command that resumes it). Returns the summary of
+    a run that ended normally, or None in a torchrun process other than rank 0 (which alone reports)."""
+    import shlex
+
+    from charrnn.distributed import world_from_env
+    from charrnn.trainer import StopReason
+
+    if not world_from_env().is_main:
+        train(config, resume=resume, overwrite=overwrite)
+        return None
+    with TrainView() as view:
+        summary = train(config, None if json_output else view, resume=resume, overwrite=overwrite)
+    if json_output:
+        print(json.dumps(summary.to_dict()))
+    else:
+        err.print(summary_table(summary.to_dict()))
+    if summary.stop_reason is StopReason.DIVERGED:
+        fail(summary.message, 1)
+    if summary.message:
+        err.print(summary.message, markup=False)
+    if summary.stop_reason is StopReason.INTERRUPTED:
+        err.print(f"continue with: charrnn {command} --resume {shlex.quote(summary.run_dir)}", markup=False,
+                  soft_wrap=True)
+        sys.exit(130)
+    return summary
