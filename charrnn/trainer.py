@@ -68,7 +68,7 @@ class Task(Protocol):
         """A one-line description of the model and data, and notes worth telling the user."""
 
     def start_epoch(self, epoch: int) -> None:
-        """Called before the first step of every epoch (and before a resumed run's first step)."""
+        """Called when a later epoch begins (a task is built ready for its first, or for where a resume is)."""
 
     def loss(self, forward: Callable, epoch: int, i: int) -> torch.Tensor:
         """The scalar loss of batch `i` of `epoch`, computed with `forward` (the wrapped model). Batches are
