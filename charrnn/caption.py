@@ -20,7 +20,7 @@ import torch
 
 from charrnn.captioner import Captioner, Decoded, beam_search, caption_loss, decode
 from charrnn.checkpoint import load_checkpoint, require_task
-from charrnn.common import CharRNNError
+from charrnn.common import CharRNNError, bundled
 from charrnn.config import DEFAULT_CAPTION_DATA, CaptionConfig, CaptionTrainConfig
 from charrnn.distributed import World
 from charrnn.images import CaptionSplit, cache_images, read_captions
@@ -32,15 +32,6 @@ from charrnn.trainer import Event, TrainSummary, run_training
 
 EVAL_BATCH = 128
 CACHE_FILES = ("train-images.u8", "train-images.json", "val-images.u8", "val-images.json")
-
-
-def bundled_data_path() -> Path:
-    """The bundled emoji set: in ./corpora, or beside the installed package's source tree."""
-    here = Path(DEFAULT_CAPTION_DATA)
-    if here.exists():
-        return here
-    beside = Path(__file__).resolve().parent.parent / DEFAULT_CAPTION_DATA
-    return beside if beside.exists() else here
 
 
 def make_tokenizer(captions: list[list[str]], kind: str):
@@ -186,7 +177,7 @@ def load_data(config: CaptionTrainConfig, run_dir: Path) -> dict:
 def build(config: CaptionTrainConfig, *, checkpoint: dict | None, world: World, device: torch.device) -> CaptionTask:
     data_path = Path(config.data)
     if checkpoint is None and config.data == DEFAULT_CAPTION_DATA:
-        data_path = bundled_data_path()
+        data_path = bundled(DEFAULT_CAPTION_DATA)
     config = replace(config, data=str(data_path.resolve()) if data_path.exists() else str(data_path),
                      out=str(config.run_dir))
     data = load_data(config, config.run_dir)

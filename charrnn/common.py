@@ -42,6 +42,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
             tmp.unlink()
 
 
+def bundled(relative: str) -> Path:
+    """A file shipped in the project's `corpora/`: found from the project root, or beside the installed
+    package's source tree (an editable install run from elsewhere)."""
+    here = Path(relative)
+    if here.exists():
+        return here
+    beside = Path(__file__).resolve().parent.parent / relative
+    return beside if beside.exists() else here
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Replace a text file (UTF-8) in one atomic step."""
     with atomic_write(path, "w") as f:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import distributed
-from charrnn.common import CharRNNError
+from charrnn.common import CharRNNError, bundled
 from charrnn.config import DEFAULT_CORPUS, TrainConfig
 from charrnn.data import (CACHE_FILES, EncodedCorpus, StreamBatches, cached_corpus, encode_corpus, file_signature,
                           ids_sha256)
@@ -34,12 +34,8 @@ from charrnn.trainer import Event, TrainSummary, run_training
 
 
 def default_corpus_path() -> Path:
-    """The bundled tiny-shakespeare: in ./corpora, or beside the installed package's source tree."""
-    here = Path(DEFAULT_CORPUS)
-    if here.exists():
-        return here
-    beside = Path(__file__).resolve().parent.parent / DEFAULT_CORPUS
-    return beside if beside.exists() else here
+    """The bundled tiny-shakespeare."""
+    return bundled(DEFAULT_CORPUS)
 
 
 class LanguageModelTask:
