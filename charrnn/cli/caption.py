@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 from typing import Annotated, Optional
@@ -152,7 +151,7 @@ def sample_command(
                              temperature=temperature, num_samples=num_samples, seed=seed, device=device,
                              attention_png=show_attention)
     if json_output:
-        print(json.dumps(result))
+        render.print_json(result)
         return
     for item in result["images"]:
         for caption in item["captions"]:
@@ -182,7 +181,7 @@ def eval_command(
     result = evaluate_captioner(checkpoint, data, part=part, beam_size=beam_size, length_alpha=length_alpha,
                                 skip_bad=skip_bad, device=device)
     if json_output:
-        print(json.dumps(result))
+        render.print_json(result)
         return
     table = Table(title=f"{result['images']:,} images, {result['references']:,} references ({part})")
     for name in ("decoding", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "exact match %"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -60,7 +59,7 @@ def dump_command(
     summary = dump_activations(model, tokenizer, source, out, fmt=fmt, dtype=dtype, name=Path(str(checkpoint)).stem,
                                top_k=top_k, map_unknown=map_unknown)
     if json_output:
-        print(json.dumps(summary))
+        render.print_json(summary)
     else:
         render.err.print(f"traced {summary['chars']:,} characters through {summary['cell']} {summary['num_layers']}x"
                          f"{summary['hidden_size']} ({', '.join(summary['kinds'])} per layer) -> {summary['out']}",
@@ -144,7 +143,7 @@ def cells_command(
     if html_out is not None:
         _write_text(html_out, render_html(trace, max_chars=VIEWER_CHARS, top=top, ranking=result))
     if json_output:
-        print(json.dumps(result))
+        render.print_json(result)
         return
     ranking, saturation = render.cells_tables(result, trace.length)
     render.out.print(ranking)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
-import math
 import shlex
 import signal
 import sys
@@ -214,7 +212,7 @@ def sample_command(
         text, score = beam_search(model, tokenizer, prime=prime, length=length, beam_size=beam_size,
                                   length_alpha=length_alpha, stop_at_eod=not no_stop_at_eod, map_unknown=map_unknown)
         if json_output:
-            print_json({"samples": [text], "prime": prime, "normalised_log_prob": score})
+            render.print_json({"samples": [text], "prime": prime, "normalised_log_prob": score})
         else:
             print(prime + text)
         return
@@ -239,27 +237,11 @@ def print_samples(stream, prime: str, num_samples: int, json_output: bool) -> No
         for k, piece in enumerate(pieces):
             texts[k] += piece
     if json_output:
-        print_json({"samples": texts, "prime": prime})
+        render.print_json({"samples": texts, "prime": prime})
         return
     for k, text in enumerate(texts):
         render.err.rule(f"sample {k + 1}/{num_samples}")
         print(prime + text, flush=True)
-
-
-def print_json(result: dict) -> None:
-    """One JSON object on stdout. NaN and infinities become null: json.dumps would write NaN or Infinity,
-    which is not JSON (RFC 8259), and strict parsers refuse the whole line."""
-    print(json.dumps(_finite_or_null(result), allow_nan=False))
-
-
-def _finite_or_null(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_null(v) for v in value]
-    return value
 
 
 # ----- eval -----------------------------------------------------------------------------------------
@@ -288,6 +270,6 @@ def eval_command(
     model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
     result = evaluate_file(model, tokenizer, text_file, encoding=encoding, map_unknown=map_unknown, streams=streams)
     if json_output:
-        print_json(result.to_dict())
+        render.print_json(result.to_dict())
     else:
         render.out.print(render.eval_table(str(text_file), result))

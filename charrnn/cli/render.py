@@ -6,6 +6,7 @@ Nothing here computes anything: each function takes a library result and draws i
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import NoReturn
 
@@ -26,6 +27,22 @@ def fail(message: str, code: int) -> NoReturn:
     else:
         print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def print_json(result: dict) -> None:
+    """One JSON object on stdout. NaN and infinities become null: json.dumps would write NaN or Infinity,
+    which is not JSON (RFC 8259), and strict parsers refuse the whole line."""
+    print(json.dumps(_finite_or_null(result), allow_nan=False))
+
+
+def _finite_or_null(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def number(value, fmt: str = ".4f") -> str:
@@ -186,7 +203,7 @@ def train_and_report(train, config, *, resume: bool, overwrite: bool, json_outpu
     with TrainView() as view:
         summary = train(config, None if json_output else view, resume=resume, overwrite=overwrite)
     if json_output:
-        print(json.dumps(summary.to_dict()))
+        print_json(summary.to_dict())
     else:
         err.print(summary_table(summary.to_dict()))
     if summary.stop_reason is StopReason.DIVERGED:

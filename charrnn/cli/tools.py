@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,7 +18,7 @@ def info_command(checkpoint: options.CheckpointArg, json_output: options.JsonOpt
 
     info = checkpoint_info(checkpoint)
     if json_output:
-        print(json.dumps(info))
+        render.print_json(info)
     else:
         render.out.print(render.info_table(info))
 
@@ -66,7 +65,7 @@ def bench_command(
     if corpus_mb is not None:
         result = bench.bench_encoding(corpus_mb, corpus)
         if json_output:
-            print(json.dumps(result))
+            render.print_json(result)
         else:
             render.out.print(render.key_value_table("corpus encoding", result))
         return
@@ -76,7 +75,7 @@ def bench_command(
                              device=device, precision=precision, repeats=repeats,
                              on_row=None if json_output else _say_measured)
     if json_output:
-        print(json.dumps(result))
+        render.print_json(result)
         return
     render.out.print(render.bench_table(result["rows"]))
     render.out.print(f"device {result['device']}, {result['threads']} threads, {result['precision']}, "
