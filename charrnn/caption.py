@@ -25,7 +25,6 @@ from charrnn.config import DEFAULT_CAPTION_DATA, CaptionConfig, CaptionTrainConf
 from charrnn.distributed import World
 from charrnn.images import CaptionSplit, cache_images, read_captions
 from charrnn.metrics import caption_scores
-from charrnn.rundir import RunDir
 from charrnn.rundir import resume_config as _resume_config
 from charrnn.tokenizer import CharTokenizer, WordTokenizer, tokenizer_from_dict
 from charrnn.trainer import Event, TrainSummary, run_training
@@ -200,8 +199,8 @@ def build(config: CaptionTrainConfig, *, checkpoint: dict | None, world: World, 
 def train(config: CaptionTrainConfig, on_event: Event | None = None, *, resume: bool = False,
           overwrite: bool = False, stop: threading.Event | None = None) -> TrainSummary:
     """Train a captioner as `config` says, in its run directory; with `resume`, continue it exactly."""
-    return run_training(config, build, task_files=CACHE_FILES, on_event=on_event, resume=resume,
-                        overwrite=overwrite, stop=stop)
+    return run_training(config, build, task_files=CACHE_FILES, inputs=(config.data,), on_event=on_event,
+                        resume=resume, overwrite=overwrite, stop=stop)
 
 
 def resume_config(run_dir: str | os.PathLike, **overrides) -> CaptionTrainConfig:
@@ -215,12 +214,6 @@ def load_captioner(path: str | os.PathLike, device: torch.device | str = "cpu") 
     model = Captioner(CaptionConfig.from_dict(checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model_state"])
     return model.to(device).eval(), tokenizer_from_dict(checkpoint["tokenizer"]), checkpoint
-
-
-def check_run_dir_inputs(config: CaptionTrainConfig) -> None:
-    if RunDir(config.run_dir).writes(config.data, CACHE_FILES):
-        raise CharRNNError(f"the data {config.data!r} is a file the run writes in {str(config.run_dir)!r}; "
-                           "choose another --out")
 
 
 # ----- the commands: describe images, score a model -------------------------------------------------

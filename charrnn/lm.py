@@ -27,7 +27,6 @@ from charrnn.data import (CACHE_FILES, EncodedCorpus, StreamBatches, cached_corp
 from charrnn.distributed import World
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, State, detach_state
-from charrnn.rundir import RunDir
 from charrnn.rundir import resume_config as _resume_config
 from charrnn.tokenizer import CharTokenizer
 from charrnn.trainer import Event, TrainSummary, run_training
@@ -143,11 +142,8 @@ def train(config: TrainConfig, on_event: Event | None = None, *, resume: bool = 
           stop: threading.Event | None = None) -> TrainSummary:
     """Train a character language model as `config` says, writing checkpoints, `metrics.jsonl` and `loss.svg`
     to its run directory; with `resume`, continue the run there exactly where it stopped."""
-    if RunDir(config.run_dir).writes(config.corpus, CACHE_FILES):
-        raise CharRNNError(f"the corpus {config.corpus!r} is a file the run writes in {str(config.run_dir)!r}; "
-                           "rename it, or choose another --out")
-    return run_training(config, build, task_files=CACHE_FILES, on_event=on_event, resume=resume,
-                        overwrite=overwrite, stop=stop)
+    return run_training(config, build, task_files=CACHE_FILES, inputs=(config.corpus,), on_event=on_event,
+                        resume=resume, overwrite=overwrite, stop=stop)
 
 
 def resume_config(run_dir: str | os.PathLike, **overrides) -> TrainConfig:

@@ -530,18 +530,23 @@ BuildTask = Callable[..., Task]
 
 
 def run_training(config: LoopConfig, build_task: BuildTask, *, task_files: tuple[str, ...] = (),
-                 on_event: Event | None = None, resume: bool = False, overwrite: bool = False,
-                 stop: threading.Event | None = None) -> TrainSummary:
+                 inputs: tuple[str, ...] = (), on_event: Event | None = None, resume: bool = False,
+                 overwrite: bool = False, stop: threading.Event | None = None) -> TrainSummary:
     """Train the task that `build_task(config, checkpoint=, world=, device=)` makes, in `config.run_dir`.
 
     With `resume`, continue the run there from its `last.pt` exactly where it stopped. `stop` (set by
     Ctrl-C, SIGTERM, or a caller) ends the run after the current step with a checkpoint. `task_files` are
-    the files the task keeps in the run directory (set aside and restored with the run's own).
+    the files the task keeps in the run directory (set aside and restored with the run's own); `inputs` the
+    files it reads, which must not be among them.
     """
     world = distributed.world_from_env()
     config = config.with_default_stop()
     run_dir = RunDir(config.run_dir)
     run_dir.check_location()
+    for path in inputs:
+        if run_dir.writes(path, task_files):
+            raise CharRNNError(f"{path!r} is a file the run writes in {str(run_dir)!r}; rename it, or choose "
+                               "another --out")
     existed = run_dir.path.exists()
     try:
         with raise_on_signals(), contextlib.ExitStack() as stack:

@@ -253,3 +253,13 @@ def test_word_tokens(tmp_path, shapes_data):
     assert isinstance(tok, WordTokenizer) and tok.vocab_size == len(COLOURS) + len(SHAPES) + 1 + 2  # + "a"
     assert tok.decode(tok.encode("a purple square", map_unknown=True)) == "a \ufffd square"
     assert tok.decode(tok.encode("a red square")) == "a red square"
+
+
+def test_data_that_is_a_file_the_run_writes_is_refused(tmp_path):
+    from charrnn.common import CharRNNError
+
+    data = tmp_path / "train-images.u8"  # the name of the run's own image cache
+    data.write_bytes(b"not to be overwritten")
+    with pytest.raises(CharRNNError, match="is a file the run writes"):
+        train(tiny(data, tmp_path), overwrite=True)
+    assert data.read_bytes() == b"not to be overwritten"

@@ -107,12 +107,11 @@ def train_command(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Train a captioner (no arguments: the bundled emoji set, with attention, for 5 minutes)."""
-    from charrnn.caption import check_run_dir_inputs, resume_config, train
+    from charrnn.caption import resume_config, train
 
     values = config_options(ctx, CaptionTrainConfig)
     if resume is None:
         config = CaptionTrainConfig(**values)
-        check_run_dir_inputs(config)
     else:
         user_given = given(ctx)
         if user_given & {"data", "out"} or overwrite:
