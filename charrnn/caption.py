@@ -66,6 +66,7 @@ class CaptionTask:
         self.items_per_step = config.batch_size
         self.loss_at_chance = math.log(tokenizer.vocab_size)
         self.local = config.batch_size // world.size
+        self._plan: tuple = (None, None, None)  # (epoch, order, picks) of the current epoch
 
     @property
     def has_validation(self) -> bool:
@@ -84,11 +85,18 @@ class CaptionTask:
     def start_epoch(self, epoch: int) -> None:
         pass  # batches are a function of (epoch, i)
 
+    def _epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's image order and reference choices: a function of (seed, epoch), so the same after a
+        resume; drawn once per epoch, not once per step."""
+        if self._plan[0] != epoch:
+            rng = np.random.default_rng([self.config.seed, epoch])
+            n = len(self.train_images)
+            self._plan = (epoch, rng.permutation(n), rng.integers(0, 1 << 30, size=n))
+        return self._plan[1], self._plan[2]
+
     def batch(self, epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's images (b, S, S, 3) and captions (b, T) of batch i of `epoch`."""
-        rng = np.random.default_rng([self.config.seed, epoch])  # the epoch's order, the same after a resume
-        order = rng.permutation(len(self.train_images))
-        picks = rng.integers(0, 1 << 30, size=len(self.train_images))
+        order, picks = self._epoch_plan(epoch)
         start = i * self.config.batch_size + self.world.rank * self.local
         rows = np.sort(order[start:start + self.local])  # sorted: memory-mapped reads go forwards
         images = torch.from_numpy(np.array(self.train_images[rows]))
