@@ -299,3 +299,87 @@ class CaptionTrainConfig(LoopConfig):
     @property
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("checkpoints") / f"{Path(self.data).stem}-caption"
+
+
+# ----- ctc ------------------------------------------------------------------------------------------
+
+DEFAULT_LINES = "checkpoints/tinyshakespeare-lines"  # where `ctc train` renders lines when given no data
+WIDTH_POOLS = 2  # the reader's first two blocks halve the width, the rest keep it: a frame per 4 pixel columns
+
+
+@dataclass(frozen=True)
+class CTCConfig:
+    """Everything needed to rebuild a LineReader (CRNN: CNN + bidirectional RNN + CTC); saved in checkpoints."""
+
+    vocab_size: int  # the characters + the CTC blank (id 0)
+    height: int = 32  # every line is resized to this height, keeping its aspect ratio
+    channels: tuple[int, ...] = (32, 64, 128, 128)  # the CNN's blocks, each halving the height
+    cell: Cell = "lstm"
+    num_layers: int = 2
+    hidden_size: int = 128  # per direction
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", _int_tuple(self.channels, "--channels"))
+        _choice(self.cell, CELLS, "--cell")
+        if len(self.channels) < WIDTH_POOLS:
+            raise CharRNNError(f"--channels needs at least {WIDTH_POOLS} blocks, got {len(self.channels)}")
+        if self.height < 2 ** len(self.channels):
+            raise CharRNNError(f"--height {self.height} is too small for {len(self.channels)} --channels blocks, "
+                               f"which halve it each; use at least {2 ** len(self.channels)} or fewer blocks")
+        for name in ("num_layers", "hidden_size"):
+            if getattr(self, name) < 1:
+                raise CharRNNError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharRNNError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.vocab_size < 2:
+            raise CharRNNError("the vocabulary needs at least one character besides the blank")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CTCConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "channels": list(self.channels)}
+
+
+@dataclass(frozen=True)
+class CTCTrainConfig(LoopConfig):
+    """A line-reader run: the data, the model and the loop; saved as `run.json`."""
+
+    data: str | None = None  # None: lines rendered from the bundled corpus into DEFAULT_LINES
+    val_dir: str | None = None
+    val_frac: float = 0.1
+    skip_bad: bool = False
+    iam_ok_only: bool = False  # IAM: drop the lines whose word segmentation IAM marked "err"
+    height: int = CTCConfig.height
+    max_width: int = 1600  # pixels at --height; a wider line is squeezed to this width
+    channels: tuple[int, ...] = CTCConfig.channels
+    cell: Cell = CTCConfig.cell
+    num_layers: int = CTCConfig.num_layers
+    hidden_size: int = CTCConfig.hidden_size
+    dropout: float = CTCConfig.dropout
+    batch_size: int = 32
+    lr: float = 2e-3
+    eval_every: int = 200
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "channels", _int_tuple(self.channels, "--channels"))
+        if not 0.0 <= self.val_frac < 1.0:
+            raise CharRNNError(f"--val-frac must be in [0, 1), got {self.val_frac}")
+        if self.max_width < 2 ** WIDTH_POOLS:
+            raise CharRNNError(f"--max-width must be at least {2 ** WIDTH_POOLS} pixels, got {self.max_width}")
+        self.model_config(2)  # validates the model fields
+
+    def model_config(self, vocab_size: int) -> CTCConfig:
+        return CTCConfig(vocab_size=vocab_size, height=self.height, channels=self.channels, cell=self.cell,
+                         num_layers=self.num_layers, hidden_size=self.hidden_size, dropout=self.dropout)
+
+    @property
+    def run_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        data = Path(self.data or DEFAULT_LINES)
+        return Path("checkpoints") / f"{data.stem if data.name not in ('', 'train') else data.parent.name}-ctc"

@@ -1,4 +1,5 @@
-"""Caption metrics: corpus BLEU-1..4 and CIDEr-D with every reference, and the exact-match rate.
+"""Caption metrics (corpus BLEU-1..4 and CIDEr-D with every reference, the exact-match rate) and the line
+reader's (character and word error rates, line accuracy).
 
 The scores come from `pycocoevalcap`, the Python port of the MS-COCO caption evaluation code that captioning
 papers report with (its BLEU is corpus-level with the "closest" reference length; its CIDEr is CIDEr-D:
@@ -36,3 +37,18 @@ def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict[s
     exact = sum(hyp[i][0] in refs[i] for i in hyp) / len(hyp)
     return {**{f"bleu{n + 1}": 100.0 * float(b) for n, b in enumerate(bleu)}, "cider": float(cider),
             "exact_match": 100.0 * exact}
+
+
+def error_rates(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus CER and WER (edit distance summed over lines / reference length summed, as fractions 0-1; a
+    rate can exceed 1 when the reader inserts more than the truth holds) and the fraction of lines read
+    exactly. Levenshtein distance from rapidfuzz: exact, in C++, over characters or over lists of words."""
+    from rapidfuzz.distance import Levenshtein
+
+    if len(hypotheses) != len(references) or not hypotheses:
+        raise ValueError("one hypothesis per line, and at least one line")
+    chars = sum(Levenshtein.distance(h, r) for h, r in zip(hypotheses, references))
+    words = sum(Levenshtein.distance(h.split(), r.split()) for h, r in zip(hypotheses, references))
+    return {"cer": chars / max(sum(map(len, references)), 1),
+            "wer": words / max(sum(len(r.split()) for r in references), 1),
+            "line_accuracy": sum(h == r for h, r in zip(hypotheses, references)) / len(references)}

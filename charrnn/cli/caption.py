@@ -25,12 +25,8 @@ DataArg = Annotated[str, typer.Argument(
     show_default=False)]
 SplitOpt = Annotated[Optional[str], typer.Option(
     "--split", help="A split the dataset names (the emoji set: random or grouped). \\[default: its first]")]
-ValDirOpt = Annotated[Optional[str], typer.Option(
-    "--val-dir", help="Validate on this dataset instead of a part of DATA.")]
 CaptionValFracOpt = Annotated[float, typer.Option(
     "--val-frac", help="Images held out for validation when the dataset has no split of its own (by image).")]
-SkipBadOpt = Annotated[bool, typer.Option(
-    "--skip-bad", help="Skip missing or unreadable images and empty captions (counted) instead of stopping.")]
 TokensOpt = Annotated[Tokens, typer.Option("--tokens", help="Decode characters (open vocabulary) or words.")]
 ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="Images are resized to this square side.")]
 EncoderOpt = Annotated[Encoder, typer.Option(
@@ -40,8 +36,6 @@ EncoderWeightsOpt = Annotated[Optional[str], typer.Option(
     "--encoder-weights", metavar="FILE", help="A local torchvision state dict for the ResNet (nothing is downloaded).")]
 FreezeEncoderOpt = Annotated[bool, typer.Option(
     "--freeze-encoder", help="Train the decoder only; the encoder keeps its weights.", show_default=False)]
-ChannelsOpt = Annotated[str, typer.Option(
-    "--channels", help="Channels of the CNN's blocks (each conv+BN+ReLU+pool halves the grid).")]
 AttentionOpt = Annotated[bool, typer.Option(
     "--attention/--no-attention", help="Soft attention over the CNN's grid at every step (Show, Attend and Tell).")]
 AttentionDimOpt = Annotated[int, typer.Option("--attention-dim", help="Size of the attention's hidden layer.")]
@@ -50,7 +44,6 @@ DoublyStochasticOpt = Annotated[float, typer.Option(
 ScheduledSamplingOpt = Annotated[float, typer.Option(
     "--scheduled-sampling", help="Probability of feeding the model its own previous token while training.")]
 MaxCaptionLenOpt = Annotated[int, typer.Option("--max-caption-len", help="Longest caption decoded, in tokens.")]
-BeamSizeOpt = Annotated[int, typer.Option("--beam-size", min=1, help="Beam search width; 1 = greedy.")]
 LengthAlphaOpt = Annotated[float, typer.Option(
     "--length-alpha", min=0.0, max=5.0, help="Beam search ranks captions by log-probability / length**alpha.")]
 
@@ -63,15 +56,15 @@ def train_command(
     resume: options.ResumeOpt = None,
     overwrite: options.OverwriteOpt = False,
     split: SplitOpt = CaptionTrainConfig.split,
-    val_dir: ValDirOpt = CaptionTrainConfig.val_dir,
+    val_dir: options.ValDirOpt = CaptionTrainConfig.val_dir,
     val_frac: CaptionValFracOpt = CaptionTrainConfig.val_frac,
-    skip_bad: SkipBadOpt = CaptionTrainConfig.skip_bad,
+    skip_bad: options.SkipBadOpt = CaptionTrainConfig.skip_bad,
     tokens: TokensOpt = CaptionTrainConfig.tokens,
     image_size: ImageSizeOpt = CaptionTrainConfig.image_size,
     encoder: EncoderOpt = CaptionTrainConfig.encoder,
     encoder_weights: EncoderWeightsOpt = CaptionTrainConfig.encoder_weights,
     freeze_encoder: FreezeEncoderOpt = CaptionTrainConfig.freeze_encoder,
-    channels: ChannelsOpt = ",".join(map(str, CaptionTrainConfig.channels)),
+    channels: options.ChannelsOpt = ",".join(map(str, CaptionTrainConfig.channels)),
     cell: options.CellOpt = CaptionTrainConfig.cell,
     num_layers: options.NumLayersOpt = CaptionTrainConfig.num_layers,
     hidden_size: options.HiddenSizeOpt = CaptionTrainConfig.hidden_size,
@@ -128,7 +121,7 @@ def train_command(
 def sample_command(
     checkpoint: options.CheckpointArg,
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files to describe.")],
-    beam_size: BeamSizeOpt = 1,
+    beam_size: options.BeamSizeOpt = 1,
     length_alpha: LengthAlphaOpt = 0.0,
     temperature: Annotated[float, typer.Option(
         "--temperature", "-t", min=0.0, help="Sample at this temperature; 0 = the most likely token each step.")] = 0.0,
@@ -166,9 +159,9 @@ def eval_command(
         metavar="DATA", help="Dataset to score on. \\[default: the run's own data]", show_default=False)] = None,
     part: Annotated[str, typer.Option(
         "--part", help="val: the validation side of DATA as the run split it; all: every image of DATA.")] = "val",
-    beam_size: BeamSizeOpt = 3,
+    beam_size: options.BeamSizeOpt = 3,
     length_alpha: LengthAlphaOpt = 0.0,
-    skip_bad: SkipBadOpt = False,
+    skip_bad: options.SkipBadOpt = False,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
 ) -> None:

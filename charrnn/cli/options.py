@@ -66,6 +66,18 @@ MapUnknownOpt = Annotated[bool, typer.Option(
 TopOpt = Annotated[int, typer.Option("--top", min=1, help="Top cells listed per probe.")]
 
 
+# ----- the image tasks (caption, ctc) ------------------------------------------------------------------
+
+ValDirOpt = Annotated[Optional[str], typer.Option(
+    "--val-dir", help="Validate on this dataset instead of a part of DATA.")]
+SkipBadOpt = Annotated[bool, typer.Option(
+    "--skip-bad", help="Skip bad rows (missing or unreadable images, empty captions or transcripts, lines too "
+                       "narrow for their text), counted, instead of stopping at them.")]
+ChannelsOpt = Annotated[str, typer.Option(
+    "--channels", help="Channels of the CNN's blocks (each conv+BN+ReLU+pool halves the grid).")]
+BeamSizeOpt = Annotated[int, typer.Option("--beam-size", min=1, help="Beam search width; 1 = greedy.")]
+
+
 # ----- the training loop (LoopConfig): every training command --------------------------------------
 
 OutOpt = Annotated[str, typer.Option(
