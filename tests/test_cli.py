@@ -135,6 +135,7 @@ OWN_OPTIONS = {
     "cells": ["SOURCE", "TEXT_FILE", "--top", "--max-chars", "--html", "--plot", "--encoding", "--map-unknown",
               "--device", "--json"],
     "caption": ["train", "sample", "eval", "make-emoji"],  # its own commands; tests/test_caption.py has the rest
+    "ctc": ["train", "decode", "eval", "tune-lm", "make-lines"],  # its own commands; tests/test_ctc.py has the rest
 }
 
 

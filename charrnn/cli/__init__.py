@@ -1,8 +1,8 @@
 """The `charrnn` command line: parse, call one library function, render with Rich.
 
 One module per group of commands: `lm` (train, sample, eval), `inspect` (dump, viz, cells), `tools` (info,
-bench), `caption` (`charrnn caption ...`); the options they share are declared once in `options`, and the
-Rich views live in `render`.
+bench), `caption` (`charrnn caption ...`), `ctc` (`charrnn ctc ...`); the options they share are declared
+once in `options`, and the Rich views live in `render`.
 Commands import the library inside their bodies, so `charrnn --help` never loads PyTorch.
 
 A training run's progress and summary, and diagnostics, go to stderr; a command's result (generated text,
@@ -20,7 +20,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from charrnn.cli import caption, inspect, lm, tools
+from charrnn.cli import caption, ctc, inspect, lm, tools
 from charrnn.cli.render import fail
 from charrnn.common import CharRNNError
 
@@ -71,6 +71,7 @@ app.add_typer(lm.app)
 app.add_typer(inspect.app)
 app.add_typer(tools.app)
 app.add_typer(caption.app, name="caption")
+app.add_typer(ctc.app, name="ctc")
 
 
 def main() -> None:
