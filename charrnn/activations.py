@@ -18,7 +18,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,7 @@ class TraceOutline:
     num_layers: int
     hidden_size: int
     top_k: int  # K, the predictions kept per character
+    source: dict = field(default_factory=dict)  # what was traced through what: {"checkpoint": ..., "text": ...}
 
     @property
     def length(self) -> int:
@@ -88,6 +89,7 @@ class Trace:
     top_ids: np.ndarray  # (T, K) most likely next characters after reading character t
     top_probs: np.ndarray  # (T, K)
     vocabulary: list[str] = field(default_factory=list)  # printable symbol of every id
+    source: dict = field(default_factory=dict)  # what was traced through what: {"checkpoint": ..., "text": ...}
 
     @property
     def length(self) -> int:
@@ -96,7 +98,7 @@ class Trace:
     def head(self, n: int) -> Trace:
         """The first `n` characters of this trace (views, no copies)."""
         return Trace(self.chars[:n], self.ids[:n], self.cell, [{k: v[:n] for k, v in layer.items()} for layer in self.layers],
-                     self.next_prob[:n], self.top_ids[:n], self.top_probs[:n], self.vocabulary)
+                     self.next_prob[:n], self.top_ids[:n], self.top_probs[:n], self.vocabulary, self.source)
 
     def matrix(self) -> tuple[np.ndarray, list[tuple[int, str]]]:
         """All series side by side as a (T, N) array, with the (layer, kind) of each block of columns."""
@@ -105,7 +107,7 @@ class Trace:
 
     def outline(self) -> TraceOutline:
         return TraceOutline(self.chars, self.ids, self.vocabulary, self.cell, len(self.layers),
-                            self.layers[0]["h"].shape[1], self.top_ids.shape[1])
+                            self.layers[0]["h"].shape[1], self.top_ids.shape[1], self.source)
 
     def chunks(self, rows: int = CHUNK) -> Iterator[TraceChunk]:
         """This trace as the tracer would have yielded it, `rows` characters at a time (views)."""
@@ -192,18 +194,19 @@ def _store(trace: Trace, part: TraceChunk) -> None:
 
 def dump_activations(model: CharRNN, tokenizer: CharTokenizer, text: str | bytes, out: str | os.PathLike, *,
                      fmt: str = "npz", dtype: str = "float32", name: str = "charrnn", top_k: int = 5,
-                     map_unknown: bool = False, chunk: int = CHUNK) -> dict:
+                     map_unknown: bool = False, chunk: int = CHUNK, source: dict | None = None) -> dict:
     """Trace `text` straight into a file, `chunk` characters at a time: memory stays bounded by a few chunks
     and the model, whatever the length of the text.
 
     `fmt` is "npz" (see `save_npz`) or "lstmvis" (a project directory, see `save_lstmvis`, which `name`
-    names); `dtype` float16 halves the file. Returns the summary of `describe`, with "out", "format" and
+    names); `dtype` float16 halves the file; `source` (the checkpoint and text traced, by name) is kept in the
+    .npz's metadata for the viewer's title. Returns the summary of `describe`, with "out", "format" and
     "dtype".
     """
     if fmt not in ("npz", "lstmvis"):
         raise CharRNNError(f"format {fmt!r}: choose npz or lstmvis")
     _check_dtype(dtype)
-    outline = outline_text(model, tokenizer, text, top_k, map_unknown)
+    outline = replace(outline_text(model, tokenizer, text, top_k, map_unknown), source=source or {})
     surprisal = _Surprisal()
     parts = surprisal.tally(iter_activations(model, tokenizer, outline.ids, chunk, top_k))
     if fmt == "npz":
@@ -250,14 +253,15 @@ def npz_path(path: str | os.PathLike) -> Path:
 def save_npz(trace: Trace, path: str | os.PathLike, dtype: str = "float32", *, chunk: int = CHUNK) -> Path:
     """One uncompressed .npz, written `chunk` rows at a time: `layer{l}_{kind}` arrays (T, H) in `dtype`,
     `chars`, `ids`, `vocabulary`, `next_prob`, `top_ids`, `top_probs`, and `meta` (JSON: format, version,
-    cell, num_layers, hidden_size, dtype). `numpy.load` reads it; `load_npz` maps it."""
+    cell, num_layers, hidden_size, dtype, and the source traced when known). `numpy.load` reads it; `load_npz`
+    maps it."""
     return _write_npz(trace.outline(), trace.chunks(chunk), npz_path(path), dtype)
 
 
 def _whole_arrays(o: TraceOutline, dtype: str) -> dict[str, np.ndarray]:
     """The arrays known before tracing starts, written at once."""
     meta = {"format": FORMAT, "version": VERSION, "cell": o.cell, "num_layers": o.num_layers,
-            "hidden_size": o.hidden_size, "dtype": dtype}
+            "hidden_size": o.hidden_size, "dtype": dtype, **({"source": o.source} if o.source else {})}
     return {"meta": np.array(json.dumps(meta)), "vocabulary": np.array(o.vocabulary, dtype=str),
             "chars": np.array(o.chars, dtype=str), "ids": o.ids}
 
@@ -318,7 +322,8 @@ def _read_trace(archive: NpzArchive, max_chars: int | None) -> Trace:
             raise NpzFormatError(f"{name} holds ids outside its vocabulary of {len(vocabulary)} symbols")
     layers = [{k: archive.rows(f"layer{l}_{k}", n) for k in kinds} for l in range(meta["num_layers"])]
     return Trace([str(c) for c in archive.rows("chars", n, mapped=False)], ids, meta["cell"], layers,
-                 archive.rows("next_prob", n), top_ids, archive.rows("top_probs", n), vocabulary)
+                 archive.rows("next_prob", n), top_ids, archive.rows("top_probs", n), vocabulary,
+                 meta["source"] if isinstance(meta.get("source"), dict) else {})
 
 
 def _read_meta(archive: NpzArchive) -> dict:

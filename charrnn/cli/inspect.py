@@ -13,7 +13,16 @@ from charrnn.common import CharRNNError
 
 app = typer.Typer()
 
-VIEWER_CHARS = 3000  # characters `cells --html` embeds in the page, as `viz` does by default
+VIEWER_CHARS = 3000  # characters `viz` embeds in the page by default
+
+KindsOpt = Annotated[str, typer.Option(
+    "--kinds", show_default=False,
+    help="Comma-separated kinds whose every unit the page embeds, or all: h, c (lstm), gates i,f,g,o (lstm) or "
+         "r,z,n (gru). The probes' top cells and --cell are embedded whatever their kind. "
+         "\\[default: all while the page holds at most 16M values, else h and c]")]
+CellOpt = Annotated[Optional[str], typer.Option(
+    "--cell", metavar="NAME", help="Open the page coloured by this cell, named as cells prints it: layer0/c/110. "
+                                   "\\[default: the top cell of the first probe]")]
 
 
 def _read_text(text_file: Path | None, text: str | None, encoding: str) -> str:
@@ -57,13 +66,54 @@ def dump_command(
     source = _read_text(text_file, text, encoding)
     model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
     summary = dump_activations(model, tokenizer, source, out, fmt=fmt, dtype=dtype, name=Path(str(checkpoint)).stem,
-                               top_k=top_k, map_unknown=map_unknown)
+                               top_k=top_k, map_unknown=map_unknown,
+                               source={"checkpoint": str(checkpoint), "text": str(text_file or "--text")})
     if json_output:
         render.print_json(summary)
     else:
         render.err.print(f"traced {summary['chars']:,} characters through {summary['cell']} {summary['num_layers']}x"
                          f"{summary['hidden_size']} ({', '.join(summary['kinds'])} per layer) -> {summary['out']}",
                          markup=False)
+
+
+def _page_options(trace, kinds: str, cell: str | None) -> tuple[str, ...] | None:
+    """The kinds --kinds names (None: the default), checked against what the trace recorded, and --cell checked."""
+    from charrnn.viz import parse_cell
+
+    if cell is not None:
+        parse_cell(cell, trace)
+    recorded = tuple(trace.layers[0])
+    wanted = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    if wanted == ("all",):
+        return recorded
+    unknown = [k for k in wanted if k not in recorded]
+    if unknown:
+        raise CharRNNError(f"--kinds {','.join(unknown)}: this {trace.cell} dump has {', '.join(recorded)} (or all)")
+    return wanted or None
+
+
+def _title(trace, fallback: str) -> str:
+    """"charrnn cells: RUN on TEXT" when the trace knows what it traced, else with `fallback`."""
+    source = trace.source
+    if not source:
+        return f"charrnn cells: {fallback}"
+    run = Path(source.get("checkpoint", "?"))
+    run_name = f"{run.parent.name}/{run.name}" if run.suffix == ".pt" else run.name
+    return f"charrnn cells: {run_name} on {Path(source.get('text', '?')).name}"
+
+
+def _write_page(out: Path, trace, *, chars: int, kinds: tuple[str, ...] | None, cell: str | None, top: int,
+                title: str, ranking: dict | None = None) -> None:
+    """Write the viewer and say what it holds (on stderr: stdout may carry --json)."""
+    from charrnn.viz import html_page, page_data
+
+    data = page_data(trace, max_chars=chars, kinds=kinds, top=top, title=title, ranking=ranking,
+                     ranked_chars=trace.length, cell=cell)
+    page = html_page(data)
+    _write_text(out, page)
+    ranked = f"the ranking above, over {data['ranked_chars']:,}" if ranking is not None else "probes ranked on them"
+    render.err.print(f"wrote {out} ({len(page) / 1e6:.1f} MB): {len(data['chars']):,} characters, {ranked}; every "
+                     f"unit of {', '.join(data['kinds'])}; opens on {data['initial']}", markup=False, soft_wrap=True)
 
 
 @app.command("viz")
@@ -74,27 +124,19 @@ def viz_command(
     max_chars: Annotated[int, typer.Option(
         "--max-chars", min=1, help="Show the first N characters (the page embeds their activations).")
     ] = VIEWER_CHARS,
-    kinds: Annotated[str, typer.Option(
-        "--kinds", show_default=False,
-        help="Comma-separated kinds offered in the picker: h, c (lstm), gates i,f,g,o (lstm) or r,z,n (gru). "
-             "\\[default: h and c]")] = "",
+    kinds: KindsOpt = "",
+    cell: CellOpt = None,
     top: options.TopOpt = 5,
 ) -> None:
-    """Write a self-contained HTML page showing the text coloured by any cell's activation."""
+    """Write a self-contained HTML page showing the text coloured by any cell's activation.
+
+    Example: charrnn viz acts.npz --cell layer0/c/110 --kinds all --out cells.html
+    """
     from charrnn.activations import load_npz
-    from charrnn.viz import render_html
 
     trace = load_npz(activations, max_chars=max_chars)
-    recorded = trace.layers[0]
-    wanted = tuple(k.strip() for k in kinds.split(",") if k.strip()) or tuple(k for k in ("h", "c") if k in recorded)
-    unknown = [k for k in wanted if k not in recorded]
-    if unknown:
-        raise CharRNNError(f"--kinds {','.join(unknown)}: this {trace.cell} dump has {', '.join(recorded)}")
-    page = render_html(trace, max_chars=max_chars, kinds=wanted, top=top,
-                       title=f"charrnn cells: {activations.name}")
-    _write_text(out, page)
-    render.err.print(f"wrote {out} ({len(page) / 1e6:.1f} MB, {min(trace.length, max_chars):,} characters); "
-                     "open it in a browser", markup=False)
+    wanted = _page_options(trace, kinds, cell)
+    _write_page(out, trace, chars=max_chars, kinds=wanted, cell=cell, top=top, title=_title(trace, activations.name))
 
 
 @app.command("cells")
@@ -108,8 +150,12 @@ def cells_command(
     max_chars: Annotated[int, typer.Option(
         "--max-chars", min=2, help="Analyse the first N characters of the text.")] = 20000,
     html_out: Annotated[Optional[Path], typer.Option(
-        "--html", help="Also write the HTML viewer of these results (the first "
-                       f"{VIEWER_CHARS:,} characters).")] = None,
+        "--html", help="Also write the HTML viewer of these results, showing the ranking printed.")] = None,
+    html_chars: Annotated[Optional[int], typer.Option(
+        "--html-chars", min=1, show_default=False,
+        help="Characters the --html page shows. \\[default: all those analysed]")] = None,
+    kinds: KindsOpt = "",
+    cell: CellOpt = None,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", help="Write the gate-saturation scatter plot (SVG) here.")] = None,
     encoding: options.EncodingOpt = "utf-8",
@@ -121,13 +167,14 @@ def cells_command(
 
     The probes: inside quotes or brackets, bracket depth, position in the line, indentation, comments, word
     starts, line breaks. --json prints {"probes": {...}, "constant": [...], "gate_saturation": {...}}.
+
+    Example: charrnn cells checkpoints/wp dialogue.txt --html cells.html --cell layer0/c/63
     """
     from charrnn.activations import collect_activations, load_npz
     from charrnn.checkpoint import load_model
     from charrnn.device import resolve_device
     from charrnn.plot import saturation_svg
     from charrnn.probes import rank_cells
-    from charrnn.viz import render_html
 
     if source.suffix == ".npz":
         trace = load_npz(source, max_chars=max_chars)
@@ -137,11 +184,16 @@ def cells_command(
         model, tokenizer, _ = load_model(source, resolve_device(device))
         text = _read_text(text_file, None, encoding)[:max_chars]
         trace = collect_activations(model, tokenizer, text, map_unknown=map_unknown)
+        trace.source = {"checkpoint": str(source), "text": str(text_file)}
+    if html_out is None and (kinds or cell or html_chars):
+        raise CharRNNError("--kinds, --cell and --html-chars shape the --html page: give --html too")
+    wanted = _page_options(trace, kinds, cell)  # checked before the ranking, which takes a while
     result = rank_cells(trace, top=top)
     if plot is not None:
         _write_text(plot, saturation_svg(result["gate_saturation"]))
     if html_out is not None:
-        _write_text(html_out, render_html(trace, max_chars=VIEWER_CHARS, top=top, ranking=result))
+        _write_page(html_out, trace, chars=html_chars or trace.length, kinds=wanted, cell=cell, top=top,
+                    title=_title(trace, source.name), ranking=result)
     if json_output:
         render.print_json(result)
         return
