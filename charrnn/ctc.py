@@ -279,13 +279,10 @@ class Fusion:
 def beam_texts(tokenizer: CharTokenizer, log_probs: list[torch.Tensor], *, beam_size: int, lm=None,
                lm_weight: float = 0.0, char_bonus: float = 0.0) -> list[str]:
     """Prefix beam search over each line's valid frames, fused with `lm` (a CharLM) when given."""
-    from charrnn.ctc_decode import prefix_beam_search
+    from charrnn.ctc_decode import search_lines
 
-    out = []
-    for lp in log_probs:
-        best = prefix_beam_search(lp, beam_size=beam_size, lm=lm, lm_weight=lm_weight, char_bonus=char_bonus)
-        out.append(text_of(tokenizer, list(best[0].labels)) if best else "")
-    return out
+    found = search_lines(log_probs, beam_size=beam_size, lm=lm, lm_weight=lm_weight, char_bonus=char_bonus)
+    return [text_of(tokenizer, list(hypotheses[0].labels)) if hypotheses else "" for hypotheses in found]
 
 
 def _char_lm(fusion: Fusion | None, tokenizer: CharTokenizer, device):

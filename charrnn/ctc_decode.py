@@ -170,11 +170,11 @@ class CharLM:
             while p not in self.cache and p not in missing:
                 missing[p] = None
                 p = p[:-1]
-        by_length: dict[int, list[Prefix]] = {}
-        for p in missing:
-            by_length.setdefault(len(p), []).append(p)
-        for n in sorted(by_length):  # a prefix's parent is one shorter: it is ready before it is needed
-            self._extend(by_length[n])
+        while missing:  # every prefix whose parent is ready, whatever its length, in one batched step
+            ready = [p for p in missing if p[:-1] in self.cache]
+            self._extend(ready)
+            for p in ready:
+                del missing[p]
         return np.stack([self.cache[p][1] for p in prefixes])
 
     @torch.inference_mode()
@@ -302,15 +302,48 @@ def prefix_beam_search(log_probs: torch.Tensor, *, beam_size: int, lm: CharLM | 
 
     Characters below `prune` in a frame start no new prefix there (see PRUNE); -inf follows every one.
     """
-    _check_beam(log_probs, beam_size, lm, lm_weight, char_bonus, prune)
-    lp = log_probs.detach().to("cpu", torch.float64).numpy()  # (T, V): float64, as exact as the brute force
+    return search_lines([log_probs], beam_size=beam_size, lm=lm, lm_weight=lm_weight, char_bonus=char_bonus,
+                        prune=prune)[0]
+
+
+LM_GROUP = 32  # lines searched in lockstep: their frames' LM queries share one batched step
+
+
+def search_lines(lines: Sequence[torch.Tensor], *, beam_size: int, lm: CharLM | None = None,
+                 lm_weight: float = 0.0, char_bonus: float = 0.0, prune: float = PRUNE,
+                 group: int = LM_GROUP) -> list[list[Hypothesis]]:
+    """`prefix_beam_search` of many lines (each (T_i, V), its valid frames), `group` of them in lockstep:
+    frame t of every line in a group asks the LM for its beam's prefixes at once, so one batched step serves
+    them all (the LM's answer depends on the prefix alone, so lines share the cache too). Without a model,
+    lockstep changes nothing but is harmless. The cache is cleared between groups to bound its memory."""
+    out: list[list[Hypothesis]] = []
+    for start in range(0, len(lines), group):
+        out += _search_group(lines[start:start + group], beam_size, lm, lm_weight, char_bonus, prune)
+    return out
+
+
+def _search_group(lines: Sequence[torch.Tensor], beam_size: int, lm: CharLM | None, lm_weight: float,
+                  char_bonus: float, prune: float) -> list[list[Hypothesis]]:
+    for log_probs in lines:
+        _check_beam(log_probs, beam_size, lm, lm_weight, char_bonus, prune)
+    lps = [lp.detach().to("cpu", torch.float64).numpy() for lp in lines]  # float64, as exact as the brute force
+    candidates = [_candidates(lp, prune) for lp in lps]
     if lm is not None:
-        lm.clear()  # the cache lives for one line: it would otherwise grow with every prefix ever tried
-    beam = _Beam.start()
-    for row, chars in zip(lp, _candidates(lp, prune)):
-        lm_rows = lm.log_probs(beam.prefixes) if lm is not None else None
-        beam = _advance(beam, row, chars, lm_rows, beam_size=beam_size, lm_weight=lm_weight,
-                        char_bonus=char_bonus)
+        lm.clear()
+    beams = [_Beam.start() for _ in lps]
+    for t in range(max((len(lp) for lp in lps), default=0)):
+        active = [k for k, lp in enumerate(lps) if t < len(lp)]
+        lm_rows = None
+        if lm is not None:
+            asked = [p for k in active for p in beams[k].prefixes]
+            lm_rows = np.split(lm.log_probs(asked), np.cumsum([len(beams[k].prefixes) for k in active])[:-1])
+        for n, k in enumerate(active):
+            beams[k] = _advance(beams[k], lps[k][t], candidates[k][t], lm_rows[n] if lm_rows is not None else None,
+                                beam_size=beam_size, lm_weight=lm_weight, char_bonus=char_bonus)
+    return [_ranked(beam, lm_weight, char_bonus) for beam in beams]
+
+
+def _ranked(beam: _Beam, lm_weight: float, char_bonus: float) -> list[Hypothesis]:
     scores = beam.scores(lm_weight, char_bonus)
     order = np.argsort(-scores, kind="stable")
     return [Hypothesis(labels=beam.prefixes[k], score=float(scores[k]),
@@ -399,9 +432,9 @@ def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, *, beam_size: in
     """The best labelling of every line of a batch, log_probs (T, B, V) cut to each line's valid frames."""
     valid = _check_lengths(log_probs, lengths)
     lines = log_probs.detach().to("cpu", torch.float64).unbind(1)  # B x (T, V), one copy for the batch
-    return [list(prefix_beam_search(line[:n], beam_size=beam_size, lm=lm, lm_weight=lm_weight,
-                                    char_bonus=char_bonus, prune=prune)[0].labels)
-            for line, n in zip(lines, valid)]
+    found = search_lines([line[:n] for line, n in zip(lines, valid)], beam_size=beam_size, lm=lm,
+                         lm_weight=lm_weight, char_bonus=char_bonus, prune=prune)
+    return [list(hypotheses[0].labels) for hypotheses in found]
 
 
 def peaked_log_probs(T: int, B: int, V: int, *, peak: float = 8.0, blank_share: float = 0.5,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from charrnn.checkpoint import save_checkpoint
 from charrnn.common import CharRNNError
 from charrnn.ctc_decode import (CharLM, beam_decode, benchmark, collapse, greedy_decode, load_char_lm,
-                                peaked_log_probs, prefix_beam_search)
+                                peaked_log_probs, prefix_beam_search, search_lines)
 from charrnn.model import CharRNN, CharRNNConfig
 from charrnn.tokenizer import CharTokenizer
 
@@ -182,12 +182,25 @@ def test_lm_cache_steps_each_prefix_once_and_batches_a_frame():
     again = lm.log_probs([(1, 2), (1,), ()])
     assert (lm.steps, lm.rows) == (steps, rows)
     np.testing.assert_array_equal(first[0], again[0])
-    lm.log_probs([(1, 2, 1), (1, 2, 2), (1, 1)])  # three new prefixes, two lengths: one step per length
-    assert (lm.steps, lm.rows) == (steps + 2, rows + 3)
+    lm.log_probs([(1, 2, 1), (1, 2, 2), (1, 1)])  # three new prefixes of two lengths, their parents known
+    assert (lm.steps, lm.rows) == (steps + 1, rows + 3)  # one step for all of them
     g = torch.Generator().manual_seed(0)
     T = 25
     prefix_beam_search(peaked_log_probs(T, 1, 3, peak=2.0, generator=g)[:, 0], beam_size=6, lm=lm, lm_weight=1.0)
     assert 0 < lm.steps <= T  # at most one batched step per frame
+
+
+def test_lines_searched_in_lockstep_read_as_each_alone():
+    # Lines of different lengths share the LM's batched steps; each must still get its own result.
+    model, tok = tiny_lm("hello", num_layers=2, seed=3)
+    lm = CharLM(model, tok, LABELS)
+    g = torch.Generator().manual_seed(5)
+    lines = [peaked_log_probs(T, 1, len(LABELS), peak=3.0, generator=g)[:, 0] for T in (7, 3, 11, 1, 9)]
+    together = search_lines(lines, beam_size=4, lm=lm, lm_weight=0.8, char_bonus=0.3, group=5)
+    assert lm.steps <= 11  # one batched step per frame for the five lines together
+    alone = [prefix_beam_search(lp, beam_size=4, lm=lm, lm_weight=0.8, char_bonus=0.3) for lp in lines]
+    assert [[h.labels for h in hs] for hs in together] == [[h.labels for h in hs] for hs in alone]
+    assert [h.score for hs in together for h in hs] == pytest.approx([h.score for hs in alone for h in hs])
 
 
 def test_vocabulary_mismatch_is_refused_or_floored():
