@@ -212,7 +212,7 @@ def default_lines(on_progress: Callable[[int, int], None] | None = None) -> Path
         settings = {}
     if not (settings.get("complete") and settings.get("count") == DEFAULT_LINE_COUNT
             and Path(settings.get("text_file", "")).name == corpus.name):
-        make_lines(corpus, out, count=DEFAULT_LINE_COUNT, on_progress=on_progress)
+        make_lines(corpus, out, count=DEFAULT_LINE_COUNT, workers=os.cpu_count() or 1, on_progress=on_progress)
     return out
 
 

@@ -2,6 +2,8 @@
 
 import itertools
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,3 +56,129 @@ def test_a_lines_frames_do_not_depend_on_how_much_padding_follows(cell):
         a, _ = m(short, torch.tensor([40]))
         b, _ = m(long, torch.tensor([40]))
     assert torch.allclose(a[:10], b[:10], atol=1e-5)
+
+
+# ----- training, resuming, reading, scoring: on lines rendered by make-lines -------------------------
+
+TEXT = ("the cat sat on a mat and the dog ran to the log; a bee saw the sea and the fox got a box. " * 3
+        + "held out: we see a red hen in the pen and ten men at the den.")
+
+
+@pytest.fixture(scope="module")
+def lines(tmp_path_factory):
+    from charrnn.linegen import make_lines
+
+    root = tmp_path_factory.mktemp("lines")
+    (root / "text.txt").write_text(TEXT, encoding="utf-8")
+    make_lines(root / "text.txt", root / "set", count=48, val_count=8, fonts=["default"], val_fonts=["caladea"],
+               min_chars=6, max_chars=14, val_frac=0.2)
+    return root / "set"
+
+
+def tiny(data, out, **kw):
+    from charrnn.config import CTCTrainConfig
+
+    base = dict(data=str(data), out=str(out), height=16, channels=(8, 16, 16), hidden_size=24, num_layers=1,
+                batch_size=8, lr=1e-2, schedule="constant", warmup_steps=0, max_steps=4, eval_every=1000, seed=0,
+                device="cpu", precision="fp32")
+    return CTCTrainConfig(**{**base, **kw})
+
+
+def test_overfits_a_few_lines(tmp_path, lines):
+    from charrnn.ctc import load_reader, read_images
+    from charrnn.lines import cache_lines, read_lines
+
+    data = read_lines(lines)
+    few = data.train.subset(range(8))
+    (tmp_path / "few").mkdir()
+    for name in few.files:
+        shutil.copy(lines / name, tmp_path / "few")
+    rows = "".join(f"{Path(f).name}\t{t}\n" for f, t in zip(few.files, few.texts))
+    (tmp_path / "few" / "labels.tsv").write_text(rows, encoding="utf-8")
+    from charrnn.ctc import train
+
+    s = train(tiny(tmp_path / "few", tmp_path / "run", height=32, channels=(16, 32, 32), hidden_size=64,
+                   val_frac=0.0, max_steps=100, lr=1e-2))
+    assert s.history[-1] < 0.2
+    model, tok, _ = load_reader(tmp_path / "run" / "last.pt")
+    images = cache_lines(read_lines(tmp_path / "few", val_frac=0.0).train, tmp_path / "cache", height=32,
+                         max_width=1600, frames=frames)
+    texts, _ = read_images(model, tok, images)
+    assert sum(a == b for a, b in zip(texts, images.split.texts)) >= 7, texts
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tmp_path, lines):
+    import threading
+
+    from charrnn.ctc import resume_config, train
+
+    kw = dict(max_steps=6, eval_every=3, dropout=0.1, num_layers=2)
+    full = train(tiny(lines, tmp_path / "full", **kw))
+    stop = threading.Event()
+    part = train(tiny(lines, tmp_path / "part", **kw),
+                 lambda e: stop.set() if e["kind"] == "train" and e["step"] == 4 else None, stop=stop)
+    assert part.step == 4
+    rest = train(resume_config(tmp_path / "part"), resume=True)
+    assert part.history + rest.history == pytest.approx(full.history, abs=1e-6)
+    assert rest.best == pytest.approx(full.best, abs=1e-9) and full.selection == "cer"
+
+
+def test_the_iam_format_trains(tmp_path):
+    from charrnn.ctc import train
+
+    s = train(tiny(Path(__file__).parent / "fixtures" / "iam", tmp_path / "run", batch_size=2, max_steps=2,
+                   val_frac=0.0))
+    assert s.step == 2
+
+
+def cli(*args):
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_make_lines_train_decode_eval_tune(tmp_path, lines):
+    import json
+
+    from charrnn.lm import train as train_lm
+    from charrnn.config import TrainConfig
+
+    r = cli("ctc", "make-lines", lines.parent / "text.txt", tmp_path / "set", "--count", 3, "--val-count", 2,
+            "--fonts", "default", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["counts"] == {"train": 3, "val": 2, "val-heldout": 2}
+    run = tmp_path / "run"
+    r = cli("ctc", "train", lines, "--out", run, "--height", 16, "--channels", "8,16,16", "--hidden-size", 16,
+            "--num-layers", 1, "--batch-size", 8, "--max-steps", 2, "--eval-every", 2, "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["selection"] == "cer" and summary["unit"] == "lines" and summary["step"] == 2
+    image = lines / "val" / "000000.png"
+    r = cli("ctc", "decode", run, image, "--json", "--show-alignment", tmp_path / "align.png")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["lines"][0]["image"] == str(image) and (tmp_path / "align.png").stat().st_size
+    lm = tmp_path / "lm"
+    train_lm(TrainConfig(corpus=str(lines.parent / "text.txt"), out=str(lm), hidden_size=16, num_layers=1,
+                         seq_len=16, batch_size=4, max_steps=2, eval_every=2, device="cpu", precision="fp32"))
+    r = cli("ctc", "eval", run, lines / "val-heldout", "--lm", lm, "--beam-size", 2, "--json")
+    assert r.exit_code == 0, r.output
+    scores = json.loads(r.stdout)
+    assert scores["lines"] == 8 and set(scores) >= {"greedy", "beam", "beam_lm"}
+    assert set(scores["beam_lm"]) == {"cer", "wer", "line_accuracy", "lines_per_s"}
+    r = cli("ctc", "tune-lm", run, "--lm", lm, "--beam-size", 2, "--max-lines", 2, "--json")
+    assert r.exit_code == 0, r.output
+    tuned = json.loads(r.stdout)
+    assert tuned["lines"] == 2 and tuned["best"] == tuned["grid"][0] and len(tuned["grid"]) == 20
+
+
+def test_cli_errors_are_one_line(tmp_path, lines):
+    r = cli("ctc", "decode", tmp_path / "nothing", lines / "val" / "000000.png")
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    r = cli("ctc", "train", tmp_path / "missing-data", "--out", tmp_path / "run", "--max-steps", 1)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
+    r = cli("ctc", "make-lines", tmp_path / "none.txt", tmp_path / "out", "--count", 2)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
+    r = cli("ctc", "make-lines", lines.parent / "text.txt", tmp_path / "out", "--count", 2, "--fonts", "nosuchfont")
+    assert r.exit_code == 2 and "nosuchfont" in r.stderr, r.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated, Optional
@@ -260,6 +261,9 @@ def make_lines_command(
     min_chars: Annotated[int, typer.Option("--min-chars", min=1, help="Shortest line, in characters.")] = 10,
     max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Longest line, in characters.")] = 40,
     seed: Annotated[int, typer.Option("--seed", help="The same seed draws the same lines.")] = 0,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, help="Processes drawing lines (the files are the same whatever their number). "
+                                 "\\[default: one per CPU]", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Write into a non-empty directory that is not an earlier make-lines set (its "
                             "train/, val/ and val-heldout/ are replaced).")] = False,
@@ -279,6 +283,7 @@ def make_lines_command(
         summary = make_lines(text_file, out, count=count, val_count=val_count, fonts=fonts,
                              val_fonts=val_fonts, seed=seed, val_frac=val_frac,
                              min_chars=min_chars, max_chars=max_chars, overwrite=overwrite,
+                             workers=workers or os.cpu_count() or 1,
                              on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
     result = {"out_dir": summary.out_dir, **{f"{k} lines": v for k, v in summary.counts.items()},
               "fonts": ", ".join(summary.fonts), "held-out fonts": ", ".join(summary.val_fonts) or "none"}
