@@ -313,7 +313,7 @@ class CTCConfig:
 
     vocab_size: int  # the characters + the CTC blank (id 0)
     height: int = 32  # every line is resized to this height, keeping its aspect ratio
-    channels: tuple[int, ...] = (32, 64, 128, 128)  # the CNN's blocks, each halving the height
+    channels: tuple[int, ...] = (16, 32, 64, 96)  # the CNN's blocks, each halving the height
     cell: Cell = "lstm"
     num_layers: int = 2
     hidden_size: int = 128  # per direction
@@ -361,7 +361,7 @@ class CTCTrainConfig(LoopConfig):
     hidden_size: int = CTCConfig.hidden_size
     dropout: float = CTCConfig.dropout
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 6e-3  # CTC's all-blank plateau ends sooner: 2.5 minutes here gave CER 4.4% at 6e-3, 16.5% at 3e-3
     eval_every: int = 200
 
     def __post_init__(self):

@@ -58,11 +58,10 @@ RNN_CLASSES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 CELL_CLASSES = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 
-def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float,
-             bidirectional: bool = False) -> nn.RNNBase:
+def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.RNNBase:
     """charrnn's recurrent core: a stacked batch-first torch.nn RNN/LSTM/GRU (cuDNN on a GPU)."""
     rnn = RNN_CLASSES[cell](input_size, hidden_size, num_layers=num_layers, batch_first=True,
-                            dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
+                            dropout=dropout if num_layers > 1 else 0.0)
     init_forget_gate_bias(rnn, cell, hidden_size)
     return rnn
 
