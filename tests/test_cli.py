@@ -132,7 +132,7 @@ OWN_OPTIONS = {
     "dump": ["CHECKPOINT", "TEXT_FILE", "--text", "--out", "--format", "--top-k", "--encoding", "--map-unknown",
              "--device", "--json"],
     "viz": ["ACTIVATIONS", "--out", "--max-chars", "--kinds", "--top"],
-    "cells": ["SOURCE", "TEXT_FILE", "--top", "--max-chars", "--html", "--plot", "--encoding", "--map-unknown",
+    "cells": ["CHECKPOINT", "TEXT_FILE", "ACTIVATIONS", "--top", "--max-chars", "--html", "--plot", "--encoding", "--map-unknown",
               "--device", "--json"],
     "caption": ["train", "sample", "eval", "make-emoji"],  # its own commands; tests/test_caption.py has the rest
     "ctc": ["train", "decode", "eval", "tune-lm", "make-lines"],  # its own commands; tests/test_ctc.py has the rest
@@ -419,3 +419,21 @@ def test_ctrl_c_in_a_command_is_one_line_and_status_130(monkeypatch, trained_run
     for args in (["sample", trained_run[0]], ["eval", trained_run[0], trained_run[1]]):
         r = run(*args)
         assert r.exit_code == 130 and r.stderr == "error: aborted\n" and r.stdout == "", r.output
+
+
+def test_the_shipped_models_answer_without_a_run_directory(tmp_path):
+    # A new user's first commands: nothing trained, no run directory given.
+    from charrnn.pretrained import pretrained
+
+    r = run("sample", "--length", 40, "--seed", 0, "--no-stop-at-eod")
+    assert r.exit_code == 0 and len(r.stdout) >= 40, r.output
+    text = tmp_path / "scene.txt"
+    text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n",
+                    encoding="utf-8")
+    r = run("dump", text, "--out", tmp_path / "a.npz")
+    assert r.exit_code == 0 and (tmp_path / "a.npz").exists(), r.output
+    r = run("cells", text, "--html", tmp_path / "c.html", "--top", 1)
+    assert r.exit_code == 0 and (tmp_path / "c.html").exists(), r.output
+    r = run("viz", text, "--out", tmp_path / "v.html")
+    assert r.exit_code == 0 and (tmp_path / "v.html").exists(), r.output
+    assert pretrained("lm").stat().st_size < 3_000_000  # shipped models stay small

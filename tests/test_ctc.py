@@ -182,3 +182,12 @@ def test_cli_errors_are_one_line(tmp_path, lines):
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
     r = cli("ctc", "make-lines", lines.parent / "text.txt", tmp_path / "out", "--count", 2, "--fonts", "nosuchfont")
     assert r.exit_code == 2 and "nosuchfont" in r.stderr, r.output
+
+
+def test_the_shipped_reader_reads_a_line_with_no_run_directory(lines):
+    import json
+
+    r = cli("ctc", "decode", lines / "val" / "000000.png", lines / "val" / "000001.png", "--json")
+    assert r.exit_code == 0, r.output
+    assert [item["image"] for item in json.loads(r.stdout)["lines"]] == [str(lines / "val" / f"00000{k}.png")
+                                                                        for k in (0, 1)]

@@ -119,8 +119,9 @@ def train_command(
 
 @app.command("sample")
 def sample_command(
-    checkpoint: options.CheckpointArg,
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files to describe.")],
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="[CHECKPOINT] IMAGE...", show_default=False,
+        help="A run directory or .pt file (left out: the shipped emoji captioner), then image files.")],
     beam_size: options.BeamSizeOpt = 1,
     length_alpha: LengthAlphaOpt = 0.0,
     temperature: Annotated[float, typer.Option(
@@ -133,9 +134,15 @@ def sample_command(
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Describe images with a trained captioner."""
+    """Describe images with a trained captioner (none given: the shipped emoji captioner).
+
+    Example: charrnn caption sample checkpoints/emoji-caption cat.png --beam-size 3 --show-attention att.png
+    """
     from charrnn.caption import describe_images
 
+    checkpoint, images = options.model_and_inputs(paths, "caption")
+    if not images:
+        raise CharRNNError("give the image files to describe after the run directory or checkpoint")
     if num_samples > 1 and (temperature == 0 or beam_size > 1):
         raise CharRNNError("--num-samples above 1 needs --temperature above 0 and no --beam-size: "
                            "greedy and beam search give one caption")

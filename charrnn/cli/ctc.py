@@ -129,8 +129,9 @@ def _render_default_lines() -> Path:
 
 @app.command("decode")
 def decode_command(
-    checkpoint: options.CheckpointArg,
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Line images to read.")],
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="[CHECKPOINT] IMAGE...", show_default=False,
+        help="A run directory or .pt file (left out: the shipped line reader), then line images.")],
     beam_size: options.BeamSizeOpt = 1,
     lm: LmOpt = None,
     lm_weight: LmWeightOpt = 0.5,
@@ -140,12 +141,16 @@ def decode_command(
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Read line images: greedy, or prefix beam search (with --beam-size), fused with a language model (--lm).
+    """Read line images (no model given: the shipped reader): greedy, or prefix beam search (--beam-size),
+    fused with a language model (--lm).
 
     Example: charrnn ctc decode checkpoints/tinyshakespeare-lines-ctc line.png --beam-size 8 --lm checkpoints/tinyshakespeare
     """
     from charrnn.ctc import decode_files
 
+    checkpoint, images = options.model_and_inputs(paths, "ctc")
+    if not images:
+        raise CharRNNError("give the line images to read after the run directory or checkpoint")
     if lm is not None and beam_size == 1:
         beam_size = 8  # fusion happens inside the beam search: a language model asks for a beam
     result = decode_files(checkpoint, images, beam_size=beam_size, fusion=_fusion(lm, lm_weight, char_bonus, lm_unknown),

@@ -40,9 +40,10 @@ def _write_text(path: Path, text: str) -> None:
 
 @app.command("dump")
 def dump_command(
-    checkpoint: options.CheckpointArg,
-    text_file: Annotated[Optional[Path], typer.Argument(
-        metavar="TEXT_FILE", help="Text to run through the model.", show_default=False)] = None,
+    paths: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="[CHECKPOINT] [TEXT_FILE]", show_default=False,
+        help="A run directory or .pt file (left out: the shipped tinyshakespeare model), then the text to run "
+             "through it (or --text).")] = None,
     text: Annotated[Optional[str], typer.Option(
         "--text", parser=unescape, help="Trace this text instead of a file (\\n escapes are read).")] = None,
     out: Annotated[Path, typer.Option(
@@ -58,11 +59,15 @@ def dump_command(
         "--dtype", help="Precision of the stored states and gates: float16 halves the file.")] = "float32",
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Record every hidden state, cell state and gate of every layer for each character of a text."""
+    """Record every hidden state, cell state and gate of every layer for each character of a text.
+
+    Example: charrnn dump checkpoints/tinyshakespeare play.txt --out acts.npz
+    """
     from charrnn.activations import dump_activations
     from charrnn.checkpoint import load_model
     from charrnn.device import resolve_device
 
+    checkpoint, text_file = _model_and_text(paths)
     source = _read_text(text_file, text, encoding)
     model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
     summary = dump_activations(model, tokenizer, source, out, fmt=fmt, dtype=dtype, name=Path(str(checkpoint)).stem,
@@ -74,6 +79,14 @@ def dump_command(
         render.err.print(f"traced {summary['chars']:,} characters through {summary['cell']} {summary['num_layers']}x"
                          f"{summary['hidden_size']} ({', '.join(summary['kinds'])} per layer) -> {summary['out']}",
                          markup=False)
+
+
+def _model_and_text(paths: list[Path] | None) -> tuple[Path, Path | None]:
+    """[CHECKPOINT] [TEXT_FILE]: the model (the shipped one when left out) and the text file, if any."""
+    checkpoint, rest = options.model_and_inputs(paths or [], "lm")
+    if len(rest) > 1:
+        raise CharRNNError(f"one text file at a time, got {len(rest)}: {', '.join(map(str, rest))}")
+    return checkpoint, rest[0] if rest else None
 
 
 def _page_options(trace, kinds: str, cell: str | None) -> tuple[str, ...] | None:
@@ -118,8 +131,10 @@ def _write_page(out: Path, trace, *, chars: int, kinds: tuple[str, ...] | None, 
 
 @app.command("viz")
 def viz_command(
-    activations: Annotated[Path, typer.Argument(
-        metavar="ACTIVATIONS", help="A .npz written by charrnn dump.", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="ACTIVATIONS | [CHECKPOINT] TEXT_FILE", show_default=False,
+        help="A .npz written by charrnn dump, or a text to trace now (with a run directory or .pt file first; "
+             "left out: the shipped tinyshakespeare model).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("cells.html"),
     max_chars: Annotated[int, typer.Option(
         "--max-chars", min=1, help="Show the first N characters (the page embeds their activations).")
@@ -132,20 +147,38 @@ def viz_command(
 
     Example: charrnn viz acts.npz --cell layer0/c/110 --kinds all --out cells.html
     """
-    from charrnn.activations import load_npz
+    if len(paths) == 1 and paths[0].suffix == ".npz":
+        from charrnn.activations import load_npz
 
-    trace = load_npz(activations, max_chars=max_chars)
+        trace = load_npz(paths[0], max_chars=max_chars)
+    else:
+        trace = _trace_text(*_model_and_text(paths), max_chars=max_chars)
     wanted = _page_options(trace, kinds, cell)
-    _write_page(out, trace, chars=max_chars, kinds=wanted, cell=cell, top=top, title=_title(trace, activations.name))
+    _write_page(out, trace, chars=max_chars, kinds=wanted, cell=cell, top=top, title=_title(trace, paths[-1].name))
+
+
+def _trace_text(checkpoint: Path, text_file: Path | None, *, max_chars: int, encoding: str = "utf-8",
+                map_unknown: bool = False, device: str = "auto"):
+    """Every state and gate of the model for the first `max_chars` characters of the text file."""
+    from charrnn.activations import collect_activations
+    from charrnn.checkpoint import load_model
+    from charrnn.device import resolve_device
+
+    if text_file is None:
+        raise CharRNNError("give the TEXT_FILE to analyse after the run directory or checkpoint")
+    model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
+    text = _read_text(text_file, None, encoding)[:max_chars]
+    trace = collect_activations(model, tokenizer, text, map_unknown=map_unknown)
+    trace.source = {"checkpoint": str(checkpoint), "text": str(text_file)}
+    return trace
 
 
 @app.command("cells")
 def cells_command(
-    source: Annotated[Path, typer.Argument(
-        metavar="SOURCE", show_default=False,
-        help="Run directory or checkpoint (with TEXT_FILE), or a .npz from charrnn dump.")],
-    text_file: Annotated[Optional[Path], typer.Argument(
-        metavar="TEXT_FILE", help="Text to analyse (not needed for a .npz).", show_default=False)] = None,
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="[CHECKPOINT] TEXT_FILE | ACTIVATIONS", show_default=False,
+        help="A text to analyse, after a run directory or .pt file (left out: the shipped tinyshakespeare "
+             "model); or a .npz from charrnn dump.")],
     top: options.TopOpt = 5,
     max_chars: Annotated[int, typer.Option(
         "--max-chars", min=2, help="Analyse the first N characters of the text.")] = 20000,
@@ -170,21 +203,16 @@ def cells_command(
 
     Example: charrnn cells checkpoints/wp dialogue.txt --html cells.html --cell layer0/c/63
     """
-    from charrnn.activations import collect_activations, load_npz
-    from charrnn.checkpoint import load_model
-    from charrnn.device import resolve_device
+    from charrnn.activations import load_npz
     from charrnn.plot import saturation_svg
     from charrnn.probes import rank_cells
 
-    if source.suffix == ".npz":
-        trace = load_npz(source, max_chars=max_chars)
+    if len(paths) == 1 and paths[0].suffix == ".npz":
+        trace = load_npz(paths[0], max_chars=max_chars)
     else:
-        if text_file is None:
-            raise CharRNNError("give the TEXT_FILE to analyse after the run directory or checkpoint")
-        model, tokenizer, _ = load_model(source, resolve_device(device))
-        text = _read_text(text_file, None, encoding)[:max_chars]
-        trace = collect_activations(model, tokenizer, text, map_unknown=map_unknown)
-        trace.source = {"checkpoint": str(source), "text": str(text_file)}
+        checkpoint, text_file = _model_and_text(paths)
+        trace = _trace_text(checkpoint, text_file, max_chars=max_chars, encoding=encoding, map_unknown=map_unknown,
+                            device=device)
     if html_out is None and (kinds or cell or html_chars):
         raise CharRNNError("--kinds, --cell and --html-chars shape the --html page: give --html too")
     wanted = _page_options(trace, kinds, cell)  # checked before the ranking, which takes a while
@@ -193,7 +221,7 @@ def cells_command(
         _write_text(plot, saturation_svg(result["gate_saturation"]))
     if html_out is not None:
         _write_page(html_out, trace, chars=html_chars or trace.length, kinds=wanted, cell=cell, top=top,
-                    title=_title(trace, source.name), ranking=result)
+                    title=_title(trace, paths[-1].name), ranking=result)
     if json_output:
         render.print_json(result)
         return

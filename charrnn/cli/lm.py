@@ -155,7 +155,10 @@ def load_torch() -> None:
 
 @app.command("sample")
 def sample_command(
-    checkpoint: options.CheckpointArg,
+    checkpoint: Annotated[Optional[Path], typer.Argument(
+        metavar="[CHECKPOINT]", show_default=False,
+        help="Run directory (uses best.pt) or checkpoint file. \\[default: the shipped tinyshakespeare model]")
+    ] = None,
     prime: Annotated[str, typer.Option(
         "--prime", "-p", parser=unescape, show_default=False,
         help="Text to start from (\\n, \\t, \\\\ escapes are read). \\[default: the start of a document]")] = "",
@@ -187,9 +190,11 @@ def sample_command(
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Generate text from a trained model, streaming characters as they are produced.
+    """Generate text from a trained model (none given: the shipped one), streaming characters as they come.
 
     Without --seed every run differs. --json prints {"samples": [...], "prime": "..."}.
+
+    Example: charrnn sample checkpoints/tinyshakespeare --prime "ROMEO:" --temperature 0.8 --seed 1
     """
     load_torch()
     from charrnn.checkpoint import load_model
@@ -207,6 +212,10 @@ def sample_command(
         check_beam_options(length, beam_size, length_alpha)
     else:
         check_sample_options(length, num_samples)
+    if checkpoint is None:
+        from charrnn.pretrained import pretrained
+
+        checkpoint = pretrained("lm")
     model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
     if beam_size is not None:
         text, score = beam_search(model, tokenizer, prime=prime, length=length, beam_size=beam_size,

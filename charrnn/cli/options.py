@@ -49,6 +49,16 @@ def config_options(ctx: typer.Context, config_class: type) -> dict:
 
 # ----- shared by several commands -----------------------------------------------------------------
 
+def model_and_inputs(paths: list[Path], task: str) -> tuple[Path, list[Path]]:
+    """The model a command was given and its inputs. The first path is the model when it is a run directory
+    or a .pt file; otherwise the model shipped for `task` (see charrnn.pretrained) reads every path."""
+    if paths and (paths[0].is_dir() or paths[0].suffix == ".pt"):
+        return paths[0], list(paths[1:])
+    from charrnn.pretrained import pretrained
+
+    return pretrained(task), list(paths)
+
+
 CheckpointArg = Annotated[Path, typer.Argument(
     metavar="CHECKPOINT", help="Run directory (uses best.pt) or checkpoint file.", show_default=False)]
 DeviceOpt = Annotated[str, typer.Option(
