@@ -437,3 +437,11 @@ def test_the_shipped_models_answer_without_a_run_directory(tmp_path):
     r = run("viz", text, "--out", tmp_path / "v.html")
     assert r.exit_code == 0 and (tmp_path / "v.html").exists(), r.output
     assert pretrained("lm").stat().st_size < 3_000_000  # shipped models stay small
+
+
+def test_version_and_shell_completion():
+    from charrnn import __version__
+
+    r = run("--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"charrnn {__version__}"
+    assert "--install-completion" in run("--help", env=WIDE).stdout

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -62,10 +62,27 @@ def _ctrl_c_as_abort() -> Iterator[None]:
         raise typer.Abort() from None
 
 
-app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
-                  help="Character-level RNN / LSTM / GRU language models: train on any text, sample, evaluate, "
-                       "inspect.",
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True,
+                  help="Character-level RNN / LSTM / GRU models: train on any text, sample, evaluate, inspect the "
+                       "cells; describe images (caption); read text lines (ctc). Shell completion: "
+                       "charrnn --install-completion, then open a new shell.",
                   context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from charrnn import __version__
+
+        print(f"charrnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print charrnn's version and exit.")] = False,
+) -> None:
+    """The options of `charrnn` itself (each command has its own)."""
+
 
 app.add_typer(lm.app)
 app.add_typer(inspect.app)
