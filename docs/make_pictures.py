@@ -1,0 +1,149 @@
+"""Regenerate every picture under docs/ that the README shows, from runs and the shipped models.
+
+    python docs/make_pictures.py [--run DIR] [--cells-run DIR] [--cells-text FILE] [--caption-run DIR]
+                                 [--out DIR] [--only NAME ...]
+
+Pictures (written to --out, default docs/):
+
+- `loss.svg`: the loss curve of a language-model run, drawn by `charrnn.plot.loss_curve_svg` from the run's
+  `metrics.jsonl`. `--run` defaults to `checkpoints/tinyshakespeare` (what `charrnn train` writes) if it
+  exists. The committed picture comes from `charrnn train --hidden-size 256 --out /tmp/lm-ts`: a GRU 2x256
+  trained 5 minutes on tinyshakespeare (the run the shipped language model was exported from).
+- `cells.png`: the cell viewer (`charrnn cells RUN TEXT --html`) in headless Chromium at 1200x800, opened
+  on the top inside-quotes cell. It needs a model of text with double quotes: `--cells-run` (default
+  /tmp/wp: `charrnn train corpora/warpeace_input.txt --cell lstm --num-layers 1 --hidden-size 128
+  --time-budget 3 --out /tmp/wp`) and `--cells-text`, text it never trained on (default /tmp/dialogue.txt,
+  10,000 characters of dialogue from the validation part of War and Peace). Chromium is the system one
+  (`/usr/bin/chromium` or $CHARRNN_CHROMIUM), driven by Playwright's Python package; nothing is downloaded.
+- `saturation.svg`: the gate-saturation scatter of the same trace (`charrnn cells ... --plot`).
+- `attention.png`: `charrnn caption sample MODEL IMAGE... --show-attention` on three images of
+  corpora/emoji.zip; MODEL is `--caption-run`, else the shipped captioner, else skipped with a message.
+- `alignment.png`: `charrnn ctc decode IMAGE... --show-alignment` with the shipped line reader on three lines
+  rendered by `charrnn.linegen.make_lines` from tinyshakespeare's validation part: two in the training
+  fonts, one in the held-out font (Comic Neue).
+
+Every picture is made by the project's own commands (run as `python -m charrnn`) or library functions; this
+script only picks the inputs. `--only loss cells` remakes some of them. It takes about a minute on a
+2-core CPU given the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from PIL import Image  # noqa: E402
+
+from charrnn.plot import loss_curve_svg  # noqa: E402
+from charrnn.rundir import read_metrics  # noqa: E402
+
+PICTURES = ("loss", "cells", "attention", "alignment")  # cells also makes saturation.svg
+EMOJI = ("cat face", "red apple", "rocket")  # captions of the emoji pictured, looked up in captions.tsv
+
+
+def charrnn(*args: str | Path) -> None:
+    """Run one charrnn command from the project root; its output goes to our stderr."""
+    subprocess.run([sys.executable, "-m", "charrnn", *map(str, args)], cwd=ROOT, check=True,
+                   stdout=sys.stderr)
+
+
+def loss_curve(run: Path, out: Path) -> str:
+    records = read_metrics(run / "metrics.jsonl")
+    if not records:
+        return f"skipped: no metrics.jsonl in {run}"
+    out.write_text(loss_curve_svg(records, title=f"charrnn train: {run.name}"), encoding="utf-8")
+    return f"from {run}"
+
+
+def cell_viewer(run: Path, text: Path, out_dir: Path, tmp: Path) -> str:
+    if not (run / "best.pt").exists() or not text.exists():
+        return f"skipped: needs {run}/best.pt and {text} (see this script's docstring)"
+    page = tmp / "cells.html"
+    charrnn("cells", run, text, "--html", page, "--plot", out_dir / "saturation.svg")
+    from playwright.sync_api import sync_playwright
+
+    chromium = os.environ.get("CHARRNN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        view = browser.new_page(viewport={"width": 1200, "height": 800})
+        view.goto(page.as_uri())
+        view.wait_for_selector("#text span")
+        shot = view.screenshot()
+        browser.close()
+    # A palette of 256 colours keeps the picture small (the page is flat colours and text).
+    Image.open(io.BytesIO(shot)).quantize(colors=256).save(out_dir / "cells.png", optimize=True)
+    return f"{run} on {text}"
+
+
+def emoji_images(tmp: Path) -> list[Path]:
+    """A few images of the bundled emoji set, chosen by caption, written out as PNG files."""
+    with zipfile.ZipFile(ROOT / "corpora" / "emoji.zip") as z:
+        tsv = next(n for n in z.namelist() if n.endswith("captions.tsv"))
+        by_caption = {}
+        for row in z.read(tsv).decode("utf-8").splitlines():
+            name, _, caption = row.partition("\t")
+            by_caption.setdefault(caption, name)
+        paths = []
+        for caption in EMOJI:
+            name = by_caption[caption]
+            member = next(n for n in z.namelist() if n.endswith("/" + name) or n == name)
+            path = tmp / f"{caption.replace(' ', '-')}.png"
+            path.write_bytes(z.read(member))
+            paths.append(path)
+    return paths
+
+
+def attention(caption_run: Path | None, out: Path, tmp: Path) -> str:
+    from charrnn.pretrained import HERE, SHIPPED
+
+    model = caption_run or HERE / SHIPPED["caption"]
+    if not (model.is_file() or (model / "best.pt").exists()):
+        return f"skipped: no captioner ({model} missing; give --caption-run)"
+    charrnn("caption", "sample", model, *emoji_images(tmp), "--beam-size", "3", "--show-attention", out)
+    return f"{model}"
+
+
+def alignment(out: Path, tmp: Path) -> str:
+    from charrnn.linegen import make_lines
+
+    lines = tmp / "lines"
+    make_lines(ROOT / "corpora" / "tinyshakespeare.txt", lines, count=1, val_count=2, seed=3)
+    images = sorted((lines / "val").glob("*.png"))[:2] + sorted((lines / "val-heldout").glob("*.png"))[:1]
+    charrnn("ctc", "decode", *images, "--show-alignment", out)
+    return "the shipped reader on 2 + 1 held-out-font lines"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_run = ROOT / "checkpoints" / "tinyshakespeare"
+    parser.add_argument("--run", type=Path, default=default_run if default_run.exists() else Path("/tmp/lm-ts"))
+    parser.add_argument("--cells-run", type=Path, default=Path("/tmp/wp"))
+    parser.add_argument("--cells-text", type=Path, default=Path("/tmp/dialogue.txt"))
+    parser.add_argument("--caption-run", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--only", nargs="+", choices=PICTURES, default=list(PICTURES))
+    args = parser.parse_args()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        makers = {"loss": lambda: loss_curve(args.run, args.out / "loss.svg"),
+                  "cells": lambda: cell_viewer(args.cells_run, args.cells_text, args.out, tmp),
+                  "attention": lambda: attention(args.caption_run, args.out / "attention.png", tmp),
+                  "alignment": lambda: alignment(args.out / "alignment.png", tmp)}
+        for name in args.only:
+            print(f"{name}: {makers[name]()}")
+
+
+if __name__ == "__main__":
+    main()
