@@ -304,6 +304,8 @@ class CaptionTrainConfig(LoopConfig):
 # ----- ctc ------------------------------------------------------------------------------------------
 
 DEFAULT_LINES = "checkpoints/tinyshakespeare-lines"  # where `ctc train` renders lines when given no data
+# Shallow fusion's defaults: what `ctc tune-lm` chose for the shipped reader and LM (README, ctc results).
+DEFAULT_LM_WEIGHT, DEFAULT_CHAR_BONUS = 0.25, 2.0
 WIDTH_POOLS = 2  # the reader's first two blocks halve the width, the rest keep it: a frame per 4 pixel columns
 
 

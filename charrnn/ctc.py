@@ -22,7 +22,7 @@ import torch
 
 from charrnn.checkpoint import load_checkpoint, require_task
 from charrnn.common import CharRNNError
-from charrnn.config import DEFAULT_LINES, CTCConfig, CTCTrainConfig
+from charrnn.config import DEFAULT_CHAR_BONUS, DEFAULT_LINES, DEFAULT_LM_WEIGHT, CTCConfig, CTCTrainConfig
 from charrnn.ctc_decode import greedy_decode
 from charrnn.distributed import World
 from charrnn.lines import LineImages, cache_lines, read_lines
@@ -265,8 +265,8 @@ class Fusion:
     adds lm_weight * log p_LM(c | prefix) + char_bonus (the bonus offsets the LM's pull toward short texts)."""
 
     lm: str  # a charrnn run directory or checkpoint (task lm)
-    lm_weight: float = 0.5
-    char_bonus: float = 1.0
+    lm_weight: float = DEFAULT_LM_WEIGHT
+    char_bonus: float = DEFAULT_CHAR_BONUS
     lm_unknown: str = "error"  # reader characters the LM lacks: "error", or "floor" (a fixed low log-prob)
 
     def __post_init__(self):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.table import Table
@@ -13,7 +13,7 @@ from rich.table import Table
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given
 from charrnn.common import CharRNNError
-from charrnn.config import DEFAULT_LINES, CTCTrainConfig
+from charrnn.config import DEFAULT_CHAR_BONUS, DEFAULT_LINES, DEFAULT_LM_WEIGHT, CTCTrainConfig
 
 app = typer.Typer(help="Read text lines: a CNN + bidirectional RNN trained with CTC, decoded greedily or by prefix "
                        "beam search fused with a charrnn language model.", no_args_is_help=True)
@@ -38,7 +38,7 @@ LmWeightOpt = Annotated[float, typer.Option(
     "--lm-weight", min=0.0, help="alpha: each character adds alpha x log p_LM(character | text so far).")]
 CharBonusOpt = Annotated[float, typer.Option(
     "--char-bonus", help="beta: each character adds beta (balances the LM's preference for short readings).")]
-LmUnknownOpt = Annotated[str, typer.Option(
+LmUnknownOpt = Annotated[Literal["error", "floor"], typer.Option(
     "--lm-unknown", help="Reader characters the LM lacks: error (stop and say which) or floor (a low fixed "
                          "log-probability).")]
 ShowAlignmentOpt = Annotated[Optional[Path], typer.Option(
@@ -134,8 +134,8 @@ def decode_command(
         help="A run directory or .pt file (left out: the shipped line reader), then line images.")],
     beam_size: options.BeamSizeOpt = 1,
     lm: LmOpt = None,
-    lm_weight: LmWeightOpt = 0.5,
-    char_bonus: CharBonusOpt = 1.0,
+    lm_weight: LmWeightOpt = DEFAULT_LM_WEIGHT,
+    char_bonus: CharBonusOpt = DEFAULT_CHAR_BONUS,
     lm_unknown: LmUnknownOpt = "error",
     show_alignment: ShowAlignmentOpt = None,
     device: options.DeviceOpt = "auto",
@@ -172,8 +172,8 @@ def eval_command(
                              "lines]", show_default=False)] = None,
     beam_size: options.BeamSizeOpt = 8,
     lm: LmOpt = None,
-    lm_weight: LmWeightOpt = 0.5,
-    char_bonus: CharBonusOpt = 1.0,
+    lm_weight: LmWeightOpt = DEFAULT_LM_WEIGHT,
+    char_bonus: CharBonusOpt = DEFAULT_CHAR_BONUS,
     lm_unknown: LmUnknownOpt = "error",
     skip_bad: options.SkipBadOpt = False,
     device: options.DeviceOpt = "auto",
@@ -206,7 +206,7 @@ def eval_command(
 @app.command("tune-lm")
 def tune_lm_command(
     checkpoint: options.CheckpointArg,
-    lm: Annotated[str, typer.Option("--lm", metavar="RUN", help="The charrnn language model to fuse.")],
+    lm: LmOpt,
     data: Annotated[Optional[str], typer.Argument(
         metavar="DATA", help="Lines to tune on. \\[default: the run's validation lines]", show_default=False)] = None,
     beam_size: options.BeamSizeOpt = 8,
@@ -265,7 +265,7 @@ def make_lines_command(
                            "rest: the split `charrnn train` uses, so its LM never read the validation text.")] = 0.1,
     min_chars: Annotated[int, typer.Option("--min-chars", min=1, help="Shortest line, in characters.")] = 10,
     max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Longest line, in characters.")] = 40,
-    seed: Annotated[int, typer.Option("--seed", help="The same seed draws the same lines.")] = 0,
+    seed: options.SeedOpt = 0,
     workers: Annotated[Optional[int], typer.Option(
         "--workers", min=1, help="Processes drawing lines (the files are the same whatever their number). "
                                  "\\[default: one per CPU]", show_default=False)] = None,
