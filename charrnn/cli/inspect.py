@@ -47,7 +47,8 @@ def dump_command(
     text: Annotated[Optional[str], typer.Option(
         "--text", parser=unescape, help="Trace this text instead of a file (\\n escapes are read).")] = None,
     out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Output .npz file, or directory for --format lstmvis.")] = Path("acts.npz"),
+        "--out", "-o", metavar="PATH", help="The .npz file to write (a directory for --format lstmvis).")
+    ] = Path("acts.npz"),
     fmt: Annotated[Literal["npz", "lstmvis"], typer.Option(
         "--format", help="npz (NumPy) or lstmvis (a project directory LSTMVis opens; needs h5py).")] = "npz",
     top_k: Annotated[int, typer.Option(
@@ -116,8 +117,8 @@ def _title(trace, fallback: str) -> str:
 
 
 def _write_page(out: Path, trace, *, chars: int, kinds: tuple[str, ...] | None, cell: str | None, top: int,
-                title: str, ranking: dict | None = None) -> None:
-    """Write the viewer and say what it holds (on stderr: stdout may carry --json)."""
+                title: str, ranking: dict | None = None) -> dict:
+    """Write the viewer and say what it holds (on stderr: stdout may carry --json); return that as a dict."""
     from charrnn.viz import html_page, page_data
 
     data = page_data(trace, max_chars=chars, kinds=kinds, top=top, title=title, ranking=ranking,
@@ -127,6 +128,8 @@ def _write_page(out: Path, trace, *, chars: int, kinds: tuple[str, ...] | None, 
     ranked = f"the ranking above, over {data['ranked_chars']:,}" if ranking is not None else "probes ranked on them"
     render.err.print(f"wrote {out} ({len(page) / 1e6:.1f} MB): {len(data['chars']):,} characters, {ranked}; every "
                      f"unit of {', '.join(data['kinds'])}; opens on {data['initial']}", markup=False, soft_wrap=True)
+    return {"out": str(out), "bytes": len(page), "chars": len(data["chars"]), "kinds": list(data["kinds"]),
+            "cell": data["initial"]}
 
 
 @app.command("viz")
@@ -135,15 +138,20 @@ def viz_command(
         metavar="ACTIVATIONS | [CHECKPOINT] TEXT_FILE", show_default=False,
         help="A .npz written by charrnn dump, or a text to trace now (with a run directory or .pt file first; "
              "left out: the shipped tinyshakespeare model).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("cells.html"),
-    max_chars: Annotated[int, typer.Option(
-        "--max-chars", min=1, help="Show the first N characters (the page embeds their activations).")
-    ] = VIEWER_CHARS,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="The HTML page to write.")
+    ] = Path("cells.html"),
+    max_chars: options.MaxCharsOpt = VIEWER_CHARS,
     kinds: KindsOpt = "",
     cell: CellOpt = None,
     top: options.TopOpt = 5,
+    encoding: options.EncodingOpt = "utf-8",
+    map_unknown: options.MapUnknownOpt = False,
+    device: options.DeviceOpt = "auto",
+    json_output: options.JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML page showing the text coloured by any cell's activation.
+
+    The page embeds the first --max-chars characters. --json prints {"out", "bytes", "chars", "kinds", "cell"}.
 
     Example: charrnn viz acts.npz --cell layer0/c/110 --kinds all --out cells.html
     """
@@ -152,9 +160,13 @@ def viz_command(
 
         trace = load_npz(paths[0], max_chars=max_chars)
     else:
-        trace = _trace_text(*_model_and_text(paths), max_chars=max_chars)
+        trace = _trace_text(*_model_and_text(paths), max_chars=max_chars, encoding=encoding, map_unknown=map_unknown,
+                            device=device)
     wanted = _page_options(trace, kinds, cell)
-    _write_page(out, trace, chars=max_chars, kinds=wanted, cell=cell, top=top, title=_title(trace, paths[-1].name))
+    page = _write_page(out, trace, chars=max_chars, kinds=wanted, cell=cell, top=top,
+                       title=_title(trace, paths[-1].name))
+    if json_output:
+        render.print_json(page)
 
 
 def _trace_text(checkpoint: Path, text_file: Path | None, *, max_chars: int, encoding: str = "utf-8",
@@ -180,8 +192,7 @@ def cells_command(
         help="A text to analyse, after a run directory or .pt file (left out: the shipped tinyshakespeare "
              "model); or a .npz from charrnn dump.")],
     top: options.TopOpt = 5,
-    max_chars: Annotated[int, typer.Option(
-        "--max-chars", min=2, help="Analyse the first N characters of the text.")] = 20000,
+    max_chars: options.MaxCharsOpt = 20000,
     html_out: Annotated[Optional[Path], typer.Option(
         "--html", help="Also write the HTML viewer of these results, showing the ranking printed.")] = None,
     html_chars: Annotated[Optional[int], typer.Option(

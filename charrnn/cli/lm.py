@@ -71,7 +71,10 @@ def train_command(
         "--sample-length", min=0, help="Characters of sample printed when training ends; 0 = none.")] = 500,
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Train a character-level language model (no arguments: a GRU on the bundled tiny-shakespeare for 5 minutes)."""
+    """Train a character-level language model (no arguments: a GRU on the bundled tiny-shakespeare for 5 minutes).
+
+    Example: charrnn train corpora/tinyshakespeare.txt --cell lstm --hidden-size 256 --time-budget 10
+    """
     from charrnn.lm import train
 
     config = _train_config(ctx, resume, overwrite)
@@ -163,9 +166,7 @@ def sample_command(
         "--prime", "-p", parser=unescape, show_default=False,
         help="Text to start from (\\n, \\t, \\\\ escapes are read). \\[default: the start of a document]")] = "",
     length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate per sample.")] = 500,
-    temperature: Annotated[float, typer.Option(
-        "--temperature", "-t", help="Sampling temperature; 0 = always the most likely character.")
-    ] = SAMPLE_TEMPERATURE,
+    temperature: options.TemperatureOpt = SAMPLE_TEMPERATURE,
     top_k: Annotated[Optional[int], typer.Option(
         "--top-k", help="Sample only among the k most likely characters.")] = None,
     top_p: Annotated[Optional[float], typer.Option(
@@ -180,12 +181,8 @@ def sample_command(
     no_stop_at_eod: Annotated[bool, typer.Option(
         "--no-stop-at-eod",
         help="Keep going past an end-of-document token (it is printed as the document separator).")] = False,
-    beam_size: Annotated[Optional[int], typer.Option(
-        "--beam-size", help="Beam search with this many beams instead of sampling (deterministic).")] = None,
-    length_alpha: Annotated[float, typer.Option(
-        "--length-alpha",
-        help="Beam search: rank hypotheses by log-probability / length**alpha (0 to 10; 0 = raw log-probability).")
-    ] = 1.0,
+    beam_size: options.BeamSizeOpt = 1,
+    length_alpha: options.LengthAlphaOpt = 1.0,
     map_unknown: options.MapUnknownOpt = False,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
@@ -206,7 +203,7 @@ def sample_command(
     # `> out.txt` never keeps the start of a refused command's output.
     settings = SampleSettings(temperature=0.0 if greedy else temperature, top_k=top_k, top_p=top_p)
     check_seed(seed)
-    if beam_size is not None:
+    if beam_size > 1:
         if num_samples != 1:
             raise CharRNNError("--beam-size gives one best text; drop --num-samples")
         check_beam_options(length, beam_size, length_alpha)
@@ -217,7 +214,7 @@ def sample_command(
 
         checkpoint = pretrained("lm")
     model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
-    if beam_size is not None:
+    if beam_size > 1:
         text, score = beam_search(model, tokenizer, prime=prime, length=length, beam_size=beam_size,
                                   length_alpha=length_alpha, stop_at_eod=not no_stop_at_eod, map_unknown=map_unknown)
         if json_output:
@@ -270,6 +267,8 @@ def eval_command(
     """Score a text with a model: nats per character, bits per character and perplexity.
 
     --json prints {"nats_per_char", "bits_per_char", "perplexity", "chars", "unknown_chars"}.
+
+    Example: charrnn eval checkpoints/tinyshakespeare corpora/tinyshakespeare.txt --json
     """
     load_torch()
     from charrnn.checkpoint import load_model

@@ -66,7 +66,8 @@ DeviceOpt = Annotated[str, typer.Option(
 PrecisionOpt = Annotated[Precision, typer.Option(
     "--precision",
     help="auto (bf16 autocast where the GPU or CPU computes bfloat16 natively, else fp32), fp32 or bf16.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed: the same seed gives the same result.")]
+SeedOpt = Annotated[Optional[int], typer.Option(
+    "--seed", help="Random seed: the same seed gives the same result (no default shown: each run differs).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text and tables.")]
 EncodingOpt = Annotated[str, typer.Option(
     "--encoding", help="Text encoding of the text file (any Python codec; byte-level models read bytes).")]
@@ -74,6 +75,17 @@ MapUnknownOpt = Annotated[bool, typer.Option(
     "--map-unknown",
     help="Read characters the model never saw as <unk> (eval leaves them unscored) instead of failing.")]
 TopOpt = Annotated[int, typer.Option("--top", min=1, help="Top cells listed per probe.")]
+MaxCharsOpt = Annotated[int, typer.Option(
+    "--max-chars", min=2, help="Read only the first N characters of the text (or of the activations file).")]
+TemperatureOpt = Annotated[float, typer.Option(
+    "--temperature", "-t", min=0.0,
+    help="Sampling temperature: below 1 safer, above 1 more varied; 0 = the most likely token each step.")]
+BeamSizeOpt = Annotated[int, typer.Option(
+    "--beam-size", min=1, help="Beam search with this many beams (deterministic); 1 = no beam search: the most "
+                               "likely token each step, or sampling where --temperature is above 0.")]
+LengthAlphaOpt = Annotated[float, typer.Option(
+    "--length-alpha",
+    help="Beam search ranks hypotheses by log-probability / length**alpha (0 to 10; 0 = raw log-probability).")]
 
 
 # ----- the image tasks (caption, ctc) ------------------------------------------------------------------
@@ -85,7 +97,6 @@ SkipBadOpt = Annotated[bool, typer.Option(
                        "narrow for their text), counted, instead of stopping at them.")]
 ChannelsOpt = Annotated[str, typer.Option(
     "--channels", help="Channels of the CNN's blocks (each conv+BN+ReLU+pool halves the grid).")]
-BeamSizeOpt = Annotated[int, typer.Option("--beam-size", min=1, help="Beam search width; 1 = greedy.")]
 
 
 # ----- the training loop (LoopConfig): every training command --------------------------------------
