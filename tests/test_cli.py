@@ -131,7 +131,8 @@ OWN_OPTIONS = {
               "--sample-chars", "--device", "--precision", "--corpus-mb", "--corpus", "--json"],
     "dump": ["CHECKPOINT", "TEXT_FILE", "--text", "--out", "--format", "--top-k", "--encoding", "--map-unknown",
              "--device", "--json"],
-    "viz": ["ACTIVATIONS", "--out", "--max-chars", "--kinds", "--top"],
+    "viz": ["ACTIVATIONS", "--out", "--max-chars", "--kinds", "--top", "--encoding", "--map-unknown", "--device",
+            "--json"],
     "cells": ["CHECKPOINT", "TEXT_FILE", "ACTIVATIONS", "--top", "--max-chars", "--html", "--plot", "--encoding", "--map-unknown",
               "--device", "--json"],
     "caption": ["train", "sample", "eval", "make-emoji"],  # its own commands; tests/test_caption.py has the rest
@@ -153,12 +154,91 @@ def test_help_lists_every_command_with_its_options():
 
 
 def test_help_shows_the_config_defaults_and_choices():
-    text = run("train", "--help", env=WIDE).stdout
+    text = run("train", "--help", env=WIDE).stdout.split("Example:", 1)[1].split("\n", 1)[1]  # after the example
     for flag, value in [("--lr", TrainConfig.lr), ("--seed", TrainConfig.seed), ("--cell", TrainConfig.cell),
                         ("--eval-every", TrainConfig.eval_every), ("--hidden-size", TrainConfig.hidden_size)]:
         line = next(l for l in text.splitlines() if re.search(rf"(?<![\w-]){flag}(?![\w-])", l))
         assert f"[default: {value}]" in line, line
     assert "<adamw|adam|rmsprop|sgd|adagrad>" in text and "<constant|cosine|exponential>" in text
+
+
+def walk_commands():
+    """(command line, click command) for the root, each group and each command under them."""
+    import typer
+
+    todo = [(["charrnn"], typer.main.get_command(app))]
+    while todo:
+        path, command = todo.pop(0)
+        yield " ".join(path), command
+        todo += [(path + [name], sub) for name, sub in getattr(command, "commands", {}).items()]
+
+
+def test_every_help_ends_with_an_example():
+    walked = [path for path, _ in walk_commands()]
+    assert {"charrnn train", "charrnn caption", "charrnn caption make-emoji", "charrnn ctc tune-lm"} <= set(walked)
+    for path, command in walk_commands():
+        last = (command.help or "").strip().splitlines()[-1].strip()
+        assert last.startswith(f"Example: {path} " if path != "charrnn" else "Example: charrnn "), f"{path}: {last}"
+        r = run(*path.split()[1:], "--help", env=WIDE)
+        assert r.exit_code == 0 and last in r.stdout, r.output
+
+
+# The same flag with another meaning, on purpose: where a command writes (a run directory to train, a file to
+# dump or viz), each task's validation split (of a corpus, images, lines), bench's grid of models, the cell to
+# open a page on, make-lines' own output directory, dump's stored predictions, per-image caption samples.
+DIFFERENT_ON_PURPOSE = {"--out", "-o", "--val-frac", "--cell", "--num-layers", "--hidden-size", "--overwrite",
+                        "--top-k", "--num-samples"}
+
+
+def test_a_shared_option_is_declared_once():
+    declared = {}  # flag -> {(names, help, min, max): [commands]}
+    for path, command in walk_commands():
+        for param in command.params:
+            if type(param).__name__ == "TyperOption" and not param.hidden:  # hidden: an old spelling still read
+                for flag in param.opts + param.secondary_opts:
+                    key = (tuple(param.opts), param.help, param.min, param.max)
+                    declared.setdefault(flag, {}).setdefault(key, []).append(path)
+    shared = {flag for flag, ways in declared.items() if sum(map(len, ways.values())) > 1}
+    assert {"--beam-size", "--temperature", "--length-alpha", "--seed", "--device", "--json", "--max-chars",
+            "--lm", "--time-budget", "--max-steps", "--embedding-dim"} <= shared - DIFFERENT_ON_PURPOSE
+    for flag in shared - DIFFERENT_ON_PURPOSE:
+        assert len(declared[flag]) == 1, f"{flag} is declared {len(declared[flag])} ways: {declared[flag]}"
+
+
+def test_every_command_answers_json_and_every_model_runs_on_a_device():
+    for path, command in walk_commands():
+        if hasattr(command, "commands"):
+            continue
+        flags = {flag for param in command.params for flag in getattr(param, "opts", [])}
+        assert "--json" in flags, path
+        runs_a_model = path.split()[-1] not in ("info", "make-emoji", "make-lines")
+        assert ("--device" in flags) == runs_a_model, path
+
+
+def test_errors_look_the_same_in_every_group(tmp_path):
+    one_line_error(run("sample", "--beam-size", 0), "--beam-size")
+    one_line_error(run("viz", tmp_path / "nothing.txt", "--max-chars", 1), "--max-chars")
+    one_line_error(run("dump", tmp_path / "run", "--text", "hi", "--dtype", "int8"), "--dtype")
+    one_line_error(run("caption", "sample", "cat.png", "--length-alpha", 11), "--length-alpha", "0 and 10")
+    one_line_error(run("caption", "sample", "cat.png", "--temperature", -1), "--temperature")
+    one_line_error(run("caption", "eval", tmp_path, "--part", "test"), "--part")
+    one_line_error(run("caption", "sample"), "IMAGE")
+    one_line_error(run("ctc", "decode", "line.png", "--lm-unknown", "ignore"), "--lm-unknown")
+    one_line_error(run("ctc", "tune-lm", tmp_path), "--lm")
+    one_line_error(run("ctc", "make-lines", tmp_path / "missing.txt", tmp_path / "lines", "--count", 0), "--count")
+    one_line_error(run("ctc", "frobnicate"), "No such command")
+
+
+def test_make_lines_still_reads_its_old_line_length_flags(monkeypatch, tmp_path):
+    import charrnn.linegen
+    from charrnn.common import CharRNNError
+
+    def make_lines(*args, **kwargs):
+        raise CharRNNError(f"lines of {kwargs['min_chars']} to {kwargs['max_chars']} characters")
+
+    monkeypatch.setattr(charrnn.linegen, "make_lines", make_lines)
+    for flags in (["--min-line-chars", 3, "--max-line-chars", 9], ["--min-chars", 3, "--max-chars", 9]):
+        one_line_error(run("ctc", "make-lines", tmp_path / "t.txt", tmp_path / "out", *flags), "3 to 9 characters")
 
 
 def test_help_does_not_import_torch():

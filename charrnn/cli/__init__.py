@@ -65,7 +65,8 @@ def _ctrl_c_as_abort() -> Iterator[None]:
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True,
                   help="Character-level RNN / LSTM / GRU models: train on any text, sample, evaluate, inspect the "
                        "cells; describe images (caption); read text lines (ctc). Shell completion: "
-                       "charrnn --install-completion, then open a new shell.",
+                       "charrnn --install-completion, then open a new shell.\n\n"
+                       "Example: charrnn sample --prime 'ROMEO:' --seed 1",
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 

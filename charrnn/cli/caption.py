@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.table import Table
@@ -14,7 +14,8 @@ from charrnn.cli.options import config_options, given
 from charrnn.common import CharRNNError
 from charrnn.config import CaptionTrainConfig, Encoder, Tokens
 
-app = typer.Typer(help="Describe images: a CNN encoder and a recurrent decoder (with soft attention).",
+app = typer.Typer(help="Describe images: a CNN encoder and a recurrent decoder (with soft attention).\n\n"
+                       "Example: charrnn caption sample cat.png",
                   no_args_is_help=True)
 
 # ----- options only captioning has (the loop's and the model's are shared, in options.py) -------------
@@ -44,8 +45,13 @@ DoublyStochasticOpt = Annotated[float, typer.Option(
 ScheduledSamplingOpt = Annotated[float, typer.Option(
     "--scheduled-sampling", help="Probability of feeding the model its own previous token while training.")]
 MaxCaptionLenOpt = Annotated[int, typer.Option("--max-caption-len", help="Longest caption decoded, in tokens.")]
-LengthAlphaOpt = Annotated[float, typer.Option(
-    "--length-alpha", min=0.0, max=5.0, help="Beam search ranks captions by log-probability / length**alpha.")]
+
+
+def _check_length_alpha(length_alpha: float) -> None:
+    from charrnn.sample import MAX_LENGTH_ALPHA
+
+    if not 0 <= length_alpha <= MAX_LENGTH_ALPHA:  # `not` also refuses NaN
+        raise CharRNNError(f"--length-alpha must be between 0 and {MAX_LENGTH_ALPHA:g}, got {length_alpha}")
 
 
 @app.command("train")
@@ -99,7 +105,10 @@ def train_command(
     compile: options.CompileOpt = CaptionTrainConfig.compile,
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Train a captioner (no arguments: the bundled emoji set, with attention, for 5 minutes)."""
+    """Train a captioner (no arguments: the bundled emoji set, with attention, for 5 minutes).
+
+    Example: charrnn caption train corpora/emoji.zip --split grouped --out checkpoints/emoji-caption --time-budget 10
+    """
     from charrnn.caption import resume_config, train
 
     values = config_options(ctx, CaptionTrainConfig)
@@ -123,9 +132,8 @@ def sample_command(
         metavar="[CHECKPOINT] IMAGE...", show_default=False,
         help="A run directory or .pt file (left out: the shipped emoji captioner), then image files.")],
     beam_size: options.BeamSizeOpt = 1,
-    length_alpha: LengthAlphaOpt = 0.0,
-    temperature: Annotated[float, typer.Option(
-        "--temperature", "-t", min=0.0, help="Sample at this temperature; 0 = the most likely token each step.")] = 0.0,
+    length_alpha: options.LengthAlphaOpt = 0.0,
+    temperature: options.TemperatureOpt = 0.0,
     num_samples: Annotated[int, typer.Option(
         "--num-samples", min=1, help="Captions per image (sampled; needs --temperature above 0).")] = 1,
     seed: options.SeedOpt = None,
@@ -140,6 +148,7 @@ def sample_command(
     """
     from charrnn.caption import describe_images
 
+    _check_length_alpha(length_alpha)
     checkpoint, images = options.model_and_inputs(paths, "caption")
     if not images:
         raise CharRNNError("give the image files to describe after the run directory or checkpoint")
@@ -164,19 +173,21 @@ def eval_command(
     checkpoint: options.CheckpointArg,
     data: Annotated[Optional[str], typer.Argument(
         metavar="DATA", help="Dataset to score on. \\[default: the run's own data]", show_default=False)] = None,
-    part: Annotated[str, typer.Option(
+    part: Annotated[Literal["val", "all"], typer.Option(
         "--part", help="val: the validation side of DATA as the run split it; all: every image of DATA.")] = "val",
     beam_size: options.BeamSizeOpt = 3,
-    length_alpha: LengthAlphaOpt = 0.0,
+    length_alpha: options.LengthAlphaOpt = 0.0,
     skip_bad: options.SkipBadOpt = False,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Corpus BLEU-1..4, CIDEr-D and exact match of greedy and beam-search captions, with all references."""
+    """Corpus BLEU-1..4, CIDEr-D and exact match of greedy and beam-search captions, with all references.
+
+    Example: charrnn caption eval checkpoints/emoji-caption --beam-size 5 --json
+    """
     from charrnn.caption import evaluate_captioner
 
-    if part not in ("val", "all"):
-        raise CharRNNError(f"--part must be val or all, got {part!r}")
+    _check_length_alpha(length_alpha)
     result = evaluate_captioner(checkpoint, data, part=part, beam_size=beam_size, length_alpha=length_alpha,
                                 skip_bad=skip_bad, device=device)
     if json_output:
@@ -202,11 +213,15 @@ def make_emoji_command(
     emoji_test: Annotated[Optional[Path], typer.Option(
         "--emoji-test", help="Unicode's emoji-test.txt (the CLDR names). \\[default: the installed unicode-data]",
         show_default=False)] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random and grouped validation splits.")] = 0,
+    seed: options.SeedOpt = 0,
     zip_to: Annotated[Optional[Path], typer.Option("--zip", help="Also pack the dataset into this .zip file.")] = None,
+    json_output: options.JsonOpt = False,
 ) -> None:
     """Remake the bundled emoji set: every emoji the Noto Color Emoji font draws, captioned with its CLDR
-    name (other names as extra references), with a random and a grouped validation split."""
+    name (other names as extra references), with a random and a grouped validation split (drawn by --seed).
+
+    Example: charrnn caption make-emoji emoji --zip emoji.zip
+    """
     from rich.progress import Progress
 
     from charrnn.emoji import make_emoji_dataset, zip_dataset
@@ -220,4 +235,7 @@ def make_emoji_command(
         zip_dataset(out, zip_to)
         summary["zip"] = str(zip_to)
     summary.pop("skipped_emoji", None)
+    if json_output:
+        render.print_json(summary)
+        return
     render.out.print(render.key_value_table(f"emoji caption set in {out}", summary))

@@ -16,7 +16,8 @@ from charrnn.common import CharRNNError
 from charrnn.config import DEFAULT_CHAR_BONUS, DEFAULT_LINES, DEFAULT_LM_WEIGHT, CTCTrainConfig
 
 app = typer.Typer(help="Read text lines: a CNN + bidirectional RNN trained with CTC, decoded greedily or by prefix "
-                       "beam search fused with a charrnn language model.", no_args_is_help=True)
+                       "beam search fused with a charrnn language model.\n\n"
+                       "Example: charrnn ctc decode line.png --beam-size 8", no_args_is_help=True)
 
 # ----- options only ctc has (the loop's, the model's and the image tasks' are shared, in options.py) ---
 
@@ -263,8 +264,11 @@ def make_lines_command(
     val_frac: Annotated[float, typer.Option(
         "--val-frac", help="Validation lines come from this last fraction of the text, training lines from the "
                            "rest: the split `charrnn train` uses, so its LM never read the validation text.")] = 0.1,
-    min_chars: Annotated[int, typer.Option("--min-chars", min=1, help="Shortest line, in characters.")] = 10,
-    max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Longest line, in characters.")] = 40,
+    min_chars: Annotated[int, typer.Option("--min-line-chars", min=1, help="Shortest line, in characters.")] = 10,
+    max_chars: Annotated[int, typer.Option("--max-line-chars", min=1, help="Longest line, in characters.")] = 40,
+    # The old names, still read: elsewhere --max-chars means "read the first N characters" (viz, cells).
+    old_min_chars: Annotated[Optional[int], typer.Option("--min-chars", min=1, hidden=True)] = None,
+    old_max_chars: Annotated[Optional[int], typer.Option("--max-chars", min=1, hidden=True)] = None,
     seed: options.SeedOpt = 0,
     workers: Annotated[Optional[int], typer.Option(
         "--workers", min=1, help="Processes drawing lines (the files are the same whatever their number). "
@@ -283,6 +287,7 @@ def make_lines_command(
 
     from charrnn.linegen import make_lines
 
+    min_chars, max_chars = old_min_chars or min_chars, old_max_chars or max_chars
     with Progress(console=render.err, transient=True) as progress:
         bar = progress.add_task("rendering lines", total=None)
         summary = make_lines(text_file, out, count=count, val_count=val_count, fonts=fonts,

@@ -13,7 +13,10 @@ app = typer.Typer()
 
 @app.command("info")
 def info_command(checkpoint: options.CheckpointArg, json_output: options.JsonOpt = False) -> None:
-    """Show a checkpoint's task, model, vocabulary, training progress and the device it was trained on."""
+    """Show a checkpoint's task, model, vocabulary, training progress and the device it was trained on.
+
+    Example: charrnn info checkpoints/tinyshakespeare --json
+    """
     from charrnn.checkpoint import checkpoint_info
 
     info = checkpoint_info(checkpoint)
@@ -59,6 +62,8 @@ def bench_command(
     """Measure training and sampling speed against a plain PyTorch loop, and the hardware's limit.
 
     Both loops run at --precision. --corpus-mb measures corpus encoding instead.
+
+    Example: charrnn bench --cell lstm --num-layers 2 --hidden-size 256 --device cpu
     """
     from charrnn import bench
 
