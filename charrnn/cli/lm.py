@@ -173,8 +173,7 @@ def sample_command(
         "--top-p", help="Sample only among the most likely characters covering probability p (nucleus).")] = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Same as --temperature 0.")] = False,
     seed: options.SeedOpt = None,
-    num_samples: Annotated[int, typer.Option(
-        "--num-samples", help="Independent samples, generated together as one batch.")] = 1,
+    num_samples: options.NumSamplesOpt = 1,
     stop: Annotated[list[str], typer.Option(
         "--stop", parser=unescape,
         help="End a sample where this string appears (not included; \\n escapes are read); repeatable.")] = [],

@@ -83,6 +83,8 @@ TemperatureOpt = Annotated[float, typer.Option(
 BeamSizeOpt = Annotated[int, typer.Option(
     "--beam-size", min=1, help="Beam search with this many beams (deterministic); 1 = no beam search: the most "
                                "likely token each step, or sampling where --temperature is above 0.")]
+NumSamplesOpt = Annotated[int, typer.Option(
+    "--num-samples", min=1, help="Independent samples (for each image, when captioning), generated as one batch.")]
 LengthAlphaOpt = Annotated[float, typer.Option(
     "--length-alpha",
     help="Beam search ranks hypotheses by log-probability / length**alpha (0 to 10; 0 = raw log-probability).")]
