@@ -185,9 +185,9 @@ def test_every_help_ends_with_an_example():
 
 # The same flag with another meaning, on purpose: where a command writes (a run directory to train, a file to
 # dump or viz), each task's validation split (of a corpus, images, lines), bench's grid of models, the cell to
-# open a page on, make-lines' own output directory, dump's stored predictions, per-image caption samples.
+# open a page on, make-lines' own output directory, dump's stored predictions.
 DIFFERENT_ON_PURPOSE = {"--out", "-o", "--val-frac", "--cell", "--num-layers", "--hidden-size", "--overwrite",
-                        "--top-k", "--num-samples"}
+                        "--top-k"}
 
 
 def test_a_shared_option_is_declared_once():
@@ -227,6 +227,10 @@ def test_errors_look_the_same_in_every_group(tmp_path):
     one_line_error(run("ctc", "tune-lm", tmp_path), "--lm")
     one_line_error(run("ctc", "make-lines", tmp_path / "missing.txt", tmp_path / "lines", "--count", 0), "--count")
     one_line_error(run("ctc", "frobnicate"), "No such command")
+    # What the operating system refuses (here: a directory that cannot be made) is one line too.
+    (tmp_path / "t.txt").write_text(TEXT[:200])
+    one_line_error(run("viz", tmp_path / "t.txt", "--out", "/proc/charrnn/cells.html", "--device", "cpu"),
+                   "/proc/charrnn")
 
 
 def test_make_lines_still_reads_its_old_line_length_flags(monkeypatch, tmp_path):

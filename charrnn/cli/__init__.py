@@ -34,6 +34,9 @@ class OneLineErrors(TyperGroup):
                                   standalone_mode=False, **extra)
         except CharRNNError as e:
             fail(str(e), 2)
+        except OSError as e:  # an --out that cannot be written, a full disk: the user's to fix, not a bug
+            reason = e.strerror or str(e)
+            fail(f"{reason[0].lower()}{reason[1:]}" + (f": {e.filename!r}" if e.filename else ""), 2)
         except typer.TyperException as e:  # Typer's usage errors: bad option, missing argument, ...
             code = getattr(e, "exit_code", 2)
             if not e.format_message():  # `charrnn` alone: the help is the message, and it was shown

@@ -134,8 +134,7 @@ def sample_command(
     beam_size: options.BeamSizeOpt = 1,
     length_alpha: options.LengthAlphaOpt = 0.0,
     temperature: options.TemperatureOpt = 0.0,
-    num_samples: Annotated[int, typer.Option(
-        "--num-samples", min=1, help="Captions per image (sampled; needs --temperature above 0).")] = 1,
+    num_samples: options.NumSamplesOpt = 1,
     seed: options.SeedOpt = None,
     show_attention: Annotated[Optional[Path], typer.Option(
         "--show-attention", help="Write a PNG: for each generated token, its attention over the image.")] = None,
@@ -222,11 +221,9 @@ def make_emoji_command(
 
     Example: charrnn caption make-emoji emoji --zip emoji.zip
     """
-    from rich.progress import Progress
-
     from charrnn.emoji import make_emoji_dataset, zip_dataset
 
-    with Progress(console=render.err, transient=True) as progress:
+    with render.transient_progress() as progress:
         task = progress.add_task("rendering", total=None)
         summary = make_emoji_dataset(out, size=size, font=font, emoji_test=emoji_test, seed=seed,
                                      on_progress=lambda done, total: progress.update(task, completed=done,

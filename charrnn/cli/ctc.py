@@ -119,11 +119,9 @@ def train_command(
 
 def _render_default_lines() -> Path:
     """The default line set, rendered with a progress bar the first time."""
-    from rich.progress import Progress
-
     from charrnn.ctc import default_lines
 
-    with Progress(console=render.err, transient=True) as progress:
+    with render.transient_progress() as progress:
         task = progress.add_task(f"rendering lines into {DEFAULT_LINES}", total=None)
         return default_lines(lambda done, total: progress.update(task, completed=done, total=total))
 
@@ -221,11 +219,9 @@ def tune_lm_command(
 
     Example: charrnn ctc tune-lm checkpoints/tinyshakespeare-lines-ctc --lm checkpoints/tinyshakespeare
     """
-    from rich.progress import Progress
-
     from charrnn.ctc import tune_lm
 
-    with Progress(console=render.err, transient=True) as progress:
+    with render.transient_progress() as progress:
         bar = progress.add_task("decoding with each (alpha, beta)", total=None)
         result = tune_lm(checkpoint, lm, data, beam_size=beam_size, max_lines=max_lines, lm_unknown=lm_unknown,
                          skip_bad=skip_bad, device=device,
@@ -283,12 +279,10 @@ def make_lines_command(
 
     Example: charrnn ctc make-lines corpora/tinyshakespeare.txt lines --count 20000
     """
-    from rich.progress import Progress
-
     from charrnn.linegen import make_lines
 
     min_chars, max_chars = old_min_chars or min_chars, old_max_chars or max_chars
-    with Progress(console=render.err, transient=True) as progress:
+    with render.transient_progress() as progress:
         bar = progress.add_task("rendering lines", total=None)
         summary = make_lines(text_file, out, count=count, val_count=val_count, fonts=fonts,
                              val_fonts=val_fonts, seed=seed, val_frac=val_frac,

@@ -19,6 +19,12 @@ err = Console(stderr=True, highlight=False)  # progress, summaries, diagnostics
 out = Console()  # a command's result
 
 
+def transient_progress() -> Progress:
+    """A progress bar on stderr that leaves nothing behind. Off a terminal there is none: Rich would leave a
+    blank line, above an error's one line too."""
+    return Progress(console=err, transient=True, disable=not err.is_terminal)
+
+
 def fail(message: str, code: int) -> NoReturn:
     """One line on stderr (red on a terminal), then exit with `code`."""
     message = " ".join(str(message).split())
