@@ -221,6 +221,7 @@ def test_errors_look_the_same_in_every_group(tmp_path):
     one_line_error(run("dump", tmp_path / "run", "--text", "hi", "--dtype", "int8"), "--dtype")
     one_line_error(run("caption", "sample", "cat.png", "--length-alpha", 11), "--length-alpha", "0 and 10")
     one_line_error(run("caption", "sample", "cat.png", "--temperature", -1), "--temperature")
+    one_line_error(run("caption", "sample", "cat.png", "--seed", 2**64), "--seed", "2**64 - 1")
     one_line_error(run("caption", "eval", tmp_path, "--part", "test"), "--part")
     one_line_error(run("caption", "sample"), "IMAGE")
     one_line_error(run("ctc", "decode", "line.png", "--lm-unknown", "ignore"), "--lm-unknown")

@@ -146,7 +146,9 @@ def sample_command(
     Example: charrnn caption sample checkpoints/emoji-caption cat.png --beam-size 3 --show-attention att.png
     """
     from charrnn.caption import describe_images
+    from charrnn.sample import check_seed
 
+    check_seed(seed)
     _check_length_alpha(length_alpha)
     checkpoint, images = options.model_and_inputs(paths, "caption")
     if not images:
