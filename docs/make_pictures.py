@@ -7,19 +7,22 @@ Pictures (written to --out, default docs/):
 
 - `loss.svg`: the loss curve of a language-model run, drawn by `charrnn.plot.loss_curve_svg` from the run's
   `metrics.jsonl`. `--run` defaults to `checkpoints/tinyshakespeare` (what `charrnn train` writes) if it
-  exists. The committed picture comes from `charrnn train --hidden-size 256 --out /tmp/lm-ts`: a GRU 2x256
-  trained 5 minutes on tinyshakespeare (the run the shipped language model was exported from).
+  exists, else /tmp/lm-ts. The committed picture comes from `charrnn train --hidden-size 256 --out
+  /tmp/lm-ts`: a GRU 2x256 trained 5 minutes on tinyshakespeare (the run the shipped language model was
+  exported from).
 - `cells.png`: the cell viewer (`charrnn cells RUN TEXT --html`) in headless Chromium at 1200x800, opened
   on the top inside-quotes cell. It needs a model of text with double quotes: `--cells-run` (default
   /tmp/wp: `charrnn train corpora/warpeace_input.txt --cell lstm --num-layers 1 --hidden-size 128
-  --time-budget 3 --out /tmp/wp`) and `--cells-text`, text it never trained on (default /tmp/dialogue.txt,
-  10,000 characters of dialogue from the validation part of War and Peace). Chromium is the system one
-  (`/usr/bin/chromium` or $CHARRNN_CHROMIUM), driven by Playwright's Python package; nothing is downloaded.
+  --time-budget 3 --out /tmp/wp`) and `--cells-text`, text it never trained on (default: the 10,000 bytes
+  of dialogue at byte 2,993,460 of corpora/warpeace_input.txt, inside its validation part; the README's
+  `tail -c +2993460 ... | head -c 10000`). Chromium is the system one (`chromium` on the PATH or
+  $CHARRNN_CHROMIUM), driven by Playwright's Python package; nothing is downloaded.
 - `saturation.svg`: the gate-saturation scatter of the same trace (`charrnn cells ... --plot`).
 - `attention.png`: `charrnn caption sample MODEL IMAGE... --show-attention` (greedy) on two images of
-  corpora/emoji.zip; MODEL is `--caption-run`, else the shipped captioner, else it is skipped with a message.
-  The committed picture comes from `charrnn caption train --max-steps 700 --out /tmp/cap/e` (the defaults:
-  attention, LSTM 1x256; BLEU-4 57.2 greedy on the random validation split), given as `--caption-run`.
+  corpora/emoji.zip; MODEL is `--caption-run`, else the shipped captioner, else
+  `checkpoints/emoji-caption` (what `charrnn caption train` writes), else it is skipped with a message.
+  The committed picture comes from checkpoints/emoji-caption, the README's 5-minute `charrnn caption
+  train` with the defaults (attention, LSTM 1x256; BLEU-4 57.9 greedy on the random validation split).
 - `alignment.png`: `charrnn ctc decode IMAGE... --show-alignment` with the shipped line reader on three lines
   rendered by `charrnn.linegen.make_lines` from tinyshakespeare's validation part: two in the training
   fonts, one in the held-out font (Comic Neue).
@@ -43,13 +46,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from charrnn.plot import loss_curve_svg  # noqa: E402
-from charrnn.rundir import read_metrics  # noqa: E402
+from charrnn.plot import loss_curve_svg
+from charrnn.rundir import read_metrics
 
+DIALOGUE_AT = 2_993_459  # a byte offset in corpora/warpeace_input.txt (`tail -c +2993460`)
 PICTURES = ("loss", "cells", "attention", "alignment")  # cells also makes saturation.svg
-# The emoji pictured, by caption: ones the 700-step captioner names right, so the picture shows where a
+# The emoji pictured, by caption: ones the 5-minute captioner names right, so the picture shows where a
 # working model looks.
 EMOJI = ("man firefighter", "woman pilot: medium-dark skin tone")
 
@@ -74,7 +78,16 @@ def loss_curve(run: Path, out: Path) -> str:
     return f"from {run}"
 
 
-def cell_viewer(run: Path, text: Path, out_dir: Path, tmp: Path) -> str:
+def dialogue(tmp: Path) -> Path:
+    """10,000 bytes of War and Peace dialogue from its validation part (the last 10%), never trained on."""
+    with open(ROOT / "corpora" / "warpeace_input.txt", "rb") as f:
+        f.seek(DIALOGUE_AT)
+        (tmp / "dialogue.txt").write_bytes(f.read(10_000))
+    return tmp / "dialogue.txt"
+
+
+def cell_viewer(run: Path, text: Path | None, out_dir: Path, tmp: Path) -> str:
+    text = text or dialogue(tmp)
     if not (run / "best.pt").exists() or not text.exists():
         return f"skipped: needs {run}/best.pt and {text} (see this script's docstring)"
     page = tmp / "cells.html"
@@ -115,9 +128,11 @@ def emoji_images(tmp: Path) -> list[Path]:
 def attention(caption_run: Path | None, out: Path, tmp: Path) -> str:
     from charrnn.pretrained import HERE, SHIPPED
 
-    model = caption_run or HERE / SHIPPED["caption"]
-    if not (model.is_file() or (model / "best.pt").exists()):
-        return f"skipped: no captioner ({model} missing; give --caption-run)"
+    shipped, trained = HERE / SHIPPED["caption"], ROOT / "checkpoints" / "emoji-caption"
+    candidates = [caption_run] if caption_run else [shipped, trained]
+    model = next((m for m in candidates if m.is_file() or (m / "best.pt").exists()), None)
+    if model is None:
+        return f"skipped: no captioner (none of {', '.join(map(str, candidates))}; give --caption-run)"
     charrnn("caption", "sample", model, *emoji_images(tmp), "--show-attention", out)
     small(out)
     return f"{model}"
@@ -138,7 +153,7 @@ def main() -> None:
     default_run = ROOT / "checkpoints" / "tinyshakespeare"
     parser.add_argument("--run", type=Path, default=default_run if default_run.exists() else Path("/tmp/lm-ts"))
     parser.add_argument("--cells-run", type=Path, default=Path("/tmp/wp"))
-    parser.add_argument("--cells-text", type=Path, default=Path("/tmp/dialogue.txt"))
+    parser.add_argument("--cells-text", type=Path, default=None)
     parser.add_argument("--caption-run", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--only", nargs="+", choices=PICTURES, default=list(PICTURES))
