@@ -11,12 +11,13 @@ Pictures (written to --out, default docs/):
   /tmp/lm-ts`: a GRU 2x256 trained 5 minutes on tinyshakespeare (the run the shipped language model was
   exported from).
 - `cells.png`: the cell viewer (`charrnn cells RUN TEXT --html`) in headless Chromium at 1200x800, opened
-  on the top inside-quotes cell. It needs a model of text with double quotes: `--cells-run` (default
-  /tmp/wp: `charrnn train corpora/warpeace_input.txt --cell lstm --num-layers 1 --hidden-size 128
-  --time-budget 3 --out /tmp/wp`) and `--cells-text`, text it never trained on (default: the 10,000 bytes
-  of dialogue at byte 2,993,460 of corpora/warpeace_input.txt, inside its validation part; the README's
-  `tail -c +2993460 ... | head -c 10000`). Chromium is the system one (`chromium` on the PATH or
-  $CHARRNN_CHROMIUM), driven by Playwright's Python package; nothing is downloaded.
+  on the top inside-quotes cell. It needs a model of text with double quotes, `--cells-run`: default
+  checkpoints/wp if it exists, else /tmp/wp, which drew the committed picture (`charrnn train
+  corpora/warpeace_input.txt --cell lstm --num-layers 1 --hidden-size 128 --time-budget 3 --out /tmp/wp`);
+  and `--cells-text`, text it never trained on: default the 10,000 bytes of dialogue at byte 2,993,460 of
+  corpora/warpeace_input.txt, inside its validation part (the README's `tail -c +2993460 ... | head -c
+  10000`). Chromium is the system one (`chromium` on the PATH or $CHARRNN_CHROMIUM), driven by
+  Playwright's Python package; nothing is downloaded.
 - `saturation.svg`: the gate-saturation scatter of the same trace (`charrnn cells ... --plot`).
 - `attention.png`: `charrnn caption sample MODEL IMAGE... --show-attention` (greedy) on two images of
   corpora/emoji.zip; MODEL is `--caption-run`, else the shipped captioner, else
@@ -35,6 +36,7 @@ script only picks the inputs. `--only loss cells` remakes some of them. It takes
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -70,11 +72,20 @@ def small(png: Path) -> None:
     Image.open(png).convert("RGB").quantize(colors=256).save(png, optimize=True)
 
 
+def run_title(run: Path) -> str:
+    """"GRU 2x256 on tinyshakespeare.txt", from the run's run.json; the directory's name without one."""
+    try:
+        c = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        return f"{c['cell'].upper()} {c['num_layers']}x{c['hidden_size']} on {Path(c['corpus']).name}"
+    except (OSError, ValueError, KeyError):
+        return run.name
+
+
 def loss_curve(run: Path, out: Path) -> str:
     records = read_metrics(run / "metrics.jsonl")
     if not records:
         return f"skipped: no metrics.jsonl in {run}"
-    out.write_text(loss_curve_svg(records, title=f"charrnn train: {run.name}"), encoding="utf-8")
+    out.write_text(loss_curve_svg(records, title=run_title(run)), encoding="utf-8")
     return f"from {run}"
 
 
@@ -152,7 +163,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default_run = ROOT / "checkpoints" / "tinyshakespeare"
     parser.add_argument("--run", type=Path, default=default_run if default_run.exists() else Path("/tmp/lm-ts"))
-    parser.add_argument("--cells-run", type=Path, default=Path("/tmp/wp"))
+    default_wp = ROOT / "checkpoints" / "wp"
+    parser.add_argument("--cells-run", type=Path, default=default_wp if default_wp.exists() else Path("/tmp/wp"))
     parser.add_argument("--cells-text", type=Path, default=None)
     parser.add_argument("--caption-run", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
