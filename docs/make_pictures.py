@@ -103,9 +103,11 @@ def cell_viewer(run: Path, text: Path | None, out_dir: Path, tmp: Path) -> str:
         return f"skipped: needs {run}/best.pt and {text} (see this script's docstring)"
     page = tmp / "cells.html"
     charrnn("cells", run, text, "--html", page, "--plot", out_dir / "saturation.svg")
+    chromium = os.environ.get("CHARRNN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        return "saturation.svg only: no Chromium for the screenshot (apt-get install chromium)"
     from playwright.sync_api import sync_playwright
 
-    chromium = os.environ.get("CHARRNN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium)
         view = browser.new_page(viewport={"width": 1200, "height": 800})
