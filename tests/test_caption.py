@@ -276,3 +276,17 @@ def test_data_that_is_a_file_the_run_writes_is_refused(tmp_path):
     with pytest.raises(CharRNNError, match="is a file the run writes"):
         train(tiny(data, tmp_path), overwrite=True)
     assert data.read_bytes() == b"not to be overwritten"
+
+
+def test_the_shipped_captioner_describes_an_image_with_no_run_directory():
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    image = Path(__file__).parent.parent / "corpora" / "examples" / "monkey.png"
+    r = CliRunner().invoke(app, ["caption", "sample", str(image), "--json"])
+    assert r.exit_code == 0, r.output
+    caption = json.loads(r.stdout)["images"][0]["captions"][0]
+    assert caption and caption.strip() == caption
