@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from charrnn.common import CharRNNError, atomic_write, write_text_atomic
+from charrnn.config import Newline
 from charrnn.tokenizer import CharTokenizer, code_points
 
 CHUNK_BYTES = 1 << 22  # 4 MiB per read: large enough for numpy to stream, small enough to bound memory
@@ -74,13 +75,42 @@ def sniff_wide_encoding(head: bytes) -> str | None:
     return None
 
 
+def normalize_newlines(text: str | bytes, newline: Newline) -> str | bytes:
+    """`text` with its line ends as a model trained with `--newline` reads them: "keep" leaves them alone, "lf"
+    turns CRLF (Windows) and a lone CR (classic Mac OS) into LF. Works on bytes too (byte-level models)."""
+    if newline == "keep":
+        return text
+    cr, lf = ("\r", "\n") if isinstance(text, str) else (b"\r", b"\n")
+    return text.replace(cr + lf, lf).replace(cr, lf)
+
+
 def iter_text(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool = False,
-              chunk_bytes: int = CHUNK_BYTES) -> Iterator[str | bytes]:
-    """Yield a file's contents chunk by chunk: bytes when `byte_level`, else strictly decoded text.
+              chunk_bytes: int = CHUNK_BYTES, newline: Newline = "keep") -> Iterator[str | bytes]:
+    """Yield a file's contents chunk by chunk: bytes when `byte_level`, else strictly decoded text, with line
+    ends normalised as `newline` says (see `normalize_newlines`).
 
     A leading UTF-8 byte-order mark is dropped. An undecodable byte raises a `CharRNNError` naming its
     offset in the file.
     """
+    chunks = _read_chunks(path, encoding, byte_level, chunk_bytes)
+    if newline == "keep":
+        yield from chunks
+        return
+    held = None  # a chunk's last CR waits for the next chunk: it may be the first half of a CRLF
+    for piece in chunks:
+        if held:
+            piece = held + piece
+        held = piece[-1:] if piece.endswith("\r" if isinstance(piece, str) else b"\r") else None
+        if held:
+            piece = piece[:-1]
+        if piece:
+            yield normalize_newlines(piece, newline)
+    if held:
+        yield normalize_newlines(held, newline)
+
+
+def _read_chunks(path: str | os.PathLike, encoding: str, byte_level: bool, chunk_bytes: int) -> Iterator[str | bytes]:
+    """`iter_text` without the line-end handling."""
     p = check_text_file(path)
     if not byte_level:
         name = check_encoding(encoding)
@@ -124,21 +154,25 @@ def iter_text(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool
 
 
 def build_tokenizer(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool = False,
-                    document_separator: str | None = None) -> CharTokenizer:
-    """The vocabulary of a whole file, found in one streaming pass."""
+                    document_separator: str | None = None, newline: Newline = "keep") -> CharTokenizer:
+    """The vocabulary of a whole file, found in one streaming pass. The document separator is read with the
+    text's line ends (with `newline="lf"`, "\\r\\n\\r\\n" means the blank line it has become)."""
+    if document_separator:
+        document_separator = normalize_newlines(document_separator, newline)
     if byte_level:
         seen = np.zeros(256, dtype=bool)
-        for block in iter_text(path, encoding, True):
+        for block in iter_text(path, encoding, True, newline=newline):
             seen[np.frombuffer(block, dtype=np.uint8)] = True
         return CharTokenizer(np.flatnonzero(seen).tolist(), True, document_separator)
     seen = np.zeros(0x110000, dtype=bool)  # one flag per Unicode code point
-    for text in iter_text(path, encoding, False):
+    for text in iter_text(path, encoding, False, newline=newline):
         seen[code_points(text)] = True
     return CharTokenizer([chr(c) for c in np.flatnonzero(seen)], False, document_separator)
 
 
 def iter_encoded(path: str | os.PathLike, tokenizer: CharTokenizer, encoding: str = "utf-8",
-                 chunk_bytes: int = CHUNK_BYTES, map_unknown: bool = False) -> Iterator[np.ndarray]:
+                 chunk_bytes: int = CHUNK_BYTES, map_unknown: bool = False,
+                 newline: Newline = "keep") -> Iterator[np.ndarray]:
     """Yield the ids (in the vocabulary's compact dtype) of a file chunk by chunk, `<eod>` first and in place
     of every document separator.
 
@@ -151,7 +185,7 @@ def iter_encoded(path: str | os.PathLike, tokenizer: CharTokenizer, encoding: st
     if tokenizer.byte_level and sep:
         sep = sep.encode("utf-8")
     carry = sep[:0] if sep else None
-    for piece in iter_text(path, encoding, tokenizer.byte_level, chunk_bytes):
+    for piece in iter_text(path, encoding, tokenizer.byte_level, chunk_bytes, newline):
         if not sep:
             yield plain.encode_compact(piece, map_unknown)
             continue
@@ -189,12 +223,13 @@ class EncodedCorpus:
         return split_ids(self.ids, val_frac, test_frac)
 
 
-def _settings(encoding: str, byte_level: bool, document_separator: str | None) -> dict:
-    return {"encoding": encoding, "byte_level": byte_level, "document_separator": document_separator or None}
+def _settings(encoding: str, byte_level: bool, document_separator: str | None, newline: Newline) -> dict:
+    return {"encoding": encoding, "byte_level": byte_level, "document_separator": document_separator or None,
+            "newline": newline}
 
 
 def cached_corpus(cache_dir: str | os.PathLike, *, encoding: str = "utf-8", byte_level: bool = False,
-                  document_separator: str | None = None,
+                  document_separator: str | None = None, newline: Newline = "keep",
                   tokenizer: CharTokenizer | None = None) -> EncodedCorpus | None:
     """The encoded corpus kept in `cache_dir`, if it is complete and was made with these settings (and, when
     given, this vocabulary); None otherwise."""
@@ -202,7 +237,9 @@ def cached_corpus(cache_dir: str | os.PathLike, *, encoding: str = "utf-8", byte
     try:
         meta = json.loads(meta_path.read_text())
         same = (meta["cache_version"] == CACHE_VERSION
-                and meta["settings"] == _settings(encoding, byte_level, document_separator)
+                # caches written before --newline existed kept every line end
+                and {"newline": "keep", **meta["settings"]} == _settings(encoding, byte_level, document_separator,
+                                                                         newline)
                 and (tokenizer is None or meta["tokenizer"] == tokenizer.to_dict()))
         dtype = np.dtype(meta["dtype"])
         if not same or bin_path.stat().st_size != meta["length"] * dtype.itemsize:
@@ -214,16 +251,17 @@ def cached_corpus(cache_dir: str | os.PathLike, *, encoding: str = "utf-8", byte
         return None
 
 
-def ids_sha256(path: str | os.PathLike, tokenizer: CharTokenizer, encoding: str = "utf-8") -> str:
+def ids_sha256(path: str | os.PathLike, tokenizer: CharTokenizer, encoding: str = "utf-8",
+               newline: Newline = "keep") -> str:
     """The digest `encode_corpus` would record for `path`, computed without writing anything."""
     digest = hashlib.sha256()
-    for ids in iter_encoded(path, tokenizer, encoding):
+    for ids in iter_encoded(path, tokenizer, encoding, newline=newline):
         digest.update(memoryview(ids))
     return digest.hexdigest()
 
 
 def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, *, encoding: str = "utf-8",
-                  byte_level: bool = False, document_separator: str | None = None,
+                  byte_level: bool = False, document_separator: str | None = None, newline: Newline = "keep",
                   tokenizer: CharTokenizer | None = None) -> EncodedCorpus:
     """Encode `path` into `cache_dir/corpus.bin` (+ `corpus.json`), or reuse that cache when unchanged.
 
@@ -234,11 +272,11 @@ def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, *, enco
     cache.mkdir(parents=True, exist_ok=True)
     signature = file_signature(p)
     hit = cached_corpus(cache, encoding=encoding, byte_level=byte_level, document_separator=document_separator,
-                        tokenizer=tokenizer)
+                        newline=newline, tokenizer=tokenizer)
     if hit is not None and hit.signature == signature:
         return hit
     if tokenizer is None:
-        tokenizer = build_tokenizer(p, encoding, byte_level, document_separator)
+        tokenizer = build_tokenizer(p, encoding, byte_level, document_separator, newline)
     elif tokenizer.byte_level != byte_level:
         raise CharRNNError("the corpus settings differ from the checkpoint's tokenizer (--byte-level)")
     bin_path, meta_path = (cache / name for name in CACHE_FILES)
@@ -246,13 +284,13 @@ def encode_corpus(path: str | os.PathLike, cache_dir: str | os.PathLike, *, enco
     length = 0
     digest = hashlib.sha256()
     with atomic_write(bin_path, "wb") as f:
-        for ids in iter_encoded(p, tokenizer, encoding):
+        for ids in iter_encoded(p, tokenizer, encoding, newline=newline):
             block = memoryview(ids)  # already in the compact dtype
             digest.update(block)
             f.write(block)
             length += len(ids)
     meta = {"cache_version": CACHE_VERSION, "signature": signature,
-            "settings": _settings(encoding, byte_level, document_separator), "tokenizer": tokenizer.to_dict(),
+            "settings": _settings(encoding, byte_level, document_separator, newline), "tokenizer": tokenizer.to_dict(),
             "length": length, "dtype": tokenizer.dtype.name, "sha256_of_ids": digest.hexdigest()}
     write_text_atomic(meta_path, json.dumps(meta))
     ids = np.memmap(bin_path, dtype=tokenizer.dtype, mode="r", shape=(length,))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.common import CharRNNError
+from charrnn.config import Newline
 from charrnn.data import iter_encoded
 from charrnn.model import CharRNN
 from charrnn.tokenizer import CharTokenizer
@@ -99,15 +100,16 @@ def evaluate(model: CharRNN, ids: np.ndarray | torch.Tensor, streams: int = 16, 
 
 
 def evaluate_file(model: CharRNN, tokenizer: CharTokenizer, path: str | os.PathLike, encoding: str = "utf-8",
-                  map_unknown: bool = False, streams: int = 16) -> EvalResult:
-    """Score every character of a text file, starting from the start-of-document state.
+                  map_unknown: bool = False, streams: int = 16, newline: Newline = "keep") -> EvalResult:
+    """Score every character of a text file, starting from the start-of-document state, its line ends read as
+    `newline` says (as the model's corpus was: see `lm.trained_newline`).
 
     Characters the model never saw raise a `CharRNNError` listing them, or with `map_unknown` are read
     as `<unk>` and left out of the score (counted in `unknown_chars`).
     """
     if streams < 1:
         raise CharRNNError(f"--streams must be at least 1, got {streams}")
-    ids = np.concatenate(list(iter_encoded(path, tokenizer, encoding, map_unknown=map_unknown)))
+    ids = np.concatenate(list(iter_encoded(path, tokenizer, encoding, map_unknown=map_unknown, newline=newline)))
     if len(ids) < 2:
         raise CharRNNError(f"{str(path)!r} has no characters to score")
     result = evaluate(model, ids, streams=streams, unk_id=tokenizer.unk_id if map_unknown else None)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from charrnn import distributed
 from charrnn.common import CharRNNError, bundled
-from charrnn.config import DEFAULT_CORPUS, TrainConfig
+from charrnn.config import DEFAULT_CORPUS, Newline, TrainConfig
 from charrnn.data import (CACHE_FILES, EncodedCorpus, StreamBatches, cached_corpus, encode_corpus, file_signature,
                           ids_sha256)
 from charrnn.distributed import World
@@ -101,6 +101,8 @@ def build(config: TrainConfig, *, checkpoint: dict | None, world: World, device:
     corpus_path = Path(config.corpus)
     if checkpoint is None and config.corpus == DEFAULT_CORPUS:
         corpus_path = default_corpus_path()
+    if checkpoint is not None:  # a run from before --newline goes on reading its corpus as it did
+        config = replace(config, newline=trained_newline(checkpoint))
     if world.is_main:
         corpus = _corpus(config, corpus_path, checkpoint)
     distributed.barrier(world)  # rank 0 has encoded the corpus: the others find it cached
@@ -117,7 +119,7 @@ def build(config: TrainConfig, *, checkpoint: dict | None, world: World, device:
 def _corpus(config: TrainConfig, path: Path, checkpoint: dict | None) -> EncodedCorpus:
     """The encoded corpus of a new run; for a resumed run, the same text it started on, or an error."""
     settings = dict(encoding=config.encoding, byte_level=config.byte_level,
-                    document_separator=config.document_separator)
+                    document_separator=config.document_separator, newline=config.newline)
     if checkpoint is None:
         return encode_corpus(path, config.run_dir, **settings)
     tokenizer = CharTokenizer.from_dict(checkpoint["tokenizer"])
@@ -131,11 +133,17 @@ def _corpus(config: TrainConfig, path: Path, checkpoint: dict | None) -> Encoded
         return cached
     # The file was touched, copied or edited since it was encoded: resume only if its text is the same.
     started_on = (checkpoint.get("meta") or {}).get("corpus_sha256") or (cached.sha256 if cached else None)
-    if started_on is not None and ids_sha256(path, tokenizer, config.encoding) != started_on:
+    if started_on is not None and ids_sha256(path, tokenizer, config.encoding, config.newline) != started_on:
         raise CharRNNError(f"the corpus {str(path)!r} has changed since this run started, so resuming would train and "
                            "validate on another text; put the original back, or continue on the text the run "
                            "started with (its encoded copy in the run directory) with --use-cached-corpus")
     return encode_corpus(path, config.run_dir, **settings, tokenizer=tokenizer)
+
+
+def trained_newline(checkpoint: dict) -> Newline:
+    """How a language model's line ends were read (`--newline`), so that text it scores, traces or continues is
+    read the same way. Runs from before the option kept every line end as it was."""
+    return ((checkpoint.get("meta") or {}).get("train_config") or {}).get("newline", "keep")
 
 
 def train(config: TrainConfig, on_event: Event | None = None, *, resume: bool = False, overwrite: bool = False,

@@ -66,11 +66,14 @@ def dump_command(
     """
     from charrnn.activations import dump_activations
     from charrnn.checkpoint import load_model
+    from charrnn.data import normalize_newlines
     from charrnn.device import resolve_device
+    from charrnn.lm import trained_newline
 
     checkpoint, text_file = _model_and_text(paths)
     source = _read_text(text_file, text, encoding)
-    model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
+    model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))
+    source = normalize_newlines(source, trained_newline(ckpt))  # line ends as the model's corpus was read
     summary = dump_activations(model, tokenizer, source, out, fmt=fmt, dtype=dtype, name=Path(str(checkpoint)).stem,
                                top_k=top_k, map_unknown=map_unknown,
                                source={"checkpoint": str(checkpoint), "text": str(text_file or "--text")})
@@ -174,12 +177,14 @@ def _trace_text(checkpoint: Path, text_file: Path | None, *, max_chars: int, enc
     """Every state and gate of the model for the first `max_chars` characters of the text file."""
     from charrnn.activations import collect_activations
     from charrnn.checkpoint import load_model
+    from charrnn.data import normalize_newlines
     from charrnn.device import resolve_device
+    from charrnn.lm import trained_newline
 
     if text_file is None:
         raise CharRNNError("give the TEXT_FILE to analyse after the run directory or checkpoint")
-    model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
-    text = _read_text(text_file, None, encoding)[:max_chars]
+    model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))
+    text = normalize_newlines(_read_text(text_file, None, encoding), trained_newline(ckpt))[:max_chars]
     trace = collect_activations(model, tokenizer, text, map_unknown=map_unknown)
     trace.source = {"checkpoint": str(checkpoint), "text": str(text_file)}
     return trace

@@ -36,6 +36,7 @@ def train_command(
     encoding: options.EncodingOpt = TrainConfig.encoding,
     byte_level: options.ByteLevelOpt = TrainConfig.byte_level,
     document_separator: options.DocumentSeparatorOpt = TrainConfig.document_separator,
+    newline: options.NewlineOpt = TrainConfig.newline,
     val_frac: options.ValFracOpt = TrainConfig.val_frac,
     test_frac: options.TestFracOpt = TrainConfig.test_frac,
     cell: options.CellOpt = TrainConfig.cell,
@@ -194,7 +195,9 @@ def sample_command(
     """
     load_torch()
     from charrnn.checkpoint import load_model
+    from charrnn.data import normalize_newlines
     from charrnn.device import resolve_device
+    from charrnn.lm import trained_newline
     from charrnn.sample import (SampleSettings, beam_search, check_beam_options, check_sample_options, check_seed,
                                 iter_sample, make_generator)
 
@@ -212,7 +215,8 @@ def sample_command(
         from charrnn.pretrained import pretrained
 
         checkpoint = pretrained("lm")
-    model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
+    model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))
+    prime = normalize_newlines(prime, trained_newline(ckpt))  # a CRLF typed for a model that never saw a \r
     if beam_size > 1:
         text, score = beam_search(model, tokenizer, prime=prime, length=length, beam_size=beam_size,
                                   length_alpha=length_alpha, stop_at_eod=not no_stop_at_eod, map_unknown=map_unknown)
@@ -273,9 +277,11 @@ def eval_command(
     from charrnn.checkpoint import load_model
     from charrnn.device import resolve_device
     from charrnn.evaluate import evaluate_file
+    from charrnn.lm import trained_newline
 
-    model, tokenizer, _ = load_model(checkpoint, resolve_device(device))
-    result = evaluate_file(model, tokenizer, text_file, encoding=encoding, map_unknown=map_unknown, streams=streams)
+    model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))
+    result = evaluate_file(model, tokenizer, text_file, encoding=encoding, map_unknown=map_unknown, streams=streams,
+                           newline=trained_newline(ckpt))
     if json_output:
         render.print_json(result.to_dict())
     else:

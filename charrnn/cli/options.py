@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.config import DEFAULT_TIME_BUDGET, Cell, Optimizer, Precision, Schedule
+from charrnn.config import DEFAULT_TIME_BUDGET, Cell, Newline, Optimizer, Precision, Schedule
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "0": "\0"}
 
@@ -156,6 +156,9 @@ DocumentSeparatorOpt = Annotated[Optional[str], typer.Option(
     "--document-separator", parser=unescape,
     help="String that separates documents in the corpus, e.g. '\\n\\n' for a blank line (\\n, \\t, \\\\ escapes "
          "are read); it becomes an end-of-document token that samples stop at.")]
+NewlineOpt = Annotated[Newline, typer.Option(
+    "--newline", help="Line ends: lf reads CRLF (Windows) and lone CR as \\n, so samples have no \\r; keep leaves "
+                      "them as they are. eval, dump and sample read their text the way the model's corpus was read.")]
 ValFracOpt = Annotated[float, typer.Option(
     "--val-frac", help="Fraction at the end of the corpus held out for validation.")]
 TestFracOpt = Annotated[float, typer.Option(
