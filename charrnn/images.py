@@ -632,19 +632,16 @@ def _by_named(whole: CaptionSplit, named: _NamedSplit) -> tuple[CaptionSplit, Ca
     return whole.subset(train), whole.subset(val) if val else None, named.rule
 
 
-def _seeded(whole: CaptionSplit, val_frac: float, seed: int,
-            by_group: bool) -> tuple[CaptionSplit, CaptionSplit | None, str]:
-    """A reproducible random split by image (or by group): an image, and with `by_group` a whole group,
-    is never on both sides, or validation would score captions the model was trained on."""
-    if val_frac == 0:
-        return whole, None, "no validation set (val_frac 0)"
-    units = whole.groups if by_group else whole.files
-    what = "group" if by_group else "image"
+def split_by_unit(units: list[str], val_frac: float, seed: int, what: str) -> tuple[list[int], list[int], int, int]:
+    """A reproducible random split of items into training and validation by unit (an image, a group, a
+    page): a unit is never on both sides. Units are drawn in a seeded order until validation holds
+    `val_frac` of the items; at least one unit stays on each side. Returns the training and validation
+    item indices and how many of how many units went to validation."""
     distinct = list(dict.fromkeys(units))  # first-appearance order, so that the seed alone fixes the split
     if len(distinct) < 2:
         raise CharRNNError(f"{len(distinct)} {what} cannot be split into training and validation; add more, "
                            "give --val-dir, or set --val-frac 0")
-    target = min(max(round(len(whole) * val_frac), 1), len(whole) - 1)
+    target = min(max(round(len(units) * val_frac), 1), len(units) - 1)
     sizes = Counter(units)
     chosen: set[str] = set()
     count = 0
@@ -655,7 +652,18 @@ def _seeded(whole: CaptionSplit, val_frac: float, seed: int,
         count += sizes[distinct[k]]
     val = [i for i, u in enumerate(units) if u in chosen]
     train = [i for i, u in enumerate(units) if u not in chosen]
-    by = f"by group (groups.tsv, {len(chosen)} of {len(distinct)} groups)" if by_group else "by image"
+    return train, val, len(chosen), len(distinct)
+
+
+def _seeded(whole: CaptionSplit, val_frac: float, seed: int,
+            by_group: bool) -> tuple[CaptionSplit, CaptionSplit | None, str]:
+    """A reproducible random split by image (or by group): an image, and with `by_group` a whole group,
+    is never on both sides, or validation would score captions the model was trained on."""
+    if val_frac == 0:
+        return whole, None, "no validation set (val_frac 0)"
+    units = whole.groups if by_group else whole.files
+    train, val, chosen, distinct = split_by_unit(units, val_frac, seed, "group" if by_group else "image")
+    by = f"by group (groups.tsv, {chosen} of {distinct} groups)" if by_group else "by image"
     rule = (f"seeded random split {by}: {len(val)} of {len(whole)} images for validation "
             f"(val_frac {val_frac}, seed {seed})")
     return whole.subset(train), whole.subset(val), rule

@@ -46,6 +46,7 @@ from charrnn.images import (
     _lines,
     _open_root,
     _Root,
+    split_by_unit,
 )
 
 CACHE_VERSION = 1  # bump when the decoding recipe below changes: older caches are then rebuilt
@@ -241,23 +242,8 @@ def _seeded(whole: LineSplit, val_frac: float, seed: int, by_form: bool) -> tupl
     if val_frac == 0:
         return whole, None, "no validation set (val_frac 0)"
     units = [posixpath.dirname(f) if by_form else f for f in whole.files]
-    distinct = list(dict.fromkeys(units))  # first-appearance order, so that the seed alone fixes the split
-    what = "form" if by_form else "line"
-    if len(distinct) < 2:
-        raise CharRNNError(f"{len(distinct)} {what} cannot be split into training and validation; add more, "
-                           "give --val-dir, or set --val-frac 0")
-    target = min(max(round(len(whole) * val_frac), 1), len(whole) - 1)
-    sizes = Counter(units)
-    chosen: set[str] = set()
-    count = 0
-    for k in np.random.default_rng(seed).permutation(len(distinct)):
-        if count >= target or len(chosen) == len(distinct) - 1:
-            break
-        chosen.add(distinct[k])
-        count += sizes[distinct[k]]
-    val = [i for i, u in enumerate(units) if u in chosen]
-    train = [i for i, u in enumerate(units) if u not in chosen]
-    forms = f", whole forms ({len(chosen)} of {len(distinct)})" if by_form else ""
+    train, val, chosen, distinct = split_by_unit(units, val_frac, seed, "form" if by_form else "line")
+    forms = f", whole forms ({chosen} of {distinct})" if by_form else ""
     rule = f"a seeded {val_frac * 100:g}% of the lines{forms}: {len(val)} of {len(whole)} (seed {seed})"
     return whole.subset(train), whole.subset(val), rule
 
