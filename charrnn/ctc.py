@@ -316,20 +316,23 @@ def decode_files(checkpoint: str | os.PathLike, paths: list[Path], *, beam_size:
     else prefix beam search (fused with `fusion`'s LM). Optionally a picture of each line's best path."""
     from charrnn.device import resolve_device
 
-    model, tokenizer, ckpt = load_reader(checkpoint, resolve_device(device))
+    model_device = resolve_device(device)
+    model, tokenizer, ckpt = load_reader(checkpoint, model_device)
     images = lines_from_files(paths, model.config.height, _run_config(ckpt).max_width)
     out = run_reader(model, tokenizer, images)
     if beam_size == 1 and fusion is None:
         texts = greedy_texts(tokenizer, out.log_probs)
+    elif fusion is None:
+        texts = beam_texts(tokenizer, out.log_probs, beam_size=beam_size)
     else:
-        lm = _char_lm(fusion, tokenizer, resolve_device(device))
-        texts = beam_texts(tokenizer, out.log_probs, beam_size=beam_size, lm=lm,
-                           lm_weight=fusion.lm_weight if fusion else 0.0, char_bonus=fusion.char_bonus if fusion else 0.0)
+        texts = beam_texts(tokenizer, out.log_probs, beam_size=beam_size, lm=_char_lm(fusion, tokenizer, model_device),
+                           lm_weight=fusion.lm_weight, char_bonus=fusion.char_bonus)
     if alignment_png is not None:
         from charrnn.alignment import alignment_picture
 
-        alignment_picture([(np.asarray(images.pixels[:, images.offsets[k]:images.offsets[k + 1]]), out.log_probs[k].argmax(-1).tolist()) for k in range(len(images))],
-                          labels(tokenizer), alignment_png)
+        pixels = [np.asarray(images.pixels[:, images.offsets[k]:images.offsets[k + 1]]) for k in range(len(images))]
+        best = [lp.argmax(-1).tolist() for lp in out.log_probs]  # the best class of every frame
+        alignment_picture(list(zip(pixels, best)), labels(tokenizer), alignment_png)
     return {"lines": [{"image": str(p), "text": t} for p, t in zip(paths, texts)]}
 
 
@@ -417,5 +420,5 @@ def tune_lm(checkpoint: str | os.PathLike, lm: str, data: str | None = None, *, 
         if on_progress:
             on_progress(k + 1, len(pairs))
     grid.sort(key=lambda row: (row["cer"], row["wer"]))
-    return {"lines": len(truth), "beam_size": beam_size, "greedy": error_rates(greedy_texts(tokenizer, log_probs), truth),
-            "grid": grid, "best": grid[0]}
+    greedy = error_rates(greedy_texts(tokenizer, log_probs), truth)
+    return {"lines": len(truth), "beam_size": beam_size, "greedy": greedy, "grid": grid, "best": grid[0]}
