@@ -588,7 +588,11 @@ def _train(config: LoopConfig, build_task: BuildTask, run_dir: RunDir, checkpoin
     trainer = Trainer(task, run_dir, world=world, device=device, precision=precision, emit=emit, stop=stop)
     if checkpoint is not None:
         trainer.restore(checkpoint["train_state"])
-    return trainer.fit(resumed=checkpoint is not None)
+    summary = trainer.fit(resumed=checkpoint is not None)
+    # Every rank is done talking before any tears the group down: without this, a gloo rank that was still
+    # finishing sometimes aborted at exit ("terminate called without an active exception", exit -6).
+    distributed.barrier(world)
+    return summary
 
 
 def _ignore(event: dict) -> None:
