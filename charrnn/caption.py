@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from charrnn.captioner import Captioner, Decoded, beam_search, caption_loss, decode
-from charrnn.checkpoint import load_checkpoint, require_task
+from charrnn.checkpoint import load_checkpoint, require_task, trained_with
 from charrnn.common import CharRNNError, bundled
 from charrnn.config import DEFAULT_CAPTION_DATA, CaptionConfig, CaptionTrainConfig
 from charrnn.distributed import World
@@ -277,8 +277,7 @@ def evaluate_captioner(checkpoint: str | os.PathLike, data: str | None = None, *
     from charrnn.device import resolve_device
 
     model, tokenizer, ckpt = load_captioner(checkpoint, resolve_device(device))
-    run = CaptionTrainConfig(**{k: v for k, v in (ckpt["meta"].get("train_config") or {}).items()
-                                if k in CaptionTrainConfig.__dataclass_fields__})
+    run = trained_with(ckpt, CaptionTrainConfig)
     data_path = data if data is not None else run.data
     read = read_captions(data_path, split=run.split if data is None else None, val_frac=run.val_frac,
                          seed=run.seed, skip_bad=skip_bad)

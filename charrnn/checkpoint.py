@@ -130,6 +130,13 @@ def require_task(ckpt: dict, task: str, path: str | os.PathLike) -> None:
                            f"use {command.get(other, 'the charrnn command for that task')} with it")
 
 
+def trained_with(ckpt: dict, config_class: type):
+    """The run settings a checkpoint was trained with, as `config_class` (fields it does not record keep
+    their defaults; keys the class does not know are ignored)."""
+    saved = (ckpt.get("meta") or {}).get("train_config") or {}
+    return config_class(**{k: v for k, v in saved.items() if k in config_class.__dataclass_fields__})
+
+
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, CharTokenizer]:
     """Rebuild the model (in eval mode, on `device`) and tokenizer stored in a loaded checkpoint."""
     config = CharRNNConfig.from_dict(ckpt["model_config"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn.checkpoint import load_checkpoint, require_task
+from charrnn.checkpoint import load_checkpoint, require_task, trained_with
 from charrnn.common import CharRNNError
 from charrnn.config import DEFAULT_CHAR_BONUS, DEFAULT_LINES, DEFAULT_LM_WEIGHT, CTCConfig, CTCTrainConfig
 from charrnn.ctc_decode import greedy_decode
@@ -318,7 +318,7 @@ def decode_files(checkpoint: str | os.PathLike, paths: list[Path], *, beam_size:
 
     model_device = resolve_device(device)
     model, tokenizer, ckpt = load_reader(checkpoint, model_device)
-    images = lines_from_files(paths, model.config.height, _run_config(ckpt).max_width)
+    images = lines_from_files(paths, model.config.height, trained_with(ckpt, CTCTrainConfig).max_width)
     out = run_reader(model, tokenizer, images)
     if beam_size == 1 and fusion is None:
         texts = greedy_texts(tokenizer, out.log_probs)
@@ -336,16 +336,10 @@ def decode_files(checkpoint: str | os.PathLike, paths: list[Path], *, beam_size:
     return {"lines": [{"image": str(p), "text": t} for p, t in zip(paths, texts)]}
 
 
-def _run_config(ckpt: dict) -> CTCTrainConfig:
-    """The settings the checkpoint's run was trained with."""
-    saved = (ckpt.get("meta") or {}).get("train_config") or {}
-    return CTCTrainConfig(**{k: v for k, v in saved.items() if k in CTCTrainConfig.__dataclass_fields__})
-
-
 def eval_lines(ckpt: dict, data: str | None, model: LineReader, skip_bad: bool, cache: Path) -> LineImages:
     """The lines to score: the run's own validation lines, or every line of `data` (the validation part
     when `data` is a make-lines set, which names its parts)."""
-    run = _run_config(ckpt)
+    run = trained_with(ckpt, CTCTrainConfig)
     if data is None:
         read = read_lines(run.data, val_dir=run.val_dir, val_frac=run.val_frac, seed=run.seed,
                           iam_ok_only=run.iam_ok_only, skip_bad=skip_bad)
@@ -380,7 +374,7 @@ def evaluate_reader(checkpoint: str | os.PathLike, data: str | None = None, *, b
         images = eval_lines(ckpt, data, model, skip_bad, Path(tmp) / "lines")
         out = run_reader(model, tokenizer, images)
         truth = list(images.split.texts)
-    result = {"lines": len(truth), "data": str(data if data is not None else _run_config(ckpt).data),
+    result = {"lines": len(truth), "data": str(data if data is not None else trained_with(ckpt, CTCTrainConfig).data),
               "beam_size": beam_size, "ctc_loss": out.loss,
               "greedy": _timed(lambda: greedy_texts(tokenizer, out.log_probs), truth),
               "beam": _timed(lambda: beam_texts(tokenizer, out.log_probs, beam_size=beam_size), truth)}
