@@ -3,9 +3,11 @@ coverage of the truncated-BPTT batches, the CTC collapse and greedy decoding, th
 top-p, and CER / BLEU against naive implementations written here.
 
 Each property was seen to fail against a deliberately broken version of the code it tests. The examples
-are few and small (the whole file runs in a few seconds on a 2-core CPU). `database=None`: no failing
-examples are replayed from earlier runs; a failure prints its shrunk example (hypothesis's `.hypothesis/`
-cache ignores itself in git).
+are few and small (the whole file runs in a few seconds on a 2-core CPU). They are derived from each
+test's name (`derandomize`), so CI draws exactly what the last local run drew and cannot turn red on a
+draw nobody saw; `HYPOTHESIS_EXPLORE=1 python -m pytest tests/test_properties.py` draws ten times as many
+fresh random examples to hunt for new failures. `database=None`: no failing examples are replayed from
+earlier runs; a failure prints its shrunk example.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from hypothesis import strategies as st
 from charrnn import ctc_decode, data, metrics, sample
 from charrnn.tokenizer import CharTokenizer
 
-FAST = settings(max_examples=60, deadline=None, database=None,
+EXPLORE = os.environ.get("HYPOTHESIS_EXPLORE") == "1"
+FAST = settings(max_examples=600 if EXPLORE else 60, derandomize=not EXPLORE, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 # Arbitrary text: every code point except surrogates (hypothesis leaves out category Cs by default), so
@@ -277,6 +280,9 @@ def test_sampling_never_emits_an_excluded_id(logits, top_k, top_p, temperature, 
 def test_top_p_keeps_the_smallest_nucleus(logits):
     """Without ties, top-p keeps exactly the smallest set of most likely ids whose mass reaches p."""
     z = np.array(logits, dtype=np.float64)
+    # Distinct floats are not enough: 0 and 7e-30 give the same float32 probability, and which of the two
+    # is "more likely" is then up to the sort. Any set that is the nucleus under some tie order is right.
+    assume(np.diff(np.sort(z)).min() > 1e-3)
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     order = np.argsort(-p)
     top_p = 0.6
@@ -314,7 +320,7 @@ def test_error_rates_match_a_plain_levenshtein(pairs):
 
 
 words = st.lists(st.sampled_from(["a", "b", "c", "cat", "dog"]), min_size=4, max_size=12)
-BLEU = settings(max_examples=25, deadline=None, database=None)  # pycocoevalcap's CIDEr costs a few ms a call
+BLEU = settings(FAST, max_examples=250 if EXPLORE else 25)  # pycocoevalcap's CIDEr costs a few ms a call
 
 
 @BLEU
