@@ -281,7 +281,7 @@ def test_top_p_keeps_the_smallest_nucleus(logits):
     """Without ties, top-p keeps exactly the smallest set of most likely ids whose mass reaches p."""
     z = np.array(logits, dtype=np.float64)
     # Distinct floats are not enough: 0 and 7e-30 give the same float32 probability, and which of the two
-    # is "more likely" is then up to the sort. Any set that is the nucleus under some tie order is right.
+    # is "more likely" is then up to the sort, so near-ties are left out rather than given an order.
     assume(np.diff(np.sort(z)).min() > 1e-3)
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     order = np.argsort(-p)
