@@ -5,7 +5,7 @@
 
 Pictures (written to --out, default docs/):
 
-- `loss.svg`: the loss curve of a language-model run, drawn by `charrnn.plot.loss_curve_svg` from the run's
+- `loss.svg`: the loss curve of a language-model run, drawn by `charrnn.core.svg.loss_curve_svg` from the run's
   `metrics.jsonl`. `--run` defaults to `checkpoints/tinyshakespeare` (what `charrnn train` writes) if it
   exists, else /tmp/lm-ts. The committed picture comes from `charrnn train --hidden-size 256 --out
   /tmp/lm-ts`: a GRU 2x256 trained 5 minutes on tinyshakespeare (the run the shipped language model was
@@ -25,7 +25,7 @@ Pictures (written to --out, default docs/):
   The committed picture comes from checkpoints/emoji-caption, the README's 5-minute `charrnn caption
   train` with the defaults (attention, LSTM 1x256; BLEU-4 57.9 greedy on the random validation split).
 - `alignment.png`: `charrnn ctc decode IMAGE... --show-alignment` with the shipped line reader on three lines
-  rendered by `charrnn.linegen.make_lines` from tinyshakespeare's validation part: two in the training
+  rendered by `charrnn.ctc.linegen.make_lines` from tinyshakespeare's validation part: two in the training
   fonts, one in the held-out font (Comic Neue).
 
 Every picture is made by the project's own commands (run as `python -m charrnn`) or library functions; this
@@ -50,8 +50,8 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image
 
-from charrnn.plot import loss_curve_svg
-from charrnn.rundir import read_metrics
+from charrnn.core.svg import loss_curve_svg
+from charrnn.core.rundir import read_metrics
 
 DIALOGUE_AT = 2_993_459  # a byte offset in corpora/warpeace_input.txt (`tail -c +2993460`)
 PICTURES = ("loss", "cells", "attention", "alignment")  # cells also makes saturation.svg
@@ -139,7 +139,7 @@ def emoji_images(tmp: Path) -> list[Path]:
 
 
 def attention(caption_run: Path | None, out: Path, tmp: Path) -> str:
-    from charrnn.pretrained import HERE, SHIPPED
+    from charrnn.core.pretrained import HERE, SHIPPED
 
     shipped, trained = HERE / SHIPPED["caption"], ROOT / "checkpoints" / "emoji-caption"
     candidates = [caption_run] if caption_run else [shipped, trained]
@@ -152,7 +152,7 @@ def attention(caption_run: Path | None, out: Path, tmp: Path) -> str:
 
 
 def alignment(out: Path, tmp: Path) -> str:
-    from charrnn.linegen import make_lines
+    from charrnn.ctc.linegen import make_lines
 
     lines = tmp / "lines"
     make_lines(ROOT / "corpora" / "tinyshakespeare.txt", lines, count=1, val_count=2, seed=3)

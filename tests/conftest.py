@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from charrnn.config import TrainConfig
-from charrnn.lm import train
+from charrnn.core.config import TrainConfig
+from charrnn.lm.task import train
 
 # A short, repetitive text: small enough to train on in seconds, structured enough to learn.
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"

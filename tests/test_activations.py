@@ -6,15 +6,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn.activations import (Trace, collect_activations, escape_symbol, gate_saturation, kinds_of, load_npz,
+from charrnn.inspect.activations import (Trace, collect_activations, escape_symbol, gate_saturation, kinds_of, load_npz,
                                  save_lstmvis, save_npz)
 from charrnn.cli import app
-from charrnn.model import CELLS, CharRNN, CharRNNConfig
-from charrnn.plot import loss_curve_svg, saturation_svg
-from charrnn.probes import (after_newline, bracket_depth, in_brackets, in_comment, in_double_quotes, indent_depth,
+from charrnn.lm.model import CELLS, CharRNN, CharRNNConfig
+from charrnn.core.svg import loss_curve_svg, saturation_svg
+from charrnn.inspect.probes import (after_newline, bracket_depth, in_brackets, in_comment, in_double_quotes, indent_depth,
                             line_position, rank_cells, threshold_accuracy, word_start)
-from charrnn.tokenizer import CharTokenizer
-from charrnn.lm import train
+from charrnn.core.tokenizer import CharTokenizer
+from charrnn.lm.task import train
 
 from conftest import TEXT, tiny_config
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn.bench import FULL_GRID, SMALL_GRID, PeakMemory, flops_per_char, in_fresh_process, make_grid, run_bench
+from charrnn.lm.bench import FULL_GRID, SMALL_GRID, PeakMemory, flops_per_char, in_fresh_process, make_grid, run_bench
 from charrnn.cli import app
-from charrnn.common import CharRNNError
+from charrnn.core.errors import CharRNNError
 
 
 def test_flops_per_char_counts_gates_and_layers():

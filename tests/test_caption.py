@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from charrnn.caption import caption_images, resume_config, train
-from charrnn.captioner import Captioner, beam_search, caption_loss, decode
-from charrnn.config import CaptionConfig, CaptionTrainConfig
-from charrnn.metrics import caption_scores
+from charrnn.caption.task import caption_images, resume_config, train
+from charrnn.caption.model import Captioner, beam_search, caption_loss, decode
+from charrnn.core.config import CaptionConfig, CaptionTrainConfig
+from charrnn.caption.evaluate import caption_scores
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220), "black": (0, 0, 0),
            "orange": (250, 150, 0)}
@@ -133,8 +133,8 @@ def test_bleu_and_cider_against_hand_computed_values():
 def test_overfits_twenty_images_to_their_own_captions(tmp_path, shapes_data):
     s = train(tiny(shapes_data, tmp_path / "run", batch_size=20, max_steps=150, lr=2e-2, attention=True))
     assert s.history[-1] < 0.1
-    from charrnn.caption import load_captioner
-    from charrnn.images import cache_images, read_captions
+    from charrnn.caption.task import load_captioner
+    from charrnn.caption.data import cache_images, read_captions
 
     m, tok, _ = load_captioner(tmp_path / "run")
     data = read_captions(shapes_data, val_frac=0.0)
@@ -211,8 +211,8 @@ def test_caption_train_has_a_flag_for_every_setting():
 
 
 def test_a_frozen_encoder_keeps_its_weights_and_batchnorm_statistics(tmp_path, shapes_data):
-    from charrnn.caption import build
-    from charrnn.distributed import World
+    from charrnn.caption.task import build
+    from charrnn.core.distributed import World
 
     config = tiny(shapes_data, tmp_path / "run", freeze_encoder=True)
     task = build(config, checkpoint=None, world=World(), device=torch.device("cpu"))
@@ -227,7 +227,7 @@ def test_a_frozen_encoder_keeps_its_weights_and_batchnorm_statistics(tmp_path, s
 def test_encoder_options_are_checked():
     import importlib.util
 
-    from charrnn.common import CharRNNError
+    from charrnn.core.errors import CharRNNError
 
     with pytest.raises(CharRNNError, match="--encoder-weights is for a ResNet encoder"):
         CaptionTrainConfig(encoder_weights="w.pt")
@@ -250,7 +250,7 @@ def test_resnet_encoder_loads_local_torchvision_weights(tmp_path):
     assert logits.shape == (2, 3, 7) and alphas.shape == (2, 3, 1)  # 32 px / 32 = a 1x1 grid
     torch.save({"not": torch.zeros(1)}, tmp_path / "other.pt")
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "r50.pt")  # other shapes
-    from charrnn.common import CharRNNError
+    from charrnn.core.errors import CharRNNError
 
     for wrong in ("other.pt", "r50.pt"):
         with pytest.raises(CharRNNError, match="does not fit this ResNet"):
@@ -258,8 +258,8 @@ def test_resnet_encoder_loads_local_torchvision_weights(tmp_path):
 
 
 def test_word_tokens(tmp_path, shapes_data):
-    from charrnn.caption import load_captioner
-    from charrnn.tokenizer import WordTokenizer
+    from charrnn.caption.task import load_captioner
+    from charrnn.core.tokenizer import WordTokenizer
 
     train(tiny(shapes_data, tmp_path / "run", tokens="word", max_steps=2))
     m, tok, _ = load_captioner(tmp_path / "run")
@@ -269,7 +269,7 @@ def test_word_tokens(tmp_path, shapes_data):
 
 
 def test_data_that_is_a_file_the_run_writes_is_refused(tmp_path):
-    from charrnn.common import CharRNNError
+    from charrnn.core.errors import CharRNNError
 
     data = tmp_path / "train-images.u8"  # the name of the run's own image cache
     data.write_bytes(b"not to be overwritten")

@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.checkpoint import (atomic_save, checkpoint_info, load_checkpoint, load_model, model_from_checkpoint,
+from charrnn.core.checkpoint import (atomic_save, checkpoint_info, load_checkpoint, load_model, model_from_checkpoint,
                                 save_checkpoint)
-from charrnn.common import CharRNNError
-from charrnn.model import CharRNN, CharRNNConfig
-from charrnn.sample import SampleSettings, sample
-from charrnn.tokenizer import CharTokenizer
+from charrnn.core.errors import CharRNNError
+from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.lm.sample import SampleSettings, sample
+from charrnn.core.tokenizer import CharTokenizer
 
 
 def small_model(cell="lstm"):

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from charrnn.cli import app
-from charrnn.config import TrainConfig
+from charrnn.core.config import TrainConfig
 from conftest import TEXT
 
 runner = CliRunner()
@@ -110,7 +110,7 @@ def test_sample_hint_fits_the_corpus(tmp_path):
 
 def test_hint_prime_only_when_the_model_can_read_it(tmp_path):
     from charrnn.cli.lm import _hint_prime
-    from charrnn.tokenizer import CharTokenizer
+    from charrnn.core.tokenizer import CharTokenizer
 
     text = tmp_path / "t.txt"
     text.write_text("\n\n  Zebras everywhere, all over the plain\nzoo\n", encoding="utf-8")
@@ -235,13 +235,13 @@ def test_errors_look_the_same_in_every_group(tmp_path):
 
 
 def test_make_lines_still_reads_its_old_line_length_flags(monkeypatch, tmp_path):
-    import charrnn.linegen
-    from charrnn.common import CharRNNError
+    import charrnn.ctc.linegen
+    from charrnn.core.errors import CharRNNError
 
     def make_lines(*args, **kwargs):
         raise CharRNNError(f"lines of {kwargs['min_chars']} to {kwargs['max_chars']} characters")
 
-    monkeypatch.setattr(charrnn.linegen, "make_lines", make_lines)
+    monkeypatch.setattr(charrnn.ctc.linegen, "make_lines", make_lines)
     for flags in (["--min-line-chars", 3, "--max-line-chars", 9], ["--min-chars", 3, "--max-chars", 9]):
         one_line_error(run("ctc", "make-lines", tmp_path / "t.txt", tmp_path / "out", *flags), "3 to 9 characters")
 
@@ -307,8 +307,8 @@ def test_bad_options_give_one_line_and_exit_2(tmp_path, corpus, trained_run):
 
 
 def test_resume_passes_only_the_options_given(monkeypatch, trained_run):
-    import charrnn.lm
-    from charrnn.common import CharRNNError
+    import charrnn.lm.task
+    from charrnn.core.errors import CharRNNError
 
     seen = {}
 
@@ -316,7 +316,7 @@ def test_resume_passes_only_the_options_given(monkeypatch, trained_run):
         seen.update(run_dir=run_dir, overrides=overrides)
         raise CharRNNError("stop before training")
 
-    monkeypatch.setattr(charrnn.lm, "resume_config", resume_config)
+    monkeypatch.setattr(charrnn.lm.task, "resume_config", resume_config)
     r = run("train", "--resume", trained_run[0], "--max-steps", 5, "--device", "auto", "--compile",
             "--sample-length", 0)
     one_line_error(r, "stop before training")
@@ -324,7 +324,7 @@ def test_resume_passes_only_the_options_given(monkeypatch, trained_run):
 
 
 def fake_summary(**kw):
-    from charrnn.trainer import StopReason, TrainSummary
+    from charrnn.core.trainer import StopReason, TrainSummary
 
     base = dict(run_dir="runs/it's mine", step=55, epoch=0.5, elapsed_s=3.0, stop_reason=StopReason.MAX_STEPS,
                 train_loss=1.5, val_loss=1.6, selection="val_loss", best=1.6, best_step=50, rate=1000.0,
@@ -333,12 +333,12 @@ def fake_summary(**kw):
 
 
 def test_interrupted_run_says_how_to_continue(monkeypatch, corpus):
-    import charrnn.lm
-    from charrnn.trainer import StopReason
+    import charrnn.lm.task
+    from charrnn.core.trainer import StopReason
 
     summary = fake_summary(stop_reason=StopReason.INTERRUPTED,
                            message="interrupted at step 55 (a checkpoint was written)")
-    monkeypatch.setattr(charrnn.lm, "train", lambda config, on_event=None, **kw: summary)
+    monkeypatch.setattr(charrnn.lm.task, "train", lambda config, on_event=None, **kw: summary)
     r = run("train", corpus)
     assert r.exit_code == 130, r.output
     assert "interrupted at step 55" in r.stderr
@@ -347,11 +347,11 @@ def test_interrupted_run_says_how_to_continue(monkeypatch, corpus):
 
 
 def test_diverged_run_exits_1_with_its_message(monkeypatch, corpus):
-    import charrnn.lm
-    from charrnn.trainer import StopReason
+    import charrnn.lm.task
+    from charrnn.core.trainer import StopReason
 
     summary = fake_summary(stop_reason=StopReason.DIVERGED, message="the loss became NaN at step 7; lower --lr")
-    monkeypatch.setattr(charrnn.lm, "train", lambda config, on_event=None, **kw: summary)
+    monkeypatch.setattr(charrnn.lm.task, "train", lambda config, on_event=None, **kw: summary)
     r = run("train", corpus)
     assert r.exit_code == 1
     assert r.stderr.splitlines()[-1] == "error: the loss became NaN at step 7; lower --lr"
@@ -417,25 +417,25 @@ def test_extreme_temperatures_sample_without_unk(trained_run, temperature):
 
 
 def test_every_json_output_is_strict_json(monkeypatch, trained_run, corpus):
-    import charrnn.evaluate
-    import charrnn.sample
-    from charrnn.evaluate import EvalResult
+    import charrnn.lm.evaluate
+    import charrnn.lm.sample
+    from charrnn.lm.evaluate import EvalResult
 
     assert strict_json(run("sample", trained_run[0], "--json", "--length", 10, "--num-samples", 2).stdout)
     assert strict_json(run("sample", trained_run[0], "--json", "--length", 10, "--beam-size", 2).stdout)
     assert strict_json(run("eval", trained_run[0], corpus, "--json").stdout)
-    monkeypatch.setattr(charrnn.sample, "beam_search", lambda *a, **k: ("abc", float("nan")))
+    monkeypatch.setattr(charrnn.lm.sample, "beam_search", lambda *a, **k: ("abc", float("nan")))
     r = run("sample", trained_run[0], "--json", "--beam-size", 2)
     assert strict_json(r.stdout) == {"samples": ["abc"], "prime": "", "normalised_log_prob": None}
     for nats in (float("nan"), float("inf"), 800.0):  # 800 nats: a perplexity past float range, inf
-        monkeypatch.setattr(charrnn.evaluate, "evaluate_file", lambda *a, nats=nats, **k: EvalResult(nats, 10, 0))
+        monkeypatch.setattr(charrnn.lm.evaluate, "evaluate_file", lambda *a, nats=nats, **k: EvalResult(nats, 10, 0))
         result = strict_json(run("eval", trained_run[0], corpus, "--json").stdout)
         assert result["perplexity"] is None and result["chars"] == 10
 
 
 @pytest.mark.parametrize("task, command", [("caption", "charrnn caption"), ("ctc", "charrnn ctc")])
 def test_another_tasks_checkpoint_gives_one_line(tmp_path, trained_run, corpus, task, command):
-    from charrnn.checkpoint import load_model, save_checkpoint
+    from charrnn.core.checkpoint import load_model, save_checkpoint
 
     model, tokenizer, _ = load_model(trained_run[0])
     path = tmp_path / f"{task}.pt"
@@ -495,12 +495,12 @@ def test_ctrl_c_while_torch_loads_is_not_lost(trained_run):
 
 
 def test_ctrl_c_in_a_command_is_one_line_and_status_130(monkeypatch, trained_run):
-    import charrnn.checkpoint
+    import charrnn.core.checkpoint
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(charrnn.checkpoint, "load_model", interrupted)
+    monkeypatch.setattr(charrnn.core.checkpoint, "load_model", interrupted)
     for args in (["sample", trained_run[0]], ["eval", trained_run[0], trained_run[1]]):
         r = run(*args)
         assert r.exit_code == 130 and r.stderr == "error: aborted\n" and r.stdout == "", r.output
@@ -508,7 +508,7 @@ def test_ctrl_c_in_a_command_is_one_line_and_status_130(monkeypatch, trained_run
 
 def test_the_shipped_models_answer_without_a_run_directory(tmp_path):
     # A new user's first commands: nothing trained, no run directory given.
-    from charrnn.pretrained import pretrained
+    from charrnn.core.pretrained import pretrained
 
     r = run("sample", "--length", 40, "--seed", 0, "--no-stop-at-eod")
     assert r.exit_code == 0 and len(r.stdout) >= 40, r.output

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.config import CTCConfig
-from charrnn.reader import LineReader, ctc_loss, frames
+from charrnn.core.config import CTCConfig
+from charrnn.ctc.model import LineReader, ctc_loss, frames
 
 
 def collapse(path):
@@ -66,7 +66,7 @@ TEXT = ("the cat sat on a mat and the dog ran to the log; a bee saw the sea and 
 
 @pytest.fixture(scope="module")
 def lines(tmp_path_factory):
-    from charrnn.linegen import make_lines
+    from charrnn.ctc.linegen import make_lines
 
     root = tmp_path_factory.mktemp("lines")
     (root / "text.txt").write_text(TEXT, encoding="utf-8")
@@ -76,7 +76,7 @@ def lines(tmp_path_factory):
 
 
 def tiny(data, out, **kw):
-    from charrnn.config import CTCTrainConfig
+    from charrnn.core.config import CTCTrainConfig
 
     base = dict(data=str(data), out=str(out), height=16, channels=(8, 16, 16), hidden_size=24, num_layers=1,
                 batch_size=8, lr=1e-2, schedule="constant", warmup_steps=0, max_steps=4, eval_every=1000, seed=0,
@@ -85,8 +85,8 @@ def tiny(data, out, **kw):
 
 
 def test_overfits_a_few_lines(tmp_path, lines):
-    from charrnn.ctc import load_reader, read_images
-    from charrnn.lines import cache_lines, read_lines
+    from charrnn.ctc.task import load_reader, read_images
+    from charrnn.ctc.data import cache_lines, read_lines
 
     data = read_lines(lines)
     few = data.train.subset(range(8))
@@ -95,7 +95,7 @@ def test_overfits_a_few_lines(tmp_path, lines):
         shutil.copy(lines / name, tmp_path / "few")
     rows = "".join(f"{Path(f).name}\t{t}\n" for f, t in zip(few.files, few.texts))
     (tmp_path / "few" / "labels.tsv").write_text(rows, encoding="utf-8")
-    from charrnn.ctc import train
+    from charrnn.ctc.task import train
 
     s = train(tiny(tmp_path / "few", tmp_path / "run", height=32, channels=(16, 32, 32), hidden_size=64,
                    val_frac=0.0, max_steps=100, lr=1e-2))
@@ -110,7 +110,7 @@ def test_overfits_a_few_lines(tmp_path, lines):
 def test_resume_reproduces_the_uninterrupted_losses(tmp_path, lines):
     import threading
 
-    from charrnn.ctc import resume_config, train
+    from charrnn.ctc.task import resume_config, train
 
     kw = dict(max_steps=6, eval_every=3, dropout=0.1, num_layers=2)
     full = train(tiny(lines, tmp_path / "full", **kw))
@@ -124,7 +124,7 @@ def test_resume_reproduces_the_uninterrupted_losses(tmp_path, lines):
 
 
 def test_the_iam_format_trains(tmp_path):
-    from charrnn.ctc import train
+    from charrnn.ctc.task import train
 
     s = train(tiny(Path(__file__).parent / "fixtures" / "iam", tmp_path / "run", batch_size=2, max_steps=2,
                    val_frac=0.0))
@@ -142,8 +142,8 @@ def cli(*args):
 def test_cli_make_lines_train_decode_eval_tune(tmp_path, lines):
     import json
 
-    from charrnn.lm import train as train_lm
-    from charrnn.config import TrainConfig
+    from charrnn.lm.task import train as train_lm
+    from charrnn.core.config import TrainConfig
 
     r = cli("ctc", "make-lines", lines.parent / "text.txt", tmp_path / "set", "--count", 3, "--val-count", 2,
             "--fonts", "default", "--json")

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.checkpoint import save_checkpoint
-from charrnn.common import CharRNNError
-from charrnn.ctc_decode import (CharLM, beam_decode, benchmark, collapse, greedy_decode, load_char_lm,
+from charrnn.core.checkpoint import save_checkpoint
+from charrnn.core.errors import CharRNNError
+from charrnn.ctc.decode import (CharLM, beam_decode, benchmark, collapse, greedy_decode, load_char_lm,
                                 peaked_log_probs, prefix_beam_search, search_lines)
-from charrnn.model import CharRNN, CharRNNConfig
-from charrnn.tokenizer import CharTokenizer
+from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.core.tokenizer import CharTokenizer
 
 LABELS = ["", "h", "e", "l", "o"]
 

@@ -2,9 +2,9 @@ import os
 import numpy as np
 import pytest
 
-from charrnn.common import CharRNNError
-from charrnn.data import StreamBatches, build_tokenizer, encode_corpus, iter_encoded, iter_text, split_ids
-from charrnn.tokenizer import CharTokenizer
+from charrnn.core.errors import CharRNNError
+from charrnn.lm.data import StreamBatches, build_tokenizer, encode_corpus, iter_encoded, iter_text, split_ids
+from charrnn.core.tokenizer import CharTokenizer
 
 
 def test_batches_continue_streams():

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.lm import train
+from charrnn.core.checkpoint import load_checkpoint
+from charrnn.lm.task import train
 
 from conftest import tiny_config
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn.activations import collect_activations, describe, dump_activations, load_npz, save_lstmvis, save_npz
+from charrnn.inspect.activations import collect_activations, describe, dump_activations, load_npz, save_lstmvis, save_npz
 from charrnn.cli import app
-from charrnn.common import CharRNNError
-from charrnn.model import CharRNN, CharRNNConfig
-from charrnn.npz import NpzArchive, write_npz
-from charrnn.probes import rank_cells
-from charrnn.tokenizer import CharTokenizer
-from charrnn.viz import render_html
+from charrnn.core.errors import CharRNNError
+from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.inspect.npz import NpzArchive, write_npz
+from charrnn.inspect.probes import rank_cells
+from charrnn.core.tokenizer import CharTokenizer
+from charrnn.inspect.viewer import render_html
 
 from conftest import TEXT
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from charrnn.common import CharRNNError
-from charrnn.emoji import (Emoji, EmojiRenderer, alias_words, code_points, emoji_names, find_font, group_of,
+from charrnn.core.errors import CharRNNError
+from charrnn.caption.emoji import (Emoji, EmojiRenderer, alias_words, code_points, emoji_names, find_font, group_of,
                            load_aliases, make_emoji_dataset, parse_emoji_test, split_grouped, split_random,
                            to_square_rgb, write_dataset)
 

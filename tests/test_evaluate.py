@@ -1,8 +1,8 @@
 import pytest
 
-from charrnn.checkpoint import load_model
-from charrnn.common import CharRNNError
-from charrnn.evaluate import evaluate_file
+from charrnn.core.checkpoint import load_model
+from charrnn.core.errors import CharRNNError
+from charrnn.lm.evaluate import evaluate_file
 
 
 def test_a_text_of_only_unknown_characters_is_not_a_perfect_score(trained_run, tmp_path):

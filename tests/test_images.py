@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from charrnn.common import CharRNNError
-from charrnn.images import cache_images, open_member, read_captions
+from charrnn.core.errors import CharRNNError
+from charrnn.caption.data import cache_images, open_member, read_captions
 
 LANCZOS = Image.Resampling.LANCZOS
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from charrnn.layers import GATES, trace_layer
-from charrnn.model import CELLS, CharRNN, CharRNNConfig
+from charrnn.core.cells import GATES, trace_layer
+from charrnn.lm.model import CELLS, CharRNN, CharRNNConfig
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -29,7 +29,7 @@ def test_hand_written_layers_match_torch_nn(cell):
 @pytest.mark.parametrize("num_layers,embedding_dim", [(1, 0), (3, 6)])
 @pytest.mark.parametrize("batch", [1, 4])  # batch 1 on the CPU takes the NumPy matrix-vector path
 def test_stepper_matches_the_fused_forward(cell, num_layers, embedding_dim, batch):
-    from charrnn.layers import Stepper
+    from charrnn.core.cells import Stepper
 
     torch.manual_seed(0)
     model = CharRNN(CharRNNConfig(vocab_size=13, cell=cell, num_layers=num_layers, hidden_size=16,

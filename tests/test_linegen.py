@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from charrnn import linegen
-from charrnn.common import CharRNNError
-from charrnn.data import split_ids
-from charrnn.linegen import (SHIPPED_FONTS, LineFont, cut_line, draw_style, font_names, make_lines, read_parts,
+from charrnn.ctc import linegen
+from charrnn.core.errors import CharRNNError
+from charrnn.lm.data import split_ids
+from charrnn.ctc.linegen import (SHIPPED_FONTS, LineFont, cut_line, draw_style, font_names, make_lines, read_parts,
                              render_line)
 
 TRAIN_WORDS = ["apple", "banana", "cherry", "damson", "elder", "fig,", "grape."]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from charrnn.common import CharRNNError
-from charrnn.lines import cache_lines, frames_needed, load_line_image, read_lines
+from charrnn.core.errors import CharRNNError
+from charrnn.ctc.data import cache_lines, frames_needed, load_line_image, read_lines
 
 IAM = Path(__file__).parent / "fixtures" / "iam"
 IAM_LINES = {  # line id -> (segmentation result, transcript as IAM writes it)

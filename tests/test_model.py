@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.common import CharRNNError
-from charrnn.model import CELLS, CharRNN, CharRNNConfig, detach_state
+from charrnn.core.errors import CharRNNError
+from charrnn.lm.model import CELLS, CharRNN, CharRNNConfig, detach_state
 
 
 @pytest.mark.parametrize("cell", CELLS)

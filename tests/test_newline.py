@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn.checkpoint import atomic_save, load_checkpoint, load_model
+from charrnn.core.checkpoint import atomic_save, load_checkpoint, load_model
 from charrnn.cli import app
-from charrnn.common import CharRNNError
-from charrnn.data import cached_corpus, encode_corpus, iter_text, normalize_newlines
-from charrnn.evaluate import evaluate_file
-from charrnn.lm import resume_config, train, trained_newline
+from charrnn.core.errors import CharRNNError
+from charrnn.lm.data import cached_corpus, encode_corpus, iter_text, normalize_newlines
+from charrnn.lm.evaluate import evaluate_file
+from charrnn.lm.task import resume_config, train, trained_newline
 from conftest import TEXT, tiny_config
 
 CRLF_TEXT = TEXT.replace("\n", "\r\n").replace("Speak, speak.\r\n", "Speak, speak.\r")  # CRLF and a few lone CRs

@@ -24,8 +24,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from charrnn import ctc_decode, data, metrics, sample
-from charrnn.tokenizer import CharTokenizer
+from charrnn.caption import evaluate as metrics
+from charrnn.ctc import decode as ctc_decode
+from charrnn.lm import data, sample
+from charrnn.core.tokenizer import CharTokenizer
 
 EXPLORE = os.environ.get("HYPOTHESIS_EXPLORE") == "1"
 FAST = settings(max_examples=600 if EXPLORE else 60, derandomize=not EXPLORE, deadline=None, database=None,

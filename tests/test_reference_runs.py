@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from charrnn.lm import train
+from charrnn.lm.task import train
 
 from conftest import tiny_config
 

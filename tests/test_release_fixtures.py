@@ -26,11 +26,11 @@ HAMLET = "HAMLET:\nTo be, or not to be, that is the question.\n"
 
 def outputs(fixtures: Path) -> dict:
     """Everything the fixtures' models give: eval numbers, seeded samples, captions, line readings."""
-    from charrnn.caption import describe_images, evaluate_captioner
-    from charrnn.checkpoint import load_model
-    from charrnn.ctc import Fusion, decode_files, evaluate_reader
-    from charrnn.evaluate import evaluate_file
-    from charrnn.sample import SampleSettings, beam_search, sample
+    from charrnn.caption.task import describe_images, evaluate_captioner
+    from charrnn.core.checkpoint import load_model
+    from charrnn.ctc.task import Fusion, decode_files, evaluate_reader
+    from charrnn.lm.evaluate import evaluate_file
+    from charrnn.lm.sample import SampleSettings, beam_search, sample
 
     lm_ckpt = fixtures / "lm" / "best.pt"
     model, tokenizer, _ = load_model(lm_ckpt)
@@ -100,11 +100,11 @@ def test_release_checkpoints_give_the_same_outputs(today, task):
 
 def make_fixtures(out: Path) -> None:
     """Train the three tiny models with this release and record what they give."""
-    from charrnn.caption import train as train_captioner
-    from charrnn.config import CaptionTrainConfig, CTCTrainConfig, TrainConfig
-    from charrnn.ctc import train as train_reader
-    from charrnn.linegen import make_lines
-    from charrnn.lm import train as train_lm
+    from charrnn.caption.task import train as train_captioner
+    from charrnn.core.config import CaptionTrainConfig, CTCTrainConfig, TrainConfig
+    from charrnn.ctc.task import train as train_reader
+    from charrnn.ctc.linegen import make_lines
+    from charrnn.lm.task import train as train_lm
 
     if out.exists():
         shutil.rmtree(out)

@@ -10,12 +10,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.common import CharRNNError
-from charrnn.config import TrainConfig
-from charrnn.lm import resume_config, train
-from charrnn.rundir import RunDir
-from charrnn.trainer import StopReason
+from charrnn.core.checkpoint import load_checkpoint
+from charrnn.core.errors import CharRNNError
+from charrnn.core.config import TrainConfig
+from charrnn.lm.task import resume_config, train
+from charrnn.core.rundir import RunDir
+from charrnn.core.trainer import StopReason
 
 from conftest import tiny_config
 
@@ -101,7 +101,7 @@ def test_leftover_temporary_files_are_removed_at_the_next_start(corpus, old_run)
 
 
 def test_sigterm_while_encoding_leaves_nothing_behind(tmp_path, corpus, monkeypatch):
-    import charrnn.data as data
+    import charrnn.lm.data as data
 
     real = data.iter_encoded
 

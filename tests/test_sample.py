@@ -3,13 +3,13 @@ import math
 import pytest
 import torch
 
-import charrnn.sample as sample_module
-from charrnn.checkpoint import load_model
-from charrnn.common import CharRNNError
-from charrnn.evaluate import evaluate, evaluate_file
-from charrnn.layers import Stepper
-from charrnn.model import CharRNN, CharRNNConfig
-from charrnn.sample import (SampleSettings, beam_search, choose, iter_sample, make_generator, next_token_distribution,
+import charrnn.lm.sample as sample_module
+from charrnn.core.checkpoint import load_model
+from charrnn.core.errors import CharRNNError
+from charrnn.lm.evaluate import evaluate, evaluate_file
+from charrnn.core.cells import Stepper
+from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.lm.sample import (SampleSettings, beam_search, choose, iter_sample, make_generator, next_token_distribution,
                             prime_ids, sample)
 
 
@@ -122,7 +122,7 @@ def test_streams_and_burn_in_agree_with_a_single_pass(model_and_tok, trained_run
 
 
 def test_sampled_frequencies_follow_the_distribution():
-    from charrnn.sample import choose
+    from charrnn.lm.sample import choose
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(4000, -1)
     gen = torch.Generator().manual_seed(0)

@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
-import charrnn.sample as sample_module
-from charrnn.model import CharRNN, CharRNNConfig
-from charrnn.sample import SampleSettings, beam_search, sample
-from charrnn.tokenizer import CharTokenizer
+import charrnn.lm.sample as sample_module
+from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.lm.sample import SampleSettings, beam_search, sample
+from charrnn.core.tokenizer import CharTokenizer
 from conftest import TEXT
 
 
@@ -32,9 +32,9 @@ def test_the_prime_is_read_once_in_chunks_and_only_its_last_position_scored(monk
 
 PEAK_SCRIPT = """
 import resource, sys, torch
-from charrnn.model import CharRNN, CharRNNConfig
-from charrnn.sample import SampleSettings, beam_search, sample
-from charrnn.tokenizer import CharTokenizer
+from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.lm.sample import SampleSettings, beam_search, sample
+from charrnn.core.tokenizer import CharTokenizer
 torch.set_num_threads(1)
 text = open(sys.argv[1], encoding="utf-8").read()
 tok = CharTokenizer.from_text(text)

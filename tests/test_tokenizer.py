@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from charrnn.common import CharRNNError
-from charrnn.tokenizer import CharTokenizer, dtype_for_vocab
+from charrnn.core.errors import CharRNNError
+from charrnn.core.tokenizer import CharTokenizer, dtype_for_vocab
 
 
 def test_round_trip_unicode():

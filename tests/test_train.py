@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.checkpoint import load_checkpoint
-from charrnn.common import CharRNNError
-from charrnn.model import CELLS
-from charrnn.device import bf16_is_native, resolve_precision
-from charrnn.config import TrainConfig
-from charrnn.lm import resume_config, train
-from charrnn.trainer import StopReason, learning_rate
+from charrnn.core.checkpoint import load_checkpoint
+from charrnn.core.errors import CharRNNError
+from charrnn.lm.model import CELLS
+from charrnn.core.device import bf16_is_native, resolve_precision
+from charrnn.core.config import TrainConfig
+from charrnn.lm.task import resume_config, train
+from charrnn.core.trainer import StopReason, learning_rate
 
 from conftest import tiny_config
 
@@ -101,7 +101,7 @@ def test_existing_run_is_not_overwritten(tmp_path, corpus):
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch):
-    import charrnn.lm as lm_module
+    import charrnn.lm.task as lm_module
 
     calls = {"n": 0}
     real_detach = lm_module.detach_state
@@ -130,7 +130,7 @@ def test_exploding_loss_threshold(tmp_path, corpus):
 
 
 def test_divergence_advice_does_not_suggest_what_is_already_set(tmp_path, corpus, monkeypatch):
-    import charrnn.lm as lm_module
+    import charrnn.lm.task as lm_module
 
     real_detach = lm_module.detach_state
     monkeypatch.setattr(lm_module, "detach_state",
@@ -238,8 +238,8 @@ def test_second_signal_stops_at_once(tmp_path, corpus):
 
 
 def test_byte_level_and_document_separator_runs(tmp_path):
-    from charrnn.checkpoint import load_model
-    from charrnn.sample import SampleSettings, sample
+    from charrnn.core.checkpoint import load_model
+    from charrnn.lm.sample import SampleSettings, sample
 
     corpus = tmp_path / "docs.txt"
     corpus.write_text("第一篇：你好，世界。\n\n第二篇：再见。\n\n" * 60, encoding="utf-8")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn.activations import Trace, gate_saturation, kinds_of, load_npz
+from charrnn.inspect.activations import Trace, gate_saturation, kinds_of, load_npz
 from charrnn.cli import app
-from charrnn.common import CharRNNError
-from charrnn.probes import line_position
-from charrnn.viz import MAX_EMBEDDED_VALUES, cell_name, default_kinds, parse_cell, quantise, render_html
+from charrnn.core.errors import CharRNNError
+from charrnn.inspect.probes import line_position
+from charrnn.inspect.viewer import MAX_EMBEDDED_VALUES, cell_name, default_kinds, parse_cell, quantise, render_html
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}

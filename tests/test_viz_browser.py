@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from charrnn.activations import Trace, kinds_of
-from charrnn.probes import in_double_quotes
-from charrnn.viz import render_html
+from charrnn.inspect.activations import Trace, kinds_of
+from charrnn.inspect.probes import in_double_quotes
+from charrnn.inspect.viewer import render_html
 
 try:
     from playwright import sync_api

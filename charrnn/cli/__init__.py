@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 
 from charrnn.cli import caption, ctc, inspect, lm, tools
 from charrnn.cli.render import fail
-from charrnn.common import CharRNNError
+from charrnn.core.errors import CharRNNError
 
 
 class OneLineErrors(TyperGroup):

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given
-from charrnn.common import CharRNNError
-from charrnn.config import CaptionTrainConfig, Encoder, Tokens
+from charrnn.core.errors import CharRNNError
+from charrnn.core.config import CaptionTrainConfig, Encoder, Tokens
 
 app = typer.Typer(help="Describe images: a CNN encoder and a recurrent decoder (with soft attention).\n\n"
                        "Example: charrnn caption sample cat.png",
@@ -48,7 +48,7 @@ MaxCaptionLenOpt = Annotated[int, typer.Option("--max-caption-len", help="Longes
 
 
 def _check_length_alpha(length_alpha: float) -> None:
-    from charrnn.sample import MAX_LENGTH_ALPHA
+    from charrnn.lm.sample import MAX_LENGTH_ALPHA
 
     if not 0 <= length_alpha <= MAX_LENGTH_ALPHA:  # `not` also refuses NaN
         raise CharRNNError(f"--length-alpha must be between 0 and {MAX_LENGTH_ALPHA:g}, got {length_alpha}")
@@ -109,7 +109,7 @@ def train_command(
 
     Example: charrnn caption train corpora/emoji.zip --split grouped --out checkpoints/emoji-caption --time-budget 10
     """
-    from charrnn.caption import resume_config, train
+    from charrnn.caption.task import resume_config, train
 
     values = config_options(ctx, CaptionTrainConfig)
     if resume is None:
@@ -145,8 +145,8 @@ def sample_command(
 
     Example: charrnn caption sample checkpoints/emoji-caption cat.png --beam-size 3 --show-attention att.png
     """
-    from charrnn.caption import describe_images
-    from charrnn.sample import check_seed
+    from charrnn.caption.task import describe_images
+    from charrnn.lm.sample import check_seed
 
     check_seed(seed)
     _check_length_alpha(length_alpha)
@@ -186,7 +186,7 @@ def eval_command(
 
     Example: charrnn caption eval checkpoints/emoji-caption --beam-size 5 --json
     """
-    from charrnn.caption import evaluate_captioner
+    from charrnn.caption.task import evaluate_captioner
 
     _check_length_alpha(length_alpha)
     result = evaluate_captioner(checkpoint, data, part=part, beam_size=beam_size, length_alpha=length_alpha,
@@ -223,7 +223,7 @@ def make_emoji_command(
 
     Example: charrnn caption make-emoji emoji --zip emoji.zip
     """
-    from charrnn.emoji import make_emoji_dataset, zip_dataset
+    from charrnn.caption.emoji import make_emoji_dataset, zip_dataset
 
     with render.transient_progress() as progress:
         task = progress.add_task("rendering", total=None)

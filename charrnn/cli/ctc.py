@@ -12,8 +12,8 @@ from rich.table import Table
 
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given
-from charrnn.common import CharRNNError
-from charrnn.config import DEFAULT_CHAR_BONUS, DEFAULT_LINES, DEFAULT_LM_WEIGHT, CTCTrainConfig
+from charrnn.core.errors import CharRNNError
+from charrnn.core.config import DEFAULT_CHAR_BONUS, DEFAULT_LINES, DEFAULT_LM_WEIGHT, CTCTrainConfig
 
 app = typer.Typer(help="Read text lines: a CNN + bidirectional RNN trained with CTC, decoded greedily or by prefix "
                        "beam search fused with a charrnn language model.\n\n"
@@ -47,7 +47,7 @@ ShowAlignmentOpt = Annotated[Optional[Path], typer.Option(
 
 
 def _fusion(lm: str | None, lm_weight: float, char_bonus: float, lm_unknown: str):
-    from charrnn.ctc import Fusion
+    from charrnn.ctc.task import Fusion
 
     return Fusion(lm, lm_weight, char_bonus, lm_unknown) if lm is not None else None
 
@@ -98,7 +98,7 @@ def train_command(
 
     Example: charrnn ctc train --time-budget 5
     """
-    from charrnn.ctc import resume_config, train
+    from charrnn.ctc.task import resume_config, train
 
     values = config_options(ctx, CTCTrainConfig)
     if resume is None:
@@ -119,7 +119,7 @@ def train_command(
 
 def _render_default_lines() -> Path:
     """The default line set, rendered with a progress bar the first time."""
-    from charrnn.ctc import default_lines
+    from charrnn.ctc.task import default_lines
 
     with render.transient_progress() as progress:
         task = progress.add_task(f"rendering lines into {DEFAULT_LINES}", total=None)
@@ -145,7 +145,7 @@ def decode_command(
 
     Example: charrnn ctc decode checkpoints/tinyshakespeare-lines-ctc line.png --beam-size 8 --lm checkpoints/tinyshakespeare
     """
-    from charrnn.ctc import decode_files
+    from charrnn.ctc.task import decode_files
 
     checkpoint, images = options.model_and_inputs(paths, "ctc")
     if not images:
@@ -182,7 +182,7 @@ def eval_command(
 
     Example: charrnn ctc eval checkpoints/tinyshakespeare-lines-ctc checkpoints/tinyshakespeare-lines/val-heldout --lm checkpoints/tinyshakespeare
     """
-    from charrnn.ctc import evaluate_reader
+    from charrnn.ctc.task import evaluate_reader
 
     result = evaluate_reader(checkpoint, data, beam_size=beam_size, fusion=_fusion(lm, lm_weight, char_bonus, lm_unknown),
                              skip_bad=skip_bad, device=device)
@@ -219,7 +219,7 @@ def tune_lm_command(
 
     Example: charrnn ctc tune-lm checkpoints/tinyshakespeare-lines-ctc --lm checkpoints/tinyshakespeare
     """
-    from charrnn.ctc import tune_lm
+    from charrnn.ctc.task import tune_lm
 
     with render.transient_progress() as progress:
         bar = progress.add_task("decoding with each (alpha, beta)", total=None)
@@ -279,7 +279,7 @@ def make_lines_command(
 
     Example: charrnn ctc make-lines corpora/tinyshakespeare.txt lines --count 20000
     """
-    from charrnn.linegen import make_lines
+    from charrnn.ctc.linegen import make_lines
 
     min_chars, max_chars = old_min_chars or min_chars, old_max_chars or max_chars
     with render.transient_progress() as progress:

@@ -9,7 +9,7 @@ import typer
 
 from charrnn.cli import options, render
 from charrnn.cli.options import unescape
-from charrnn.common import CharRNNError
+from charrnn.core.errors import CharRNNError
 
 app = typer.Typer()
 
@@ -26,7 +26,7 @@ CellOpt = Annotated[Optional[str], typer.Option(
 
 
 def _read_text(text_file: Path | None, text: str | None, encoding: str) -> str:
-    from charrnn.data import iter_text
+    from charrnn.lm.data import iter_text
 
     if (text_file is None) == (text is None):
         raise CharRNNError("give either a TEXT_FILE or --text \"...\" to trace")
@@ -64,11 +64,11 @@ def dump_command(
 
     Example: charrnn dump checkpoints/tinyshakespeare play.txt --out acts.npz
     """
-    from charrnn.activations import dump_activations
-    from charrnn.checkpoint import load_model
-    from charrnn.data import normalize_newlines
-    from charrnn.device import resolve_device
-    from charrnn.lm import trained_newline
+    from charrnn.inspect.activations import dump_activations
+    from charrnn.core.checkpoint import load_model
+    from charrnn.lm.data import normalize_newlines
+    from charrnn.core.device import resolve_device
+    from charrnn.lm.task import trained_newline
 
     checkpoint, text_file = _model_and_text(paths)
     source = _read_text(text_file, text, encoding)
@@ -95,7 +95,7 @@ def _model_and_text(paths: list[Path] | None) -> tuple[Path, Path | None]:
 
 def _page_options(trace, kinds: str, cell: str | None) -> tuple[str, ...] | None:
     """The kinds --kinds names (None: the default), checked against what the trace recorded, and --cell checked."""
-    from charrnn.viz import parse_cell
+    from charrnn.inspect.viewer import parse_cell
 
     if cell is not None:
         parse_cell(cell, trace)
@@ -122,7 +122,7 @@ def _title(trace, fallback: str) -> str:
 def _write_page(out: Path, trace, *, chars: int, kinds: tuple[str, ...] | None, cell: str | None, top: int,
                 title: str, ranking: dict | None = None) -> dict:
     """Write the viewer and say what it holds (on stderr: stdout may carry --json); return that as a dict."""
-    from charrnn.viz import html_page, page_data
+    from charrnn.inspect.viewer import html_page, page_data
 
     data = page_data(trace, max_chars=chars, kinds=kinds, top=top, title=title, ranking=ranking,
                      ranked_chars=trace.length, cell=cell)
@@ -159,7 +159,7 @@ def viz_command(
     Example: charrnn viz acts.npz --cell layer0/c/110 --kinds all --out cells.html
     """
     if len(paths) == 1 and paths[0].suffix == ".npz":
-        from charrnn.activations import load_npz
+        from charrnn.inspect.activations import load_npz
 
         trace = load_npz(paths[0], max_chars=max_chars)
     else:
@@ -175,11 +175,11 @@ def viz_command(
 def _trace_text(checkpoint: Path, text_file: Path | None, *, max_chars: int, encoding: str = "utf-8",
                 map_unknown: bool = False, device: str = "auto"):
     """Every state and gate of the model for the first `max_chars` characters of the text file."""
-    from charrnn.activations import collect_activations
-    from charrnn.checkpoint import load_model
-    from charrnn.data import normalize_newlines
-    from charrnn.device import resolve_device
-    from charrnn.lm import trained_newline
+    from charrnn.inspect.activations import collect_activations
+    from charrnn.core.checkpoint import load_model
+    from charrnn.lm.data import normalize_newlines
+    from charrnn.core.device import resolve_device
+    from charrnn.lm.task import trained_newline
 
     if text_file is None:
         raise CharRNNError("give the TEXT_FILE to analyse after the run directory or checkpoint")
@@ -219,9 +219,9 @@ def cells_command(
 
     Example: charrnn cells checkpoints/wp dialogue.txt --html cells.html --cell layer0/c/63
     """
-    from charrnn.activations import load_npz
-    from charrnn.plot import saturation_svg
-    from charrnn.probes import rank_cells
+    from charrnn.inspect.activations import load_npz
+    from charrnn.core.svg import saturation_svg
+    from charrnn.inspect.probes import rank_cells
 
     if len(paths) == 1 and paths[0].suffix == ".npz":
         trace = load_npz(paths[0], max_chars=max_chars)

@@ -14,8 +14,8 @@ import typer
 
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given, unescape
-from charrnn.common import CharRNNError
-from charrnn.config import TrainConfig
+from charrnn.core.errors import CharRNNError
+from charrnn.core.config import TrainConfig
 
 app = typer.Typer()
 
@@ -76,7 +76,7 @@ def train_command(
 
     Example: charrnn train corpora/tinyshakespeare.txt --cell lstm --hidden-size 256 --time-budget 10
     """
-    from charrnn.lm import train
+    from charrnn.lm.task import train
 
     config = _train_config(ctx, resume, overwrite)
     summary = render.train_and_report(train, config, resume=resume is not None, overwrite=overwrite,
@@ -90,7 +90,7 @@ def train_command(
 def _train_config(ctx: typer.Context, resume: Path | None, overwrite: bool) -> TrainConfig:
     """The run's config: the options as given for a new run; for `--resume`, the saved one with the options
     the user gave (even at their default value) replacing what they name."""
-    from charrnn.lm import resume_config
+    from charrnn.lm.task import resume_config
 
     options = config_options(ctx, TrainConfig)
     if resume is None:
@@ -107,9 +107,9 @@ def _train_config(ctx: typer.Context, resume: Path | None, overwrite: bool) -> T
 
 def _show_sample(run_dir: str, config: TrainConfig, length: int) -> None:
     """A sample of the best model, then a command for more that works with this run's vocabulary."""
-    from charrnn.checkpoint import load_model
-    from charrnn.device import resolve_device
-    from charrnn.sample import SampleSettings, sample
+    from charrnn.core.checkpoint import load_model
+    from charrnn.core.device import resolve_device
+    from charrnn.lm.sample import SampleSettings, sample
 
     model, tokenizer, ckpt = load_model(run_dir, resolve_device(config.device))
     render.err.rule(f"sample (temperature {SAMPLE_TEMPERATURE}, {length} characters, from {run_dir}/best.pt)")
@@ -127,7 +127,7 @@ def _show_sample(run_dir: str, config: TrainConfig, length: int) -> None:
 def _hint_prime(tokenizer, corpus: str, encoding: str) -> str:
     """The start of the corpus's first non-blank line (up to HINT_PRIME_CHARS characters) when the model can
     read all of it, else "" (no prime)."""
-    from charrnn.data import iter_text
+    from charrnn.lm.data import iter_text
 
     try:
         head = next(iter_text(corpus, encoding=encoding, chunk_bytes=1 << 16), "")
@@ -194,11 +194,11 @@ def sample_command(
     Example: charrnn sample checkpoints/tinyshakespeare --prime "ROMEO:" --temperature 0.8 --seed 1
     """
     load_torch()
-    from charrnn.checkpoint import load_model
-    from charrnn.data import normalize_newlines
-    from charrnn.device import resolve_device
-    from charrnn.lm import trained_newline
-    from charrnn.sample import (SampleSettings, beam_search, check_beam_options, check_sample_options, check_seed,
+    from charrnn.core.checkpoint import load_model
+    from charrnn.lm.data import normalize_newlines
+    from charrnn.core.device import resolve_device
+    from charrnn.lm.task import trained_newline
+    from charrnn.lm.sample import (SampleSettings, beam_search, check_beam_options, check_sample_options, check_seed,
                                 iter_sample, make_generator)
 
     # Every option is checked before the checkpoint is read and before anything is written, so that
@@ -212,7 +212,7 @@ def sample_command(
     else:
         check_sample_options(length, num_samples)
     if checkpoint is None:
-        from charrnn.pretrained import pretrained
+        from charrnn.core.pretrained import pretrained
 
         checkpoint = pretrained("lm")
     model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))
@@ -274,10 +274,10 @@ def eval_command(
     Example: charrnn eval checkpoints/tinyshakespeare corpora/tinyshakespeare.txt --json
     """
     load_torch()
-    from charrnn.checkpoint import load_model
-    from charrnn.device import resolve_device
-    from charrnn.evaluate import evaluate_file
-    from charrnn.lm import trained_newline
+    from charrnn.core.checkpoint import load_model
+    from charrnn.core.device import resolve_device
+    from charrnn.lm.evaluate import evaluate_file
+    from charrnn.lm.task import trained_newline
 
     model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))
     result = evaluate_file(model, tokenizer, text_file, encoding=encoding, map_unknown=map_unknown, streams=streams,

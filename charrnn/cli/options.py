@@ -1,6 +1,6 @@
 """Every option that more than one command has, and every option of a training run, declared once.
 
-An alias carries the flags, the type (a `Literal` from `charrnn.config` makes Typer check the choices) and
+An alias carries the flags, the type (a `Literal` from `charrnn.core.config` makes Typer check the choices) and
 the help; a command gives the default, taken from its config dataclass, so that help, config and checkpoint
 agree: `lr: options.LrOpt = TrainConfig.lr`. A run's parameters are named like the config fields they fill, so
 `config_options(ctx, TrainConfig)` collects them without a list written out by hand.
@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.config import DEFAULT_TIME_BUDGET, Cell, Newline, Optimizer, Precision, Schedule
+from charrnn.core.config import DEFAULT_TIME_BUDGET, Cell, Newline, Optimizer, Precision, Schedule
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "0": "\0"}
 
@@ -51,10 +51,10 @@ def config_options(ctx: typer.Context, config_class: type) -> dict:
 
 def model_and_inputs(paths: list[Path], task: str) -> tuple[Path, list[Path]]:
     """The model a command was given and its inputs. The first path is the model when it is a run directory
-    or a .pt file; otherwise the model shipped for `task` (see charrnn.pretrained) reads every path."""
+    or a .pt file; otherwise the model shipped for `task` (see charrnn.core.pretrained) reads every path."""
     if paths and (paths[0].is_dir() or paths[0].suffix == ".pt"):
         return paths[0], list(paths[1:])
-    from charrnn.pretrained import pretrained
+    from charrnn.core.pretrained import pretrained
 
     return pretrained(task), list(paths)
 

@@ -200,8 +200,8 @@ def train_and_report(train, config, *, resume: bool, overwrite: bool, json_outpu
     a run that ended normally, or None in a torchrun process other than rank 0 (which alone reports)."""
     import shlex
 
-    from charrnn.distributed import world_from_env
-    from charrnn.trainer import StopReason
+    from charrnn.core.distributed import world_from_env
+    from charrnn.core.trainer import StopReason
 
     if not world_from_env().is_main:
         train(config, resume=resume, overwrite=overwrite)

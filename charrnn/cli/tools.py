@@ -17,7 +17,7 @@ def info_command(checkpoint: options.CheckpointArg, json_output: options.JsonOpt
 
     Example: charrnn info checkpoints/tinyshakespeare --json
     """
-    from charrnn.checkpoint import checkpoint_info
+    from charrnn.core.checkpoint import checkpoint_info
 
     info = checkpoint_info(checkpoint)
     if json_output:
@@ -65,7 +65,7 @@ def bench_command(
 
     Example: charrnn bench --cell lstm --num-layers 2 --hidden-size 256 --device cpu
     """
-    from charrnn import bench
+    from charrnn.lm import bench
 
     if corpus_mb is not None:
         result = bench.bench_encoding(corpus_mb, corpus)

@@ -1,0 +1,1 @@
+"""What every task shares: the training loop, run directory, checkpoint format, settings, device, tokenizer, recurrent core."""

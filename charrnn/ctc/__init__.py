@@ -1,0 +1,1 @@
+"""Reading text lines: CNN + bidirectional RNN trained with CTC, beam search fused with a charrnn LM."""

@@ -1,0 +1,449 @@
+"""Text-line datasets for `charrnn ctc`: reading line images and their transcripts, choosing validation, and
+caching the decoded lines.
+
+A dataset is a directory, or a .zip of one, in one of these layouts, recognised from its files:
+
+    tsv        labels.tsv (filename<TAB>transcript, an optional header line) beside the line images, which
+               may sit in subfolders; file names are relative to the folder of labels.tsv.
+    make-lines train/labels.tsv and val/labels.tsv (what our renderer writes; val-heldout/ is not used
+               unless given as `val_dir`): train/ trains and val/ validates.
+    iam        the IAM Handwriting Database as downloaded: lines.txt ("a01-000u-00 ok 154 19 408 746 1661 89
+               A|MOVE|to|stop", `|` between words) beside lines/a01/a01-000u/a01-000u-00.png, or inside
+               ascii/ beside lines/.
+
+Every problem with a line (a missing image, an empty transcript, a bad TAB layout, and later an image Pillow
+cannot decode or one too narrow for CTC to spell its transcript) becomes a `BadRow` naming the label file
+and its line; they are reported together or, with `skip_bad`, skipped and returned. Lines are decoded once
+into one uint8 array, memory-mapped and reused while the images are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from charrnn.core.errors import CharRNNError, atomic_write, write_text_atomic
+from charrnn.caption.data import (
+    UNREADABLE,
+    BadRow,
+    _bad_message,
+    _decode_problem,
+    _flatten,
+    _inside,
+    _is_header,
+    _lines,
+    _open_root,
+    _Root,
+    split_by_unit,
+)
+
+CACHE_VERSION = 1  # bump when the decoding recipe below changes: older caches are then rebuilt
+LABELS = "labels.tsv"
+IAM_LABELS = ("lines.txt", "ascii/lines.txt")
+NPY_HEADER = 128  # bytes; fixed so that it can be rewritten once the total width is known (a multiple of 64)
+
+
+# ----- public data types ----------------------------------------------------------------------------
+
+@dataclass
+class LineSplit:
+    """Line images and their transcripts, aligned by index.
+
+    `root` is the dataset's directory or .zip and `files` are POSIX paths inside it (`images.open_member`
+    reads one). `origins[i]` is the (label file, 1-based line) of line i, so that a problem found only when
+    decoding it is reported where the user can fix it.
+    """
+
+    root: Path
+    files: list[str]
+    texts: list[str]
+    origins: list[tuple[str, int | None]]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, indices: Iterable[int]) -> LineSplit:
+        idx = list(indices)
+        return LineSplit(self.root, [self.files[i] for i in idx], [self.texts[i] for i in idx],
+                         [self.origins[i] for i in idx])
+
+
+@dataclass
+class LineData:
+    """A dataset read and split. `split_rule` says in words how validation was chosen, and `unseen` counts
+    the validation characters that training never shows: the model cannot get those right."""
+
+    train: LineSplit
+    val: LineSplit | None
+    format: str  # "tsv" or "iam"
+    skipped: list[BadRow]  # what skip_bad left out; empty otherwise
+    split_rule: str
+    unseen: dict[str, int]
+
+
+@dataclass
+class LineImages:
+    """A split's lines decoded side by side: line i is `pixels[:, offsets[i]:offsets[i + 1]]`.
+
+    Pixels are inverted (ink high, paper 0) so that zero padding is blank paper.
+    """
+
+    pixels: np.ndarray  # (height, total_width) uint8, memory-mapped, column-major so a line is contiguous
+    offsets: np.ndarray  # (N + 1,) int64
+    split: LineSplit  # the lines kept, aligned with `offsets`
+    kept: list[int]  # their indices in the split given to `cache_lines`
+    skipped: list[BadRow]  # lines skip_bad left out: undecodable or too narrow
+    reused: bool  # True when an up-to-date cache was found and nothing was decoded
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def widths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def batch(self, indices: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, height, max width) uint8 lines padded with zeros on the right, and their widths (B,)."""
+        idx = np.asarray(list(indices), dtype=np.int64)
+        widths = self.widths()[idx]
+        out = np.zeros((len(idx), self.pixels.shape[0], int(widths.max(initial=0))), dtype=np.uint8)
+        for k, i in enumerate(idx):
+            out[k, :, :widths[k]] = self.pixels[:, self.offsets[i]:self.offsets[i + 1]]
+        return out, widths
+
+
+# ----- reading label files ------------------------------------------------------------------------------
+
+class _Rows:
+    """The lines of one dataset as they are read, with the bad rows found on the way."""
+
+    def __init__(self, root: _Root):
+        self.root = root
+        self.split = LineSplit(root.path, [], [], [])
+        self.bad: list[BadRow] = []
+        self._seen: dict[str, tuple[str, int | None]] = {}
+
+    def add(self, folder: str, name: str, text: str, origin: tuple[str, int]) -> None:
+        path = _inside(folder, name)
+        if path is None:
+            self.bad.append(BadRow(*origin, f"{name.strip()!r} is not a relative path inside the dataset"))
+        elif not text.strip():  # CTC cannot learn from an image whose target is nothing
+            self.bad.append(BadRow(*origin, f"empty transcript for {path}"))
+        elif path in self._seen:  # two transcripts for one image: which is right is the user's call
+            self.bad.append(BadRow(*origin, f"{path} is also listed at {self._seen[path][0]} line "
+                                            f"{self._seen[path][1]}"))
+        elif not self.root.is_file(path):
+            self.bad.append(BadRow(*origin, f"{path} does not exist"))
+        else:
+            self._seen[path] = origin
+            self.split.files.append(path)
+            self.split.texts.append(text)
+            self.split.origins.append(origin)
+
+
+def _read_tsv(rows: _Rows, name: str) -> None:
+    """labels.tsv: filename<TAB>transcript. The transcript is kept as written (only the line end goes):
+    spaces are characters the model must learn to place."""
+    folder = posixpath.dirname(name)
+    for k, (line, text) in enumerate(_lines(rows.root, name, rows.bad)):
+        if k == 0 and _is_header(text):
+            continue
+        fields = text.split("\t")
+        if len(fields) != 2:
+            tabs = "no TAB" if len(fields) == 1 else f"{len(fields) - 1} TABs"
+            rows.bad.append(BadRow(name, line, f"{tabs}: expected filename<TAB>transcript"))
+            continue
+        rows.add(folder, fields[0], fields[1], (name, line))
+
+
+def _iam_images(root: _Root, name: str) -> str:
+    """IAM's lines/ folder: beside lines.txt, or one level up when lines.txt is in ascii/ (the two archives
+    ascii.tgz and lines.tgz unpacked side by side)."""
+    folder = posixpath.dirname(name)
+    for base in dict.fromkeys([folder, posixpath.dirname(folder)]):
+        if root.is_folder(posixpath.join(base, "lines")):
+            return posixpath.join(base, "lines")
+    raise CharRNNError(f"{name} has no lines/ folder beside it or one level up; unpack IAM's lines.tgz there")
+
+
+def _read_iam(rows: _Rows, name: str, ok_only: bool) -> None:
+    """IAM lines.txt. Fields are separated by spaces and words by `|`; the transcript is everything after
+    the eighth field. `err` only says IAM's word segmentation of the line failed: the line transcript
+    itself is still right, hence kept unless `ok_only`."""
+    images = _iam_images(rows.root, name)
+    for line, text in _lines(rows.root, name, rows.bad):
+        if text.startswith("#"):
+            continue
+        fields = text.split(maxsplit=8)
+        parts = fields[0].split("-")
+        if len(fields) != 9 or fields[1] not in ("ok", "err") or len(parts) != 3:
+            rows.bad.append(BadRow(name, line, "expected 'a01-000u-00 ok|err graylevel components x y w h "
+                                               "word|word|...'"))
+        elif not (ok_only and fields[1] == "err"):
+            image = f"{parts[0]}/{parts[0]}-{parts[1]}/{fields[0]}.png"
+            rows.add(images, image, fields[8].replace("|", " "), (name, line))
+
+
+@dataclass
+class _Loaded:
+    format: str
+    train: LineSplit
+    val: LineSplit | None  # a make-lines set's val/
+    bad: list[BadRow]
+
+
+def _find(root: _Root) -> tuple[str, str]:
+    """(layout, label file) recognised at the top, or in a single folder inside (a zip of a folder)."""
+    for top in ["", *root.subfolders()]:
+        if root.is_file(posixpath.join(top, "train", LABELS)):
+            return "make-lines", posixpath.join(top, "train", LABELS)
+        if root.is_file(posixpath.join(top, LABELS)):
+            return "tsv", posixpath.join(top, LABELS)
+        for name in IAM_LABELS:
+            if root.is_file(posixpath.join(top, name)):
+                return "iam", posixpath.join(top, name)
+    raise CharRNNError(f"no line labels found in {str(root.path)!r}: expected labels.tsv (filename<TAB>transcript) "
+                       "beside the line images, a make-lines set (train/labels.tsv, val/labels.tsv), or IAM's "
+                       "lines.txt (or ascii/lines.txt) with its lines/ folder")
+
+
+def _load(data: str | os.PathLike, iam_ok_only: bool) -> _Loaded:
+    with _open_root(data) as root:
+        layout, labels = _find(root)
+        rows = _Rows(root)
+        if layout == "iam":
+            _read_iam(rows, labels, iam_ok_only)
+            return _Loaded("iam", rows.split, None, rows.bad)
+        _read_tsv(rows, labels)
+        val_labels = posixpath.join(posixpath.dirname(posixpath.dirname(labels)), "val", LABELS)
+        if layout == "tsv" or not root.is_file(val_labels):
+            return _Loaded("tsv", rows.split, None, rows.bad)
+        val = _Rows(root)
+        _read_tsv(val, val_labels)
+        return _Loaded("tsv", rows.split, val.split, rows.bad + val.bad)
+
+
+# ----- choosing the split ------------------------------------------------------------------------------
+
+def _seeded(whole: LineSplit, val_frac: float, seed: int, by_form: bool) -> tuple[LineSplit, LineSplit | None, str]:
+    """A reproducible random split of the lines. IAM's are drawn a whole form at a time (the folder of the
+    image): a page's lines share a writer and a text, and validating on its neighbours flatters the model."""
+    if val_frac == 0:
+        return whole, None, "no validation set (val_frac 0)"
+    units = [posixpath.dirname(f) if by_form else f for f in whole.files]
+    train, val, chosen, distinct = split_by_unit(units, val_frac, seed, "form" if by_form else "line")
+    forms = f", whole forms ({chosen} of {distinct})" if by_form else ""
+    rule = f"a seeded {val_frac * 100:g}% of the lines{forms}: {len(val)} of {len(whole)} (seed {seed})"
+    return whole.subset(train), whole.subset(val), rule
+
+
+def _relabel(loaded: _Loaded, prefix: str) -> None:
+    """Name a --val-dir dataset's label files with its path, so its bad rows cannot be mistaken for the
+    training dataset's."""
+    loaded.bad = [BadRow(f"{prefix}/{b.file}", b.line, b.reason) for b in loaded.bad]
+    for part in (loaded.train, loaded.val):
+        if part is not None:
+            part.origins = [(f"{prefix}/{f}", line) for f, line in part.origins]
+
+
+def _unseen(train: LineSplit, val: LineSplit | None) -> dict[str, int]:
+    if val is None:
+        return {}
+    known = set("".join(train.texts))
+    counts = Counter(c for text in val.texts for c in text if c not in known)
+    return dict(counts.most_common())
+
+
+def read_lines(data: str | os.PathLike, *, val_dir: str | os.PathLike | None = None, val_frac: float = 0.1,
+               seed: int = 0, iam_ok_only: bool = False, skip_bad: bool = False) -> LineData:
+    """Read a line dataset (directory or .zip) and split it into training and validation lines.
+
+    Validation is a make-lines set's val/ when it has one, else `val_dir` (its val/ if it is a make-lines
+    set, all of it otherwise; training then uses all of `data`, or its train/), else a seeded `val_frac` of
+    the lines (whole forms for IAM). Bad rows raise one `CharRNNError` line, or with `skip_bad` are left
+    out and listed in `skipped`.
+    """
+    if not 0.0 <= val_frac < 1.0:
+        raise CharRNNError(f"--val-frac {val_frac} must be in [0, 1)")
+    main = _load(data, iam_ok_only)
+    other = _load(val_dir, iam_ok_only) if val_dir is not None else None
+    if other:
+        _relabel(other, str(Path(val_dir)))
+    bad = sorted(main.bad + (other.bad if other else []), key=lambda b: (b.file, b.line or 0))
+    if bad and not skip_bad:
+        raise CharRNNError(_bad_message(bad))
+    for loaded, where in ((main, data), (other, val_dir)):
+        if loaded and not len(loaded.train):
+            skipped = f" ({len(loaded.bad)} bad rows skipped)" if loaded.bad else ""
+            raise CharRNNError(f"{str(where)!r} has no usable line with a transcript{skipped}")
+    if other:
+        val = other.val if other.val is not None else other.train
+        whose = "val/ of the make-lines set" if other.val is not None else "all of"
+        train, rule = main.train, f"{whose} --val-dir {str(val_dir)!r} ({len(val)} lines)"
+    elif main.val is not None:
+        train, val, rule = main.train, main.val, f"val/ of the make-lines set ({len(main.val)} lines)"
+    else:
+        train, val, rule = _seeded(main.train, val_frac, seed, main.format == "iam")
+    if val is not None and not len(val):
+        val, rule = None, f"{rule}: none usable, so no validation set"
+    return LineData(train, val, main.format, bad, rule, _unseen(train, val))
+
+
+# ----- decoding and caching lines ----------------------------------------------------------------------
+
+def load_line_image(f_or_path: BinaryIO | str | os.PathLike, height: int, max_width: int) -> np.ndarray:
+    """(height, w) uint8, inverted grayscale (ink high, paper 0): EXIF orientation applied, transparency over
+    white, resized with Lanczos to `height` keeping the aspect ratio, w = round(W * height / H) (at least
+    1). A line wider than `max_width` is squeezed to it, not cropped: cropping would cut off characters
+    that the transcript still names."""
+    with Image.open(f_or_path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode.startswith("I;16"):  # 16-bit grayscale: convert("L") would clip every level above 255 to white
+            im = im.convert("I").point(lambda v: v / 256).convert("L")
+        im = _flatten(im).convert("L")
+        width = min(max(round(im.width * height / im.height), 1), max_width)
+        im = im.resize((width, height), Image.Resampling.LANCZOS)
+    return 255 - np.asarray(im, dtype=np.uint8)
+
+
+def frames_needed(text: str) -> int:
+    """The fewest CTC frames that can spell `text`: one per character, plus a blank between two equal
+    neighbours, since CTC merges repeats ("hello" needs 6: h e l _ l o). Graves et al. 2006, section 3.1."""
+    return len(text) + sum(a == b for a, b in pairwise(text))
+
+
+def _too_narrow(width: int, text: str, frames: Callable[[int], int], max_width: int) -> str | None:
+    need, have = frames_needed(text), int(frames(width))
+    if have >= need:
+        return None
+    fix = "raise --max-width" if width == max_width else "check its transcript"
+    return (f"{width} pixels wide gives {have} CTC frames, but its {len(text)}-character transcript needs "
+            f"{need}; {fix}")
+
+
+def _cache_files(cache_path: Path) -> tuple[Path, Path]:
+    """The array and its JSON sidecar: `x` or `x.npy` gives x.npy and x.json."""
+    stem = cache_path.with_suffix("") if cache_path.suffix == ".npy" else cache_path
+    return stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
+
+
+def _cache_key(root: _Root, split: LineSplit, height: int, max_width: int, frames: Callable[[int], int]) -> dict:
+    """Everything the cache depends on; it is reused only when all of it is equal. Which lines are too
+    narrow depends on the transcripts and on `frames`, which is known by its values at every width a line
+    can have."""
+    table = [int(frames(w)) for w in range(1, max_width + 1)]
+    inputs = [split.files, split.texts, [root.signature(f) for f in split.files], table]
+    digest = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+    return {"cache_version": CACHE_VERSION, "height": height, "max_width": max_width,
+            "root": str(root.path.resolve()), "lines": len(split), "digest": digest}
+
+
+def _npy_header(height: int, width: int) -> bytes:
+    """A .npy (version 1.0) header for a (height, width) column-major uint8 array, always NPY_HEADER bytes
+    long so that the real one can replace a placeholder without moving the pixels after it."""
+    text = repr({"descr": "|u1", "fortran_order": True, "shape": (height, width)})
+    text = text.ljust(NPY_HEADER - 11) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
+
+
+def _cached(array_path: Path, meta_path: Path, key: dict) -> dict | None:
+    """The sidecar of a complete cache made from `key`, or None (missing, torn, edited or out of date)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta["key"] != key:
+            return None
+        pixels = np.load(array_path, mmap_mode="r")
+        if pixels.shape != (key["height"], meta["offsets"][-1]) or len(meta["offsets"]) != len(meta["kept"]) + 1:
+            return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _decode_line(root: _Root, split: LineSplit, i: int, height: int, max_width: int,
+                 frames: Callable[[int], int]) -> np.ndarray | BadRow:
+    name = split.files[i]
+    try:
+        with root.open(name) as f:
+            line = load_line_image(f, height, max_width)
+    except UNREADABLE as e:
+        return BadRow(*split.origins[i], _decode_problem(name, e))
+    problem = _too_narrow(line.shape[1], split.texts[i], frames, max_width)
+    return BadRow(*split.origins[i], f"{name} is too narrow at height {height}: {problem}") if problem else line
+
+
+def _decode_into_cache(root: _Root, split: LineSplit, array_path: Path, meta_path: Path, key: dict,
+                       frames: Callable[[int], int], skip_bad: bool,
+                       progress: Callable[[int, int], None] | None) -> dict:
+    """Decode every line straight to the file, one at a time (memory stays one line, whatever N is).
+
+    The .npy header goes first as a placeholder and is rewritten at the end with the total width. A bad
+    line without `skip_bad` stops the writing but not the checking, so the error counts them all; the
+    exception inside `atomic_write` then removes the temporary file and nothing is left behind.
+    """
+    offsets, kept, bad = [0], [], []
+    # Remove the old sidecar first: a crash after the new array is renamed into place must not leave a
+    # sidecar that describes the old one.
+    meta_path.unlink(missing_ok=True)
+    with atomic_write(array_path, "wb") as out:
+        out.write(_npy_header(key["height"], 0))
+        for i in range(len(split)):
+            line = _decode_line(root, split, i, key["height"], key["max_width"], frames)
+            if isinstance(line, BadRow):
+                bad.append(line)
+            elif skip_bad or not bad:
+                out.write(np.ascontiguousarray(line.T).tobytes())  # (w, height): column-major on disk
+                kept.append(i)
+                offsets.append(offsets[-1] + line.shape[1])
+            if progress:
+                progress(i + 1, len(split))
+        if bad and not skip_bad:
+            raise CharRNNError(_bad_message(bad))
+        if not kept:
+            raise CharRNNError(f"none of the {len(split)} lines is usable: {_bad_message(bad)}")
+        out.seek(0)
+        out.write(_npy_header(key["height"], offsets[-1]))
+    meta = {"key": key, "offsets": offsets, "kept": kept, "skipped": [asdict(b) for b in bad]}
+    write_text_atomic(meta_path, json.dumps(meta))
+    return meta
+
+
+def cache_lines(split: LineSplit, cache_path: str | os.PathLike, *, height: int, max_width: int,
+                frames: Callable[[int], int], skip_bad: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> LineImages:
+    """Decode a split's lines once into `cache_path`.npy (height, total width) uint8 plus a `.json` sidecar,
+    and memory-map them; a later call with the same files (sizes and mtimes, or CRCs in a zip), transcripts,
+    height, max_width and `frames` decodes nothing.
+
+    `frames(width)` is how many CTC frames the model makes of a line that wide. A line Pillow cannot decode,
+    or one with fewer frames than its transcript needs (`frames_needed`), raises one `CharRNNError` line
+    naming its label line, leaving no cache behind; with `skip_bad` it is dropped and `split`, `kept`,
+    `skipped` say which. `progress(done, total)` is called after each line decoded.
+    """
+    if height < 1 or max_width < 1:
+        raise CharRNNError(f"--height {height} and --max-width {max_width} must be at least 1")
+    array_path, meta_path = _cache_files(Path(cache_path))
+    array_path.parent.mkdir(parents=True, exist_ok=True)
+    with _open_root(split.root) as root:
+        key = _cache_key(root, split, height, max_width, frames)
+        meta = _cached(array_path, meta_path, key)
+        reused = meta is not None
+        if not reused:
+            meta = _decode_into_cache(root, split, array_path, meta_path, key, frames, skip_bad, progress)
+    skipped = [BadRow(**b) for b in meta["skipped"]]
+    if skipped and not skip_bad:  # a cache made with skip_bad obeys the same rule when reused without it
+        raise CharRNNError(_bad_message(skipped))
+    pixels = np.load(array_path, mmap_mode="r")
+    kept = meta["kept"]
+    return LineImages(pixels, np.asarray(meta["offsets"], dtype=np.int64), split.subset(kept), kept, skipped, reused)

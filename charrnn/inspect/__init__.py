@@ -1,0 +1,1 @@
+"""Looking inside a model: tracing, probes, the cell viewer, the activations file format."""

@@ -1,0 +1,1 @@
+"""The character language model: train, sample, evaluate."""
