@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from charrnn.core.config import TrainConfig
+from charrnn.lm.config import LMTrainConfig
 from charrnn.lm.task import train
 
 # A short, repetitive text: small enough to train on in seconds, structured enough to learn.
@@ -24,11 +24,11 @@ def corpus(tmp_path):
     return path
 
 
-def tiny_config(corpus, out, **kw) -> TrainConfig:
+def tiny_config(corpus, out, **kw) -> LMTrainConfig:
     base = dict(corpus=str(corpus), out=str(out), cell="lstm", num_layers=1, hidden_size=32, embedding_dim=16,
                 batch_size=4, seq_len=16, max_steps=10, eval_every=5, lr=1e-2, seed=0, device="cpu", precision="fp32")
     base.update(kw)
-    return TrainConfig(**base)
+    return LMTrainConfig(**base)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@ import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -9,8 +11,11 @@ from typer.testing import CliRunner
 from charrnn.inspect.activations import (Trace, collect_activations, escape_symbol, gate_saturation, kinds_of, load_npz,
                                  save_lstmvis, save_npz)
 from charrnn.cli import app
-from charrnn.lm.model import CELLS, CharRNN, CharRNNConfig
-from charrnn.core.svg import loss_curve_svg, saturation_svg
+from charrnn.core.config import CELLS
+from charrnn.lm.config import CharRNNConfig
+from charrnn.lm.model import CharRNN
+from charrnn.core.svg import loss_curve_svg
+from charrnn.inspect.plot import saturation_svg
 from charrnn.inspect.probes import (after_newline, bracket_depth, in_brackets, in_comment, in_double_quotes, indent_depth,
                             line_position, rank_cells, threshold_accuracy, word_start)
 from charrnn.core.tokenizer import CharTokenizer
@@ -231,3 +236,27 @@ def test_loss_curve_plots_train_and_validation():
     assert "exp <1> & co" in labels and "step" in labels and "200" in labels
     empty = ET.fromstring(loss_curve_svg([], "x"))
     assert [t.text for t in empty.iter(f"{SVG}text")] == ["no data yet"]
+
+
+@pytest.mark.parametrize("path, name", [("runs/exp: lr 0.01", "exp: lr 0.01"), ("runs/exp: lr 0.01/best.pt", "exp: lr 0.01"),
+                                        ("runs/v1.2/last.pt", "v1.2"), ("models/lm.v2.pt", "lm.v2"), ("best.pt", "best")])
+def test_run_name_is_the_whole_name(path, name):
+    from charrnn.core.checkpoint import run_name
+
+    assert run_name(path) == name
+
+
+def test_lstmvis_export_is_named_after_the_whole_run_directory(tmp_path):
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    run = tmp_path / "exp: lr 0.01"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "release-0.1.0" / "lm", run)
+    result = CliRunner().invoke(app, ["dump", str(run), "--text", "ROMEO:\nHi.", "--format", "lstmvis",
+                                      "--out", str(tmp_path / "vis")])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "vis" / "lstm.yml").read_text(encoding="utf-8"))["name"] == "exp: lr 0.01"

@@ -7,9 +7,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from charrnn.caption.task import caption_images, resume_config, train
+from charrnn.caption.decode import caption_images
+
+from charrnn.caption.task import resume_config, train
 from charrnn.caption.model import Captioner, beam_search, caption_loss, decode
-from charrnn.core.config import CaptionConfig, CaptionTrainConfig
+from charrnn.caption.config import CaptionTrainConfig, CaptionerConfig
 from charrnn.caption.evaluate import caption_scores
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220), "black": (0, 0, 0),
@@ -57,7 +59,7 @@ def tiny(data, out, **kw) -> CaptionTrainConfig:
 
 def model(attention=True, cell="lstm", **kw) -> Captioner:
     torch.manual_seed(0)
-    config = CaptionConfig(vocab_size=12, image_size=16, channels=(8, 16), cell=cell, num_layers=2, hidden_size=32,
+    config = CaptionerConfig(vocab_size=12, image_size=16, channels=(8, 16), cell=cell, num_layers=2, hidden_size=32,
                            attention=attention, **kw)
     return Captioner(config).eval()
 
@@ -133,7 +135,7 @@ def test_bleu_and_cider_against_hand_computed_values():
 def test_overfits_twenty_images_to_their_own_captions(tmp_path, shapes_data):
     s = train(tiny(shapes_data, tmp_path / "run", batch_size=20, max_steps=150, lr=2e-2, attention=True))
     assert s.history[-1] < 0.1
-    from charrnn.caption.task import load_captioner
+    from charrnn.caption.model import load_captioner
     from charrnn.caption.data import cache_images, read_captions
 
     m, tok, _ = load_captioner(tmp_path / "run")
@@ -235,14 +237,14 @@ def test_encoder_options_are_checked():
         CaptionTrainConfig(encoder="resnet18", image_size=16)
     if importlib.util.find_spec("torchvision") is None:
         with pytest.raises(CharRNNError, match="needs torchvision"):
-            Captioner(CaptionConfig(vocab_size=5, image_size=32, encoder="resnet18"))
+            Captioner(CaptionerConfig(vocab_size=5, image_size=32, encoder="resnet18"))
 
 
 def test_resnet_encoder_loads_local_torchvision_weights(tmp_path):
     torchvision = pytest.importorskip("torchvision")
     net = torchvision.models.resnet18(weights=None)
     torch.save(net.state_dict(), tmp_path / "r18.pt")
-    m = Captioner(CaptionConfig(vocab_size=7, image_size=32, encoder="resnet18", hidden_size=16, attention_dim=8))
+    m = Captioner(CaptionerConfig(vocab_size=7, image_size=32, encoder="resnet18", hidden_size=16, attention_dim=8))
     m.encoder.load_weights(tmp_path / "r18.pt")
     assert torch.equal(m.encoder.body[0].weight, net.conv1.weight)
     assert torch.equal(m.encoder.body[7][1].bn2.running_var, net.layer4[1].bn2.running_var)
@@ -258,7 +260,7 @@ def test_resnet_encoder_loads_local_torchvision_weights(tmp_path):
 
 
 def test_word_tokens(tmp_path, shapes_data):
-    from charrnn.caption.task import load_captioner
+    from charrnn.caption.model import load_captioner
     from charrnn.core.tokenizer import WordTokenizer
 
     train(tiny(shapes_data, tmp_path / "run", tokens="word", max_steps=2))

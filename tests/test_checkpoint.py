@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.core.checkpoint import (atomic_save, checkpoint_info, load_checkpoint, load_model, model_from_checkpoint,
-                                save_checkpoint)
+from charrnn.core.checkpoint import atomic_save, checkpoint_info, load_checkpoint, save_checkpoint
 from charrnn.core.errors import CharRNNError
-from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.lm.config import CharRNNConfig
+from charrnn.lm.model import CharRNN, load_model, model_from_checkpoint
 from charrnn.lm.sample import SampleSettings, sample
 from charrnn.core.tokenizer import CharTokenizer
 
@@ -22,7 +22,7 @@ def small_model(cell="lstm"):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_save_load_gives_identical_logits(tmp_path, cell):
     model, tok = small_model(cell)
-    save_checkpoint(tmp_path / "m.pt", model, tok)
+    save_checkpoint(tmp_path / "m.pt", model, tok, task="lm")
     loaded, tok2, ckpt = load_model(tmp_path / "m.pt")
     x = torch.tensor([[0, 1, 2, 3]])
     model.eval()
@@ -34,7 +34,7 @@ def test_checkpoint_saved_from_another_device_loads_on_cpu(tmp_path):
     # What a GPU-side torch.save writes: tensors whose storage location says "cuda:0". Without a GPU the
     # file is made by rewriting the location tags of a CPU save; loading must map them onto the CPU.
     model, tok = small_model()
-    save_checkpoint(tmp_path / "m.pt", model, tok)
+    save_checkpoint(tmp_path / "m.pt", model, tok, task="lm")
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
     if torch.cuda.is_available():
         ckpt["model_state"] = {k: v.cuda() for k, v in ckpt["model_state"].items()}
@@ -86,7 +86,7 @@ def test_not_a_checkpoint_and_unknown_version(tmp_path):
     with pytest.raises(CharRNNError, match="no 'charrnn-checkpoint' header"):
         load_checkpoint(tmp_path / "other.pt")
     model, tok = small_model()
-    save_checkpoint(tmp_path / "m.pt", model, tok)
+    save_checkpoint(tmp_path / "m.pt", model, tok, task="lm")
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
     ckpt["version"] = 99
     torch.save(ckpt, tmp_path / "future.pt")
@@ -99,7 +99,7 @@ def test_not_a_checkpoint_and_unknown_version(tmp_path):
 def test_atomic_write_survives_a_crash(tmp_path, monkeypatch):
     model, tok = small_model()
     path = tmp_path / "last.pt"
-    save_checkpoint(path, model, tok)
+    save_checkpoint(path, model, tok, task="lm")
     before = path.read_bytes()
 
     def crash_mid_write(obj, f):
@@ -108,7 +108,7 @@ def test_atomic_write_survives_a_crash(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash_mid_write)
     with pytest.raises(OSError):
-        save_checkpoint(path, model, tok)
+        save_checkpoint(path, model, tok, task="lm")
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
     monkeypatch.undo()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.core.config import CTCConfig
+from charrnn.ctc.config import LineReaderConfig
 from charrnn.ctc.model import LineReader, ctc_loss, frames
 
 
@@ -33,7 +33,7 @@ def test_ctc_loss_equals_the_sum_over_every_alignment(target):
 
 def model(**kw) -> LineReader:
     torch.manual_seed(0)
-    return LineReader(CTCConfig(vocab_size=6, height=16, channels=(4, 8, 8), hidden_size=8, **kw)).eval()
+    return LineReader(LineReaderConfig(vocab_size=6, height=16, channels=(4, 8, 8), hidden_size=8, **kw)).eval()
 
 
 def test_frames_follow_each_lines_width_through_the_pooling():
@@ -76,7 +76,7 @@ def lines(tmp_path_factory):
 
 
 def tiny(data, out, **kw):
-    from charrnn.core.config import CTCTrainConfig
+    from charrnn.ctc.config import CTCTrainConfig
 
     base = dict(data=str(data), out=str(out), height=16, channels=(8, 16, 16), hidden_size=24, num_layers=1,
                 batch_size=8, lr=1e-2, schedule="constant", warmup_steps=0, max_steps=4, eval_every=1000, seed=0,
@@ -85,7 +85,8 @@ def tiny(data, out, **kw):
 
 
 def test_overfits_a_few_lines(tmp_path, lines):
-    from charrnn.ctc.task import load_reader, read_images
+    from charrnn.ctc.decode import read_images
+    from charrnn.ctc.model import load_reader
     from charrnn.ctc.data import cache_lines, read_lines
 
     data = read_lines(lines)
@@ -143,7 +144,7 @@ def test_cli_make_lines_train_decode_eval_tune(tmp_path, lines):
     import json
 
     from charrnn.lm.task import train as train_lm
-    from charrnn.core.config import TrainConfig
+    from charrnn.lm.config import LMTrainConfig
 
     r = cli("ctc", "make-lines", lines.parent / "text.txt", tmp_path / "set", "--count", 3, "--val-count", 2,
             "--fonts", "default", "--json")
@@ -160,7 +161,7 @@ def test_cli_make_lines_train_decode_eval_tune(tmp_path, lines):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["lines"][0]["image"] == str(image) and (tmp_path / "align.png").stat().st_size
     lm = tmp_path / "lm"
-    train_lm(TrainConfig(corpus=str(lines.parent / "text.txt"), out=str(lm), hidden_size=16, num_layers=1,
+    train_lm(LMTrainConfig(corpus=str(lines.parent / "text.txt"), out=str(lm), hidden_size=16, num_layers=1,
                          seq_len=16, batch_size=4, max_steps=2, eval_every=2, device="cpu", precision="fp32"))
     r = cli("ctc", "eval", run, lines / "val-heldout", "--lm", lm, "--beam-size", 2, "--json")
     assert r.exit_code == 0, r.output

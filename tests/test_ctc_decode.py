@@ -8,9 +8,11 @@ import torch.nn.functional as F
 
 from charrnn.core.checkpoint import save_checkpoint
 from charrnn.core.errors import CharRNNError
-from charrnn.ctc.decode import (CharLM, beam_decode, benchmark, collapse, greedy_decode, load_char_lm,
-                                peaked_log_probs, prefix_beam_search, search_lines)
-from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.ctc.decode import CharLM, load_char_lm
+from charrnn.ctc.search import beam_decode, collapse, greedy_decode, prefix_beam_search, search_lines
+from ctc_helpers import benchmark, peaked_log_probs
+from charrnn.lm.config import CharRNNConfig
+from charrnn.lm.model import CharRNN
 from charrnn.core.tokenizer import CharTokenizer
 
 LABELS = ["", "h", "e", "l", "o"]
@@ -219,7 +221,7 @@ def test_vocabulary_mismatch_is_refused_or_floored():
 
 def test_load_char_lm_reads_lm_checkpoints_and_refuses_others(tmp_path):
     model, tok = tiny_lm("ab")
-    save_checkpoint(tmp_path / "lm.pt", model, tok)
+    save_checkpoint(tmp_path / "lm.pt", model, tok, task="lm")
     lm = load_char_lm(tmp_path / "lm.pt", ["", "b", "a"])
     np.testing.assert_allclose(lm.log_probs([(1,)]), CharLM(model, tok, ["", "b", "a"]).log_probs([(1,)]))
     save_checkpoint(tmp_path / "reader.pt", model, tok, task="ctc")

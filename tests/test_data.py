@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from charrnn.core.errors import CharRNNError
-from charrnn.lm.data import StreamBatches, build_tokenizer, encode_corpus, iter_encoded, iter_text, split_ids
+from charrnn.core.text import iter_text
+from charrnn.lm.data import StreamBatches, build_tokenizer, encode_corpus, iter_encoded, split_ids
 from charrnn.core.tokenizer import CharTokenizer
 
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from charrnn.inspect.activations import collect_activations, describe, dump_activations, load_npz, save_lstmvis, save_npz
 from charrnn.cli import app
 from charrnn.core.errors import CharRNNError
-from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.lm.config import CharRNNConfig
+from charrnn.lm.model import CharRNN
 from charrnn.inspect.npz import NpzArchive, write_npz
 from charrnn.inspect.probes import rank_cells
 from charrnn.core.tokenizer import CharTokenizer

@@ -1,6 +1,6 @@
 import pytest
 
-from charrnn.core.checkpoint import load_model
+from charrnn.lm.model import load_model
 from charrnn.core.errors import CharRNNError
 from charrnn.lm.evaluate import evaluate_file
 

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from charrnn.core.errors import CharRNNError
-from charrnn.caption.data import cache_images, open_member, read_captions
+from charrnn.caption.data import cache_images, read_captions
+from charrnn.vision.dataset import open_member
 
 LANCZOS = Image.Resampling.LANCZOS
 

@@ -1,8 +1,12 @@
 import pytest
 import torch
 
-from charrnn.core.cells import GATES, trace_layer
-from charrnn.lm.model import CELLS, CharRNN, CharRNNConfig
+from charrnn.core.cells import GATES
+
+from charrnn.inspect.activations import trace_layer
+from charrnn.core.config import CELLS
+from charrnn.lm.config import CharRNNConfig
+from charrnn.lm.model import CharRNN
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -29,7 +33,7 @@ def test_hand_written_layers_match_torch_nn(cell):
 @pytest.mark.parametrize("num_layers,embedding_dim", [(1, 0), (3, 6)])
 @pytest.mark.parametrize("batch", [1, 4])  # batch 1 on the CPU takes the NumPy matrix-vector path
 def test_stepper_matches_the_fused_forward(cell, num_layers, embedding_dim, batch):
-    from charrnn.core.cells import Stepper
+    from charrnn.lm.stepper import Stepper
 
     torch.manual_seed(0)
     model = CharRNN(CharRNNConfig(vocab_size=13, cell=cell, num_layers=num_layers, hidden_size=16,

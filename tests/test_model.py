@@ -5,7 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.core.errors import CharRNNError
-from charrnn.lm.model import CELLS, CharRNN, CharRNNConfig, detach_state
+from charrnn.core.config import CELLS
+from charrnn.core.rnn import detach_state
+from charrnn.lm.config import CharRNNConfig
+from charrnn.lm.model import CharRNN
 
 
 @pytest.mark.parametrize("cell", CELLS)

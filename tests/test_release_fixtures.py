@@ -26,9 +26,11 @@ HAMLET = "HAMLET:\nTo be, or not to be, that is the question.\n"
 
 def outputs(fixtures: Path) -> dict:
     """Everything the fixtures' models give: eval numbers, seeded samples, captions, line readings."""
-    from charrnn.caption.task import describe_images, evaluate_captioner
-    from charrnn.core.checkpoint import load_model
-    from charrnn.ctc.task import Fusion, decode_files, evaluate_reader
+    from charrnn.caption.decode import describe_images
+    from charrnn.caption.evaluate import evaluate_captioner
+    from charrnn.lm.model import load_model
+    from charrnn.ctc.decode import Fusion, decode_files
+    from charrnn.ctc.evaluate import evaluate_reader
     from charrnn.lm.evaluate import evaluate_file
     from charrnn.lm.sample import SampleSettings, beam_search, sample
 
@@ -101,7 +103,9 @@ def test_release_checkpoints_give_the_same_outputs(today, task):
 def make_fixtures(out: Path) -> None:
     """Train the three tiny models with this release and record what they give."""
     from charrnn.caption.task import train as train_captioner
-    from charrnn.core.config import CaptionTrainConfig, CTCTrainConfig, TrainConfig
+    from charrnn.caption.config import CaptionTrainConfig
+    from charrnn.ctc.config import CTCTrainConfig
+    from charrnn.lm.config import LMTrainConfig
     from charrnn.ctc.task import train as train_reader
     from charrnn.ctc.linegen import make_lines
     from charrnn.lm.task import train as train_lm
@@ -110,7 +114,7 @@ def make_fixtures(out: Path) -> None:
         shutil.rmtree(out)
     (out / "images").mkdir(parents=True)
     (out / "hamlet.txt").write_text(HAMLET, encoding="utf-8")
-    train_lm(TrainConfig(corpus=str(ROOT / "corpora/tinyshakespeare.txt"), out=str(out / "lm"), cell="lstm",
+    train_lm(LMTrainConfig(corpus=str(ROOT / "corpora/tinyshakespeare.txt"), out=str(out / "lm"), cell="lstm",
                          num_layers=1, hidden_size=24, embedding_dim=8, batch_size=8, seq_len=32, max_steps=150,
                          eval_every=75, eval_streams=2, val_frac=0.001))
     for name in ("corpus.bin", "corpus.json", "last.pt"):  # the run's cache, which it rebuilds on resume

@@ -12,7 +12,7 @@ import torch
 
 from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.errors import CharRNNError
-from charrnn.core.config import TrainConfig
+from charrnn.lm.config import LMTrainConfig
 from charrnn.lm.task import resume_config, train
 from charrnn.core.rundir import RunDir
 from charrnn.core.trainer import StopReason
@@ -201,7 +201,7 @@ def test_a_touched_but_unchanged_corpus_resumes(corpus, old_run):
 ])
 def test_settings_refused_before_anything_is_written(tmp_path, bad, message):
     with pytest.raises(CharRNNError, match=message):
-        TrainConfig(out=str(tmp_path / "run"), **bad)
+        LMTrainConfig(out=str(tmp_path / "run"), **bad)
     assert not (tmp_path / "run").exists()
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import charrnn.lm.sample as sample_module
-from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.lm.config import CharRNNConfig
+from charrnn.lm.model import CharRNN
 from charrnn.lm.sample import SampleSettings, beam_search, sample
 from charrnn.core.tokenizer import CharTokenizer
 from conftest import TEXT
@@ -32,7 +33,8 @@ def test_the_prime_is_read_once_in_chunks_and_only_its_last_position_scored(monk
 
 PEAK_SCRIPT = """
 import resource, sys, torch
-from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.lm.config import CharRNNConfig
+from charrnn.lm.model import CharRNN
 from charrnn.lm.sample import SampleSettings, beam_search, sample
 from charrnn.core.tokenizer import CharTokenizer
 torch.set_num_threads(1)

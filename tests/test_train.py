@@ -8,9 +8,9 @@ import torch
 
 from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.errors import CharRNNError
-from charrnn.lm.model import CELLS
+from charrnn.core.config import CELLS
 from charrnn.core.device import bf16_is_native, resolve_precision
-from charrnn.core.config import TrainConfig
+from charrnn.lm.config import LMTrainConfig
 from charrnn.lm.task import resume_config, train
 from charrnn.core.trainer import StopReason, learning_rate
 
@@ -160,24 +160,24 @@ def test_patience_stops_early(tmp_path, corpus):
 
 
 def test_learning_rate_schedules():
-    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_frac=0.1)
+    cfg = LMTrainConfig(lr=1.0, warmup_steps=10, min_lr_frac=0.1)
     assert learning_rate(cfg, 0, 0, 0.0) == pytest.approx(0.1)
     assert learning_rate(cfg, 50, 0, 0.0) == pytest.approx(1.0)
     assert learning_rate(cfg, 50, 0, 1.0) == pytest.approx(0.1)
     assert learning_rate(cfg, 50, 0, 0.5) == pytest.approx(0.55)
-    exp = TrainConfig(lr=1.0, schedule="exponential", lr_decay=0.5, lr_decay_after=2)
+    exp = LMTrainConfig(lr=1.0, schedule="exponential", lr_decay=0.5, lr_decay_after=2)
     assert [learning_rate(exp, 0, e, 0) for e in range(4)] == [1.0, 1.0, 0.5, 0.25]
 
 
 def test_bad_settings_are_clear_errors(tmp_path, corpus):
     with pytest.raises(CharRNNError, match="--optimizer"):
-        TrainConfig(optimizer="lion")
+        LMTrainConfig(optimizer="lion")
     with pytest.raises(CharRNNError, match="--lr"):
-        TrainConfig(lr=-1)
+        LMTrainConfig(lr=-1)
     with pytest.raises(CharRNNError, match="too short for one batch"):
         train(tiny_config(corpus, tmp_path / "r", batch_size=512, seq_len=512))
     with pytest.raises(CharRNNError, match="--precision"):
-        TrainConfig(precision="fp16")
+        LMTrainConfig(precision="fp16")
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -238,7 +238,7 @@ def test_second_signal_stops_at_once(tmp_path, corpus):
 
 
 def test_byte_level_and_document_separator_runs(tmp_path):
-    from charrnn.core.checkpoint import load_model
+    from charrnn.lm.model import load_model
     from charrnn.lm.sample import SampleSettings, sample
 
     corpus = tmp_path / "docs.txt"

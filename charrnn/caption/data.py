@@ -14,58 +14,50 @@ Every problem with a row (a missing image, an empty caption, a line without a TA
 and later an image Pillow cannot decode) becomes a `BadRow` naming the caption file and its line. They are
 reported together in one error line or, with `skip_bad`, skipped and returned, so a run never silently
 trains on less than the user thinks. Images are decoded once into one uint8 array beside the run, memory-
-mapped and reused while the image files are unchanged.
+mapped and reused while the image files are unchanged. What ctc reads the same way (the dataset root, label
+lines, bad rows, the decode cache) is `charrnn.vision`'s; this module holds what only captions have.
 """
 
 from __future__ import annotations
 
-import codecs
-import io
 import json
 import os
 import posixpath
-import re
-import struct
-import zipfile
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from charrnn.core.errors import CharRNNError, atomic_write, write_text_atomic
+from charrnn.core.errors import CharRNNError
+from charrnn.vision.cache import Stacked, cache_decoded
+from charrnn.vision.dataset import (
+    BadRow,
+    DatasetRoot,
+    ImageData,
+    ImageSplit,
+    bad_rows_message,
+    in_file_order,
+    iter_label_lines,
+    open_member,  # noqa: F401  (the caption API's way to read a split's file)
+    open_root,
+    path_inside,
+    relabel,
+    split_by_unit,
+)
+from charrnn.vision.image import decode_member, flatten
 
 CACHE_VERSION = 1  # bump when the decoding recipe below changes: older caches are then rebuilt
 SIDES = ("train", "val", "test")  # values in splits.tsv; test images are used by neither side
-HEADER_FIELDS = {"filename", "file", "image", "image_name"}  # a first line starting with one of these is a header
 
 
 # ----- public data types ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class BadRow:
-    """One unusable row: the caption file it is in (a path inside the dataset), its 1-based line (None in a
-    JSON file, whose lines mean nothing), and what is wrong with it."""
-
-    file: str
-    line: int | None
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file} line {self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
-
-
 @dataclass
-class CaptionSplit:
-    """Images and their reference captions, aligned by index.
-
-    `root` is the dataset's directory or .zip file and `files` are POSIX paths inside it (read one with
-    `open_member`). `origins[i]` is the (caption file, line) that first named image i, so that a problem
-    found only when decoding it is reported where the user can fix it.
-    """
+class CaptionSplit(ImageSplit):
+    """Images and their reference captions, aligned by index (see `ImageSplit` for `root`, `files`, `origins`)."""
 
     root: Path
     files: list[str]
@@ -73,25 +65,10 @@ class CaptionSplit:
     groups: list[str] | None  # from groups.tsv; an image it does not list is a group of its own
     origins: list[tuple[str, int | None]]
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def subset(self, indices: Iterable[int]) -> CaptionSplit:
-        idx = list(indices)
-        return CaptionSplit(self.root, [self.files[i] for i in idx], [self.captions[i] for i in idx],
-                            None if self.groups is None else [self.groups[i] for i in idx],
-                            [self.origins[i] for i in idx])
-
 
 @dataclass
-class CaptionData:
-    """A dataset read and split: `split_rule` says in words how validation was chosen, for the user."""
-
-    train: CaptionSplit
-    val: CaptionSplit | None
-    format: str  # "tsv", "flickr" or "coco"
-    skipped: list[BadRow]  # what skip_bad left out; empty otherwise
-    split_rule: str
+class CaptionData(ImageData[CaptionSplit]):
+    """A caption dataset read and split; `format` is "tsv", "flickr" or "coco"."""
 
 
 @dataclass
@@ -107,101 +84,6 @@ class ImageArray:
     @property
     def captions(self) -> list[list[str]]:
         return self.split.captions
-
-
-# ----- a directory or a zip, read the same way --------------------------------------------------------
-
-class _Root:
-    """A dataset's directory or .zip file; names are POSIX paths inside it.
-
-    Folder listings are read once and kept: checking 100k images one by one with stat() is much slower
-    than one listing of their folder.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.zip = zipfile.ZipFile(path) if path.is_file() else None
-        self._files: dict[str, set[str]] = {}  # folder -> names of the files directly in it
-        if self.zip:
-            for info in self.zip.infolist():
-                folder, base = posixpath.split(info.filename.rstrip("/"))
-                self._files.setdefault(folder, set())
-                if not info.is_dir():
-                    self._files[folder].add(base)
-
-    def __enter__(self) -> _Root:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.zip:
-            self.zip.close()
-
-    def files_in(self, folder: str) -> set[str]:
-        if folder not in self._files:
-            if self.zip:
-                return set()
-            try:
-                with os.scandir(self.path / folder) as entries:
-                    self._files[folder] = {e.name for e in entries if e.is_file()}
-            except OSError:
-                self._files[folder] = set()
-        return self._files[folder]
-
-    def is_file(self, name: str) -> bool:
-        folder, base = posixpath.split(name)
-        return base in self.files_in(folder)
-
-    def is_folder(self, name: str) -> bool:
-        if self.zip:
-            return any(k == name or k.startswith(name + "/") for k in self._files)
-        return (self.path / name).is_dir()
-
-    def subfolders(self) -> list[str]:
-        """The folders at the top level."""
-        if self.zip:
-            return sorted({k.split("/")[0] for k in self._files if k})
-        return sorted(e.name for e in os.scandir(self.path) if e.is_dir())
-
-    def open(self, name: str) -> BinaryIO:
-        if self.zip is None:
-            return open(self.path / name, "rb")
-        try:
-            return io.BytesIO(self.zip.read(name))
-        except KeyError:
-            raise FileNotFoundError(f"{name} is not in {self.path.name}") from None
-
-    def read_bytes(self, name: str) -> bytes:
-        with self.open(name) as f:
-            return f.read()
-
-    def signature(self, name: str) -> list[int] | None:
-        """What changes when the file does: size and mtime in a directory, size and CRC in a zip."""
-        try:
-            if self.zip:
-                info = self.zip.getinfo(name)
-                return [info.file_size, info.CRC]
-            st = os.stat(self.path / name)
-            return [st.st_size, st.st_mtime_ns]
-        except (OSError, KeyError):
-            return None
-
-
-def _open_root(data: str | os.PathLike) -> _Root:
-    p = Path(data)
-    if not p.exists():
-        raise CharRNNError(f"no such file or directory: {str(p)!r}; check the path")
-    if p.is_file() and not zipfile.is_zipfile(p):
-        raise CharRNNError(f"{str(p)!r} is neither a directory nor a .zip; give the dataset's folder or a zip of it")
-    try:
-        return _Root(p)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise CharRNNError(f"{str(p)!r} cannot be opened ({e}); check the file") from None
-
-
-def open_member(root: str | os.PathLike, name: str) -> BinaryIO:
-    """Open file `name` (a POSIX path) of a dataset directory or .zip for reading, in binary."""
-    with _open_root(root) as r:
-        return r.open(name)
 
 
 # ----- reading caption files ------------------------------------------------------------------------
@@ -235,74 +117,8 @@ class _Parsed:
     groups: dict[str, str] | None = None
 
 
-_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
-
-
-def _wide_encoding(head: bytes) -> str | None:
-    """UTF-16 or UTF-32 when a file starts with their byte-order mark or is full of NUL bytes (which text in
-    any 8-bit encoding never has); None otherwise."""
-    for bom, name in _WIDE_BOMS:  # UTF-32 first: its little-endian mark starts with UTF-16's
-        if head.startswith(bom):
-            return name
-    return "UTF-16" if head.count(0) > len(head) // 4 else None
-
-
-def _guess_encoding(data: bytes) -> str:
-    """The 8-bit encoding a non-UTF-8 file is most likely in: cp1252 (Windows) unless it has bytes cp1252
-    leaves undefined."""
-    try:
-        data.decode("cp1252")
-        return "cp1252"
-    except UnicodeDecodeError:
-        return "latin-1"
-
-
-def _lines(root: _Root, name: str, bad: list[BadRow]) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text) of each non-blank line of a caption file, strictly decoded as UTF-8.
-
-    Lines are decoded one by one so that a stray byte costs its own line (a bad row naming the byte), not
-    the whole file; a UTF-16 file is refused at once since none of its lines would decode.
-    """
-    data = root.read_bytes(name)
-    wide = _wide_encoding(data[:4096])
-    if wide:
-        raise CharRNNError(f"{name} is {wide} text, not UTF-8; re-save it as UTF-8 "
-                           f"(e.g. iconv -f {wide} -t UTF-8)")
-    data = data.removeprefix(codecs.BOM_UTF8)
-    guess = None
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            guess = guess or _guess_encoding(data)
-            bad.append(BadRow(name, number, f"byte 0x{raw[e.start]:02x} (byte {e.start + 1} of the line) is not "
-                                            f"UTF-8; the file looks like {guess}: convert it with "
-                                            f"iconv -f {guess} -t UTF-8"))
-            continue
-        text = text.rstrip("\r")
-        if text.strip():
-            yield number, text
-
-
-def _is_header(text: str) -> bool:
-    return re.split(r"[\t,|]", text, maxsplit=1)[0].strip().lower() in HEADER_FIELDS
-
-
-def _inside(folder: str, name: str) -> str | None:
-    """`name`, relative to `folder`, as a normalised POSIX path inside the root; None if it would leave the
-    dataset (absolute, a drive letter, or `..`). Backslashes from Windows-made files count as slashes."""
-    name = name.strip().replace("\\", "/")
-    if not name or name.startswith("/") or re.match(r"[A-Za-z]:", name):
-        return None
-    name = posixpath.normpath(name)
-    if name == ".." or name.startswith("../"):
-        return None
-    return posixpath.join(folder, name) if folder else name
-
-
 def _row(folder: str, image: str, caption: str, origin: tuple[str, int | None], bad: list[BadRow]) -> _Row | None:
-    path = _inside(folder, image)
+    path = path_inside(folder, image)
     if path is None:
         bad.append(BadRow(*origin, f"{image.strip()!r} is not a relative path inside the dataset"))
         return None
@@ -312,14 +128,12 @@ def _row(folder: str, image: str, caption: str, origin: tuple[str, int | None], 
     return _Row(path, caption.strip(), origin)
 
 
-def _caption_rows(root: _Root, name: str, folder: str, parse_line: Callable[[str], tuple[str, str]],
+def _caption_rows(root: DatasetRoot, name: str, folder: str, parse_line: Callable[[str], tuple[str, str]],
                   bad: list[BadRow]) -> list[_Row]:
     """The rows of a caption file whose lines `parse_line` turns into (image name, caption); a first line
     that names columns is a header."""
     rows = []
-    for k, (line, text) in enumerate(_lines(root, name, bad)):
-        if k == 0 and _is_header(text):
-            continue
+    for line, text in iter_label_lines(root, name, bad, header=True):
         try:
             image, caption = parse_line(text)
         except _BadLine as e:
@@ -367,16 +181,14 @@ def _kaggle_line(text: str) -> tuple[str, str]:
 
 # ----- the three formats -------------------------------------------------------------------------------
 
-def _read_groups(root: _Root, top: str, bad: list[BadRow]) -> dict[str, str] | None:
+def _read_groups(root: DatasetRoot, top: str, bad: list[BadRow]) -> dict[str, str] | None:
     name = posixpath.join(top, "groups.tsv")
     if not root.is_file(name):
         return None
     groups = {}
-    for k, (line, text) in enumerate(_lines(root, name, bad)):
-        if k == 0 and _is_header(text):
-            continue
+    for line, text in iter_label_lines(root, name, bad, header=True):
         image, tab, group = text.partition("\t")
-        path = _inside(top, image)
+        path = path_inside(top, image)
         if not tab or path is None or not group.strip():
             bad.append(BadRow(name, line, "expected filename<TAB>group"))
             continue
@@ -384,11 +196,11 @@ def _read_groups(root: _Root, top: str, bad: list[BadRow]) -> dict[str, str] | N
     return groups
 
 
-def _read_splits(root: _Root, top: str, bad: list[BadRow]) -> dict[str, _NamedSplit]:
+def _read_splits(root: DatasetRoot, top: str, bad: list[BadRow]) -> dict[str, _NamedSplit]:
     name = posixpath.join(top, "splits.tsv")
     if not root.is_file(name):
         return {}
-    lines = _lines(root, name, bad)
+    lines = iter_label_lines(root, name, bad)
     _, header = next(lines, (0, ""))
     columns = [c.strip() for c in header.split("\t")]
     if columns[0].lower() != "filename" or len(columns) < 2 or not all(columns[1:]) or \
@@ -399,7 +211,7 @@ def _read_splits(root: _Root, top: str, bad: list[BadRow]) -> dict[str, _NamedSp
     sides: dict[str, dict[str, str]] = {c: {} for c in columns}
     for line, text in lines:
         fields = text.split("\t")
-        path = _inside(top, fields[0])
+        path = path_inside(top, fields[0])
         values = [v.strip().lower() for v in fields[1:]]
         if path is None or len(values) != len(columns):
             bad.append(BadRow(name, line, f"expected a file name and {len(columns)} of train, val or test"))
@@ -414,7 +226,7 @@ def _read_splits(root: _Root, top: str, bad: list[BadRow]) -> dict[str, _NamedSp
     return {c: _NamedSplit(sides[c], f"{name} column {c!r} (test rows unused)", name) for c in columns}
 
 
-def _parse_tsv(root: _Root, top: str) -> _Parsed:
+def _parse_tsv(root: DatasetRoot, top: str) -> _Parsed:
     bad: list[BadRow] = []
     rows = _caption_rows(root, posixpath.join(top, "captions.tsv"), top, _tsv_line, bad)
     return _Parsed("tsv", rows, bad, _read_splits(root, top, bad), _read_groups(root, top, bad))
@@ -427,7 +239,7 @@ FLICKR_LISTS = (("train", "Flickr_8k.trainImages.txt"), ("val", "Flickr_8k.devIm
                 ("test", "Flickr_8k.testImages.txt"))
 
 
-def _flickr_images(root: _Root, top: str, captions: str) -> str:
+def _flickr_images(root: DatasetRoot, top: str, captions: str) -> str:
     """The images folder: beside the caption file, or one level up (the official Flickr8k comes as two zips,
     Flickr8k_text/ and Flicker8k_Dataset/, often unpacked side by side)."""
     for base in dict.fromkeys([top, posixpath.dirname(top)]):
@@ -438,7 +250,7 @@ def _flickr_images(root: _Root, top: str, captions: str) -> str:
                        f"{', '.join(f + '/' for f in FLICKR_IMAGES)}")
 
 
-def _flickr_lists(root: _Root, top: str, images: str, rows: list[_Row], captions: str,
+def _flickr_lists(root: DatasetRoot, top: str, images: str, rows: list[_Row], captions: str,
                   bad: list[BadRow]) -> dict[str, _NamedSplit]:
     """Flickr8k's own split from its three image lists, when they are there."""
     found = [(side, posixpath.join(top, n)) for side, n in FLICKR_LISTS if root.is_file(posixpath.join(top, n))]
@@ -447,8 +259,8 @@ def _flickr_lists(root: _Root, top: str, images: str, rows: list[_Row], captions
     captioned = {r.file for r in rows}
     sides: dict[str, str] = {}
     for side, name in found:
-        for line, text in _lines(root, name, bad):
-            path = _inside(images, text)
+        for line, text in iter_label_lines(root, name, bad):
+            path = path_inside(images, text)
             if path is None or path not in captioned:
                 bad.append(BadRow(name, line, f"{text.strip()} has no caption in {captions}"))
             elif path in sides:
@@ -460,7 +272,7 @@ def _flickr_lists(root: _Root, top: str, images: str, rows: list[_Row], captions
     return {"official": _NamedSplit(sides, rule, found[0][1])}
 
 
-def _parse_flickr(root: _Root, top: str) -> _Parsed:
+def _parse_flickr(root: DatasetRoot, top: str) -> _Parsed:
     name = next(posixpath.join(top, n) for n in FLICKR_CAPTIONS if root.is_file(posixpath.join(top, n)))
     images = _flickr_images(root, top, name)
     bad: list[BadRow] = []
@@ -476,7 +288,7 @@ def _parse_flickr(root: _Root, top: str) -> _Parsed:
 COCO_YEARS = ("2017", "2014")
 
 
-def _load_json(root: _Root, name: str):
+def _load_json(root: DatasetRoot, name: str):
     data = root.read_bytes(name)
     try:
         text = data.decode("utf-8-sig")
@@ -490,7 +302,7 @@ def _load_json(root: _Root, name: str):
                            "download it again") from None
 
 
-def _coco_rows(root: _Root, name: str, folder: str, bad: list[BadRow]) -> list[_Row]:
+def _coco_rows(root: DatasetRoot, name: str, folder: str, bad: list[BadRow]) -> list[_Row]:
     doc = _load_json(root, name)
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or \
             not isinstance(doc.get("annotations"), list):
@@ -514,7 +326,7 @@ def _coco_rows(root: _Root, name: str, folder: str, bad: list[BadRow]) -> list[_
     return rows
 
 
-def _parse_coco(root: _Root, top: str) -> _Parsed:
+def _parse_coco(root: DatasetRoot, top: str) -> _Parsed:
     def annotations(side: str, year: str) -> str:
         return posixpath.join(top, f"annotations/captions_{side}{year}.json")
 
@@ -542,7 +354,7 @@ MARKERS = (("captions.tsv", _parse_tsv),
            *((name, _parse_flickr) for name in FLICKR_CAPTIONS))
 
 
-def _parse(root: _Root) -> _Parsed:
+def _parse(root: DatasetRoot) -> _Parsed:
     """Recognise the format from its files at the top level, or in a single folder inside (a zip of a folder,
     Kaggle's flickr30k_images/ inside flickr30k_images/), and read it."""
     for top in ["", *root.subfolders()]:
@@ -597,7 +409,7 @@ def _choose_named(parsed: _Parsed, split: str | None, data) -> _NamedSplit | Non
 def _load(data, split: str | None, sides: tuple[str, ...] | None) -> _Loaded:
     """Read a dataset and keep the rows whose images exist and lie on `sides` of its chosen named split
     (every row when `sides` is None: a --val-dir dataset is used whole)."""
-    with _open_root(data) as root:
+    with open_root(data) as root:
         parsed = _parse(root)
         named = _choose_named(parsed, split, data) if sides is not None else None
         bad = list(parsed.bad)
@@ -615,44 +427,12 @@ def _load(data, split: str | None, sides: tuple[str, ...] | None) -> _Loaded:
         return _Loaded(parsed.format, _group_rows(root.path, rows, parsed.groups), bad, named)
 
 
-def _bad_message(bad: list[BadRow]) -> str:
-    """One line: the first two bad rows (in file and line order) and how many more there are."""
-    first = sorted(bad, key=lambda b: (b.file, b.line or 0))
-    if len(first) == 1:
-        return f"{first[0]}; fix it or pass --skip-bad"
-    more = f" (and {len(first) - 2} more)" if len(first) > 2 else ""
-    return f"{len(first)} bad rows: {first[0]}; {first[1]}{more}; fix them or pass --skip-bad"
-
-
 def _by_named(whole: CaptionSplit, named: _NamedSplit) -> tuple[CaptionSplit, CaptionSplit | None, str]:
     train = [i for i, f in enumerate(whole.files) if named.sides[f] == "train"]
     val = [i for i, f in enumerate(whole.files) if named.sides[f] == "val"]
     if not train:
         raise CharRNNError(f"{named.rule} puts no usable image in training; mark some rows train")
     return whole.subset(train), whole.subset(val) if val else None, named.rule
-
-
-def split_by_unit(units: list[str], val_frac: float, seed: int, what: str) -> tuple[list[int], list[int], int, int]:
-    """A reproducible random split of items into training and validation by unit (an image, a group, a
-    page): a unit is never on both sides. Units are drawn in a seeded order until validation holds
-    `val_frac` of the items; at least one unit stays on each side. Returns the training and validation
-    item indices and how many of how many units went to validation."""
-    distinct = list(dict.fromkeys(units))  # first-appearance order, so that the seed alone fixes the split
-    if len(distinct) < 2:
-        raise CharRNNError(f"{len(distinct)} {what} cannot be split into training and validation; add more, "
-                           "give --val-dir, or set --val-frac 0")
-    target = min(max(round(len(units) * val_frac), 1), len(units) - 1)
-    sizes = Counter(units)
-    chosen: set[str] = set()
-    count = 0
-    for k in np.random.default_rng(seed).permutation(len(distinct)):
-        if count >= target or len(chosen) == len(distinct) - 1:
-            break
-        chosen.add(distinct[k])
-        count += sizes[distinct[k]]
-    val = [i for i, u in enumerate(units) if u in chosen]
-    train = [i for i, u in enumerate(units) if u not in chosen]
-    return train, val, len(chosen), len(distinct)
 
 
 def _seeded(whole: CaptionSplit, val_frac: float, seed: int,
@@ -667,13 +447,6 @@ def _seeded(whole: CaptionSplit, val_frac: float, seed: int,
     rule = (f"seeded random split {by}: {len(val)} of {len(whole)} images for validation "
             f"(val_frac {val_frac}, seed {seed})")
     return whole.subset(train), whole.subset(val), rule
-
-
-def _relabel(loaded: _Loaded, prefix: str) -> None:
-    """Name a --val-dir dataset's caption files with its path, so its bad rows cannot be mistaken for the
-    training dataset's."""
-    loaded.bad = [BadRow(f"{prefix}/{b.file}", b.line, b.reason) for b in loaded.bad]
-    loaded.whole.origins = [(f"{prefix}/{f}", line) for f, line in loaded.whole.origins]
 
 
 def read_captions(data: str | os.PathLike, *, split: str | None = None, val_dir: str | os.PathLike | None = None,
@@ -692,10 +465,10 @@ def read_captions(data: str | os.PathLike, *, split: str | None = None, val_dir:
     main = _load(data, split, ("train",) if val_dir is not None else ("train", "val"))
     other = _load(val_dir, None, None) if val_dir is not None else None
     if other:
-        _relabel(other, str(Path(val_dir)))
+        other.bad = relabel(str(Path(val_dir)), other.bad, [other.whole])
     bad = main.bad + (other.bad if other else [])
     if bad and not skip_bad:
-        raise CharRNNError(_bad_message(bad))
+        raise CharRNNError(bad_rows_message(bad))
     for loaded, where in ((main, data), (other, val_dir)):
         if loaded and not len(loaded.whole):
             skipped = f" ({len(loaded.bad)} bad rows skipped)" if loaded.bad else ""
@@ -708,24 +481,10 @@ def read_captions(data: str | os.PathLike, *, split: str | None = None, val_dir:
         train, val, rule = _by_named(main.whole, main.named)
     else:
         train, val, rule = _seeded(main.whole, val_frac, seed, split == "grouped")
-    return CaptionData(train, val, main.format, sorted(bad, key=lambda b: (b.file, b.line or 0)), rule)
+    return CaptionData(train, val, main.format, in_file_order(bad), rule)
 
 
 # ----- decoding and caching images ---------------------------------------------------------------------
-
-# What Pillow raises on a file that is not an image, is truncated, is corrupt or is absurdly large.
-UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
-
-
-def _flatten(im: Image.Image) -> Image.Image:
-    """RGB, with any transparency composited over white: convert("RGB") alone would keep whatever colour
-    the transparent pixels happen to store (often black), and an emoji's outline would vanish into it."""
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")
-
 
 def decode_image(f: BinaryIO, size: int) -> np.ndarray:
     """(size, size, 3) uint8 RGB: EXIF orientation applied, transparency over white, resized (aspect not
@@ -735,78 +494,8 @@ def decode_image(f: BinaryIO, size: int) -> np.ndarray:
         # Several times faster on photos; after the Lanczos filter the difference is a level or two.
         im.draft(None, (2 * size, 2 * size))
         im = ImageOps.exif_transpose(im)
-        im = _flatten(im).resize((size, size), Image.Resampling.LANCZOS)
+        im = flatten(im).resize((size, size), Image.Resampling.LANCZOS)
     return np.asarray(im, dtype=np.uint8)
-
-
-def _decode_problem(name: str, e: Exception) -> str:
-    if isinstance(e, FileNotFoundError):
-        return f"{name} does not exist"
-    if isinstance(e, UnidentifiedImageError):
-        return f"{name} is not an image Pillow can read"
-    detail = " ".join(str(e).split())  # Pillow's messages may span lines; ours are one
-    if "truncated" in detail or isinstance(e, EOFError):
-        return f"{name} is truncated ({detail}); download or save it again"
-    return f"{name} cannot be decoded ({type(e).__name__}: {detail})"
-
-
-def _cache_files(cache_path: Path) -> tuple[Path, Path]:
-    """The array and its JSON sidecar: `x` or `x.u8` gives x.u8 and x.json."""
-    stem = cache_path.with_suffix("") if cache_path.suffix == ".u8" else cache_path
-    return stem.with_name(stem.name + ".u8"), stem.with_name(stem.name + ".json")
-
-
-def _cache_key(root: _Root, split: CaptionSplit, size: int) -> dict:
-    """Everything the cached pixels depend on; the cache is reused only when all of it is equal."""
-    return {"cache_version": CACHE_VERSION, "size": size, "root": str(root.path.resolve()), "files": split.files,
-            "signatures": [root.signature(f) for f in split.files]}
-
-
-def _cached(array_path: Path, meta_path: Path, key: dict) -> dict | None:
-    """The sidecar of a complete cache made from `key`, or None (missing, torn, edited or out of date)."""
-    try:
-        meta = json.loads(meta_path.read_text())
-        size = key["size"]
-        if meta["key"] != key or array_path.stat().st_size != len(meta["kept"]) * size * size * 3:
-            return None
-        return meta
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _decode_into_cache(root: _Root, split: CaptionSplit, array_path: Path, meta_path: Path, key: dict,
-                       skip_bad: bool, progress: Callable[[int, int], None] | None) -> dict:
-    """Decode every image, one row at a time straight to the file (memory stays one image, whatever N is).
-
-    A bad image without `skip_bad` stops the writing but not the checking, so the error counts them all;
-    then the exception inside `atomic_write` removes the temporary file and nothing is left behind.
-    """
-    size = key["size"]
-    kept: list[int] = []
-    bad: list[BadRow] = []
-    # Remove the old sidecar first: a crash after the new array is renamed into place must not leave a
-    # sidecar that describes the old one.
-    meta_path.unlink(missing_ok=True)
-    with atomic_write(array_path, "wb") as out:
-        for i, name in enumerate(split.files):
-            try:
-                with root.open(name) as f:
-                    pixels = decode_image(f, size)
-            except UNREADABLE as e:
-                bad.append(BadRow(*split.origins[i], _decode_problem(name, e)))
-            else:
-                if skip_bad or not bad:
-                    out.write(pixels.tobytes())
-                    kept.append(i)
-            if progress:
-                progress(i + 1, len(split.files))
-        if bad and not skip_bad:
-            raise CharRNNError(_bad_message(bad))
-        if not kept:
-            raise CharRNNError(f"none of the {len(split)} images could be decoded: {_bad_message(bad)}")
-    meta = {"key": key, "kept": kept, "skipped": [asdict(b) for b in bad]}
-    write_text_atomic(meta_path, json.dumps(meta))
-    return meta
 
 
 def cache_images(split: CaptionSplit, cache_path: str | os.PathLike, *, size: int, skip_bad: bool = False,
@@ -821,17 +510,14 @@ def cache_images(split: CaptionSplit, cache_path: str | os.PathLike, *, size: in
     """
     if size < 1:
         raise CharRNNError(f"--image-size {size} must be at least 1")
-    array_path, meta_path = _cache_files(Path(cache_path))
-    array_path.parent.mkdir(parents=True, exist_ok=True)
-    with _open_root(split.root) as root:
-        key = _cache_key(root, split, size)
-        meta = _cached(array_path, meta_path, key)
-        reused = meta is not None
-        if not reused:
-            meta = _decode_into_cache(root, split, array_path, meta_path, key, skip_bad, progress)
-    skipped = [BadRow(**b) for b in meta["skipped"]]
-    if skipped and not skip_bad:  # a cache made with skip_bad obeys the same rule when reused without it
-        raise CharRNNError(_bad_message(skipped))
-    kept = meta["kept"]
-    pixels = np.memmap(array_path, dtype=np.uint8, mode="r", shape=(len(kept), size, size, 3))
-    return ImageArray(pixels, split.subset(kept), kept, skipped, reused)
+    with open_root(split.root) as root:
+        # everything the cached pixels depend on: the cache is reused only when all of it is equal
+        key = {"cache_version": CACHE_VERSION, "size": size, "root": str(root.path.resolve()), "files": split.files,
+               "signatures": [root.signature(f) for f in split.files]}
+
+        def decode(i: int) -> np.ndarray | BadRow:
+            return decode_member(root, split.files[i], split.origins[i], lambda f: decode_image(f, size))
+
+        cached = cache_decoded(cache_path, Stacked((size, size, 3)), key, len(split), decode, skip_bad=skip_bad,
+                               progress=progress, none_kept="images could be decoded")
+    return ImageArray(cached.pixels, split.subset(cached.kept), cached.kept, cached.skipped, cached.reused)

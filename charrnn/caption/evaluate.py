@@ -9,8 +9,18 @@ as lower-case tokens with punctuation split off, as the COCO tokenizer does.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
+import numpy as np
+import torch
+
+from charrnn.caption.config import CaptionTrainConfig
+from charrnn.caption.data import CaptionSplit, cache_images, read_captions
+from charrnn.caption.decode import EVAL_BATCH, caption_images
+from charrnn.caption.model import Captioner, caption_loss, encode_captions, load_captioner
+from charrnn.core.checkpoint import trained_with
 from charrnn.core.errors import CharRNNError
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -39,16 +49,53 @@ def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict[s
             "exact_match": 100.0 * exact}
 
 
-def error_rates(hypotheses: list[str], references: list[str]) -> dict[str, float]:
-    """Corpus CER and WER (edit distance summed over lines / reference length summed, as fractions 0-1; a
-    rate can exceed 1 when the reader inserts more than the truth holds) and the fraction of lines read
-    exactly. Levenshtein distance from rapidfuzz: exact, in C++, over characters or over lists of words."""
-    from rapidfuzz.distance import Levenshtein
+@torch.no_grad()
+def teacher_forced_loss(model: Captioner, tokenizer, images, captions: list[list[str]]) -> float:
+    """Mean cross-entropy per token of every reference caption given its image."""
+    device = model.head.weight.device
+    pairs = [(k, c) for k, refs in enumerate(captions) for c in refs]
+    total, count = 0.0, 0
+    for start in range(0, len(pairs), EVAL_BATCH):
+        chunk = pairs[start:start + EVAL_BATCH]
+        images_ = torch.from_numpy(np.array(images[[k for k, _ in chunk]])).to(device)
+        tokens = encode_captions(tokenizer, [c for _, c in chunk]).to(device)
+        _, ce = caption_loss(model, images_, tokens, tokenizer.unk_id)
+        n = int((tokens[:, 1:] != tokenizer.unk_id).sum())
+        total, count = total + float(ce) * n, count + n
+    return total / max(count, 1)
 
-    if len(hypotheses) != len(references) or not hypotheses:
-        raise ValueError("one hypothesis per line, and at least one line")
-    chars = sum(Levenshtein.distance(h, r) for h, r in zip(hypotheses, references))
-    words = sum(Levenshtein.distance(h.split(), r.split()) for h, r in zip(hypotheses, references))
-    return {"cer": chars / max(sum(map(len, references)), 1),
-            "wer": words / max(sum(len(r.split()) for r in references), 1),
-            "line_accuracy": sum(h == r for h, r in zip(hypotheses, references)) / len(references)}
+
+def evaluate_captioner(checkpoint: str | os.PathLike, data: str | None = None, *, part: str = "val",
+                       beam_size: int = 3, length_alpha: float = 0.0, skip_bad: bool = False,
+                       device: str = "auto") -> dict:
+    """Corpus BLEU-1..4, CIDEr-D and exact match of greedy and beam-search captions on `data` (the run's own
+    data by default): its validation side as the run split it (`part="val"`) or every image (`"all"`)."""
+    import tempfile
+
+    from charrnn.core.device import resolve_device
+
+    model, tokenizer, ckpt = load_captioner(checkpoint, resolve_device(device))
+    run = trained_with(ckpt, CaptionTrainConfig)
+    data_path = data if data is not None else run.data
+    read = read_captions(data_path, split=run.split if data is None else None, val_frac=run.val_frac,
+                         seed=run.seed, skip_bad=skip_bad)
+    split = read.val if part == "val" and read.val is not None else read.train
+    if part == "all" and read.val is not None:
+        split = _joined(read.train, read.val)
+    with tempfile.TemporaryDirectory() as tmp:  # decode into a throw-away cache: nothing is left behind
+        images = cache_images(split, Path(tmp) / "images", size=model.config.image_size, skip_bad=skip_bad)
+        pixels = np.array(images.pixels)
+    references = images.captions
+    result = {"images": len(pixels), "references": sum(map(len, references)), "data": str(data_path), "part": part}
+    for name, beam in (("greedy", 1), ("beam", beam_size)):
+        decoded = caption_images(model, tokenizer, pixels, max_len=run.max_caption_len, beam_size=beam,
+                                 length_alpha=length_alpha)
+        result[name] = caption_scores([tokenizer.decode(d.tokens) for d in decoded], references)
+    result["beam_size"] = beam_size
+    return result
+
+
+def _joined(a: CaptionSplit, b: CaptionSplit) -> CaptionSplit:
+    """Two splits of one dataset as one."""
+    groups = None if a.groups is None or b.groups is None else a.groups + b.groups
+    return CaptionSplit(a.root, a.files + b.files, a.captions + b.captions, groups, a.origins + b.origins)

@@ -12,15 +12,18 @@ layer. A caption is read between two `<eod>` tokens: the first starts it, the se
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.core.config import CaptionConfig
+from charrnn.caption.config import CaptionerConfig
+from charrnn.core.checkpoint import load_checkpoint, require_task
 from charrnn.vision.encoder import make_encoder
-from charrnn.lm.model import CELL_CLASSES, init_forget_gate_bias, make_rnn
+from charrnn.core.rnn import CELL_CLASSES, init_forget_gate_bias, make_rnn
+from charrnn.core.tokenizer import tokenizer_from_dict
 
 State = tuple[torch.Tensor, ...]  # (L, B, H) tensors: (h,) or (h, c)
 
@@ -39,7 +42,7 @@ class Encoded:
 
 
 class Captioner(nn.Module):
-    def __init__(self, config: CaptionConfig):
+    def __init__(self, config: CaptionerConfig):
         super().__init__()
         self.config = c = config
         self.encoder = make_encoder(c.encoder, c.channels)
@@ -248,3 +251,21 @@ def _best_beam(history: torch.Tensor, scores: torch.Tensor, attn: torch.Tensor |
         candidates.append((normalised, -k, ids[:n], None if attn is None else attn[k, : n + 1].cpu()))
     best = max(candidates, key=lambda c: (c[0], c[1]))
     return Decoded(best[2], best[3], best[0])
+
+
+def encode_captions(tokenizer, captions: list[str]) -> torch.Tensor:
+    """(B, T+2) ids: `<eod>` caption `<eod>`, padded with `<unk>` (never a target: the loss ignores it)."""
+    rows = [[tokenizer.eod_id, *tokenizer.encode(c, map_unknown=True).tolist(), tokenizer.eod_id] for c in captions]
+    out = torch.full((len(rows), max(map(len, rows))), tokenizer.unk_id, dtype=torch.long)
+    for k, row in enumerate(rows):
+        out[k, : len(row)] = torch.tensor(row)
+    return out
+
+
+def load_captioner(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Captioner, object, dict]:
+    """The captioner, tokenizer and checkpoint dict of a caption checkpoint file or run directory."""
+    checkpoint = load_checkpoint(path)
+    require_task(checkpoint, "caption", path)
+    model = Captioner(CaptionerConfig.from_dict(checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model_state"])
+    return model.to(device).eval(), tokenizer_from_dict(checkpoint["tokenizer"]), checkpoint

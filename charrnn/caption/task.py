@@ -1,4 +1,4 @@
-"""Image captioning as a task of the shared training loop, and the functions `charrnn caption` calls.
+"""Image captioning as a task of the shared training loop: `build`, `train`, `resume_config`.
 
 A batch is B images, each with one of its reference captions (drawn afresh every epoch, so every reference
 is learned), as characters (or words) between two `<eod>` tokens, padded with `<unk>` and scored per token.
@@ -18,18 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn.caption.model import Captioner, Decoded, beam_search, caption_loss, decode
-from charrnn.core.checkpoint import load_checkpoint, require_task, trained_with
-from charrnn.core.errors import CharRNNError, bundled
-from charrnn.core.config import DEFAULT_CAPTION_DATA, CaptionConfig, CaptionTrainConfig
+from charrnn.caption.decode import caption_images
+from charrnn.caption.evaluate import caption_scores, teacher_forced_loss
+from charrnn.caption.model import Captioner, caption_loss, encode_captions
+from charrnn.core.errors import CharRNNError
+from charrnn.core.files import bundled
+from charrnn.caption.config import DEFAULT_CAPTION_DATA, CaptionTrainConfig
 from charrnn.core.distributed import World
-from charrnn.caption.data import CaptionSplit, cache_images, read_captions
-from charrnn.caption.evaluate import caption_scores
+from charrnn.caption.data import cache_images, read_captions
 from charrnn.core.rundir import resume_config as _resume_config
 from charrnn.core.tokenizer import CharTokenizer, WordTokenizer, tokenizer_from_dict
 from charrnn.core.trainer import Event, TrainSummary, run_training
 
-EVAL_BATCH = 128
 CACHE_FILES = ("train-images.u8", "train-images.json", "val-images.u8", "val-images.json")
 
 
@@ -37,15 +37,6 @@ def make_tokenizer(captions: list[list[str]], kind: str):
     if kind == "word":
         return WordTokenizer.from_texts(c for refs in captions for c in refs)
     return CharTokenizer.from_text("".join(c for refs in captions for c in refs))
-
-
-def encode_captions(tokenizer, captions: list[str]) -> torch.Tensor:
-    """(B, T+2) ids: `<eod>` caption `<eod>`, padded with `<unk>` (never a target: the loss ignores it)."""
-    rows = [[tokenizer.eod_id, *tokenizer.encode(c, map_unknown=True).tolist(), tokenizer.eod_id] for c in captions]
-    out = torch.full((len(rows), max(map(len, rows))), tokenizer.unk_id, dtype=torch.long)
-    for k, row in enumerate(rows):
-        out[k, : len(row)] = torch.tensor(row)
-    return out
 
 
 class CaptionTask:
@@ -131,40 +122,6 @@ class CaptionTask:
         return {"data": self.data_meta["data"], "split_rule": self.data_meta["split_rule"]}
 
 
-# ----- decoding and scoring many images -----------------------------------------------------------
-
-def caption_images(model: Captioner, tokenizer, images, *, max_len: int, beam_size: int = 1,
-                   length_alpha: float = 0.0, temperature: float = 0.0,
-                   generator: torch.Generator | None = None) -> list[Decoded]:
-    """A caption for each of `images` (N, S, S, 3) uint8, decoded in batches (greedy, sampled or beam)."""
-    device = model.head.weight.device
-    out: list[Decoded] = []
-    ends = dict(bos=tokenizer.eod_id, eos=tokenizer.eod_id, max_len=max_len)
-    for start in range(0, len(images), EVAL_BATCH):
-        batch = torch.from_numpy(np.array(images[start:start + EVAL_BATCH])).to(device)
-        if beam_size > 1:
-            out += beam_search(model, batch, beam_size=beam_size, length_alpha=length_alpha, **ends)
-        else:
-            out += decode(model, batch, temperature=temperature, generator=generator, **ends)
-    return out
-
-
-@torch.no_grad()
-def teacher_forced_loss(model: Captioner, tokenizer, images, captions: list[list[str]]) -> float:
-    """Mean cross-entropy per token of every reference caption given its image."""
-    device = model.head.weight.device
-    pairs = [(k, c) for k, refs in enumerate(captions) for c in refs]
-    total, count = 0.0, 0
-    for start in range(0, len(pairs), EVAL_BATCH):
-        chunk = pairs[start:start + EVAL_BATCH]
-        images_ = torch.from_numpy(np.array(images[[k for k, _ in chunk]])).to(device)
-        tokens = encode_captions(tokenizer, [c for _, c in chunk]).to(device)
-        _, ce = caption_loss(model, images_, tokens, tokenizer.unk_id)
-        n = int((tokens[:, 1:] != tokenizer.unk_id).sum())
-        total, count = total + float(ce) * n, count + n
-    return total / max(count, 1)
-
-
 # ----- building, training, resuming -----------------------------------------------------------------
 
 def load_data(config: CaptionTrainConfig, run_dir: Path) -> dict:
@@ -213,91 +170,3 @@ def train(config: CaptionTrainConfig, on_event: Event | None = None, *, resume: 
 
 def resume_config(run_dir: str | os.PathLike, **overrides) -> CaptionTrainConfig:
     return _resume_config(run_dir, CaptionTrainConfig, overrides)
-
-
-def load_captioner(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Captioner, object, dict]:
-    """The captioner, tokenizer and checkpoint dict of a caption checkpoint file or run directory."""
-    checkpoint = load_checkpoint(path)
-    require_task(checkpoint, "caption", path)
-    model = Captioner(CaptionConfig.from_dict(checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["model_state"])
-    return model.to(device).eval(), tokenizer_from_dict(checkpoint["tokenizer"]), checkpoint
-
-
-# ----- the commands: describe images, score a model -------------------------------------------------
-
-def read_image_files(paths: list[Path], size: int) -> np.ndarray:
-    """(N, size, size, 3) uint8, each file decoded exactly as the training cache decodes it."""
-    from charrnn.caption.data import decode_image
-
-    out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    for k, path in enumerate(paths):
-        try:
-            with open(path, "rb") as f:
-                out[k] = decode_image(f, size)
-        except FileNotFoundError:
-            raise CharRNNError(f"no such image: {str(path)!r}") from None
-        except (OSError, ValueError) as e:  # Pillow: not an image, truncated, unsupported
-            raise CharRNNError(f"{str(path)!r} cannot be read as an image ({e})") from None
-    return out
-
-
-def describe_images(checkpoint: str | os.PathLike, paths: list[Path], *, beam_size: int = 1,
-                    length_alpha: float = 0.0, temperature: float = 0.0, num_samples: int = 1,
-                    seed: int | None = None, device: str = "auto", attention_png: Path | None = None) -> dict:
-    """Captions for image files: {"images": [{"image", "captions": [...]}]}; optionally a picture of where
-    the model looked for each token of each image's first caption."""
-    from charrnn.core.device import resolve_device
-
-    model, tokenizer, ckpt = load_captioner(checkpoint, resolve_device(device))
-    if attention_png is not None and not model.config.attention:
-        raise CharRNNError("--show-attention needs a model trained with attention (this one was not)")
-    pixels = read_image_files(paths, model.config.image_size)
-    max_len = (ckpt["meta"].get("train_config") or {}).get("max_caption_len", CaptionTrainConfig.max_caption_len)
-    generator = torch.Generator(device=model.head.weight.device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    runs = [caption_images(model, tokenizer, pixels, max_len=max_len, beam_size=beam_size, length_alpha=length_alpha,
-                           temperature=temperature, generator=generator) for _ in range(num_samples)]
-    if attention_png is not None:
-        from charrnn.caption.attention_png import attention_grid
-
-        pictures = [(pixels[k], [tokenizer.decode([t]) for t in d.tokens], d.attention) for k, d in enumerate(runs[0])]
-        attention_grid(pictures, attention_png)
-    return {"images": [{"image": str(p), "captions": [tokenizer.decode(run[k].tokens) for run in runs]}
-                       for k, p in enumerate(paths)]}
-
-
-def evaluate_captioner(checkpoint: str | os.PathLike, data: str | None = None, *, part: str = "val",
-                       beam_size: int = 3, length_alpha: float = 0.0, skip_bad: bool = False,
-                       device: str = "auto") -> dict:
-    """Corpus BLEU-1..4, CIDEr-D and exact match of greedy and beam-search captions on `data` (the run's own
-    data by default): its validation side as the run split it (`part="val"`) or every image (`"all"`)."""
-    import tempfile
-
-    from charrnn.core.device import resolve_device
-
-    model, tokenizer, ckpt = load_captioner(checkpoint, resolve_device(device))
-    run = trained_with(ckpt, CaptionTrainConfig)
-    data_path = data if data is not None else run.data
-    read = read_captions(data_path, split=run.split if data is None else None, val_frac=run.val_frac,
-                         seed=run.seed, skip_bad=skip_bad)
-    split = read.val if part == "val" and read.val is not None else read.train
-    if part == "all" and read.val is not None:
-        split = _joined(read.train, read.val)
-    with tempfile.TemporaryDirectory() as tmp:  # decode into a throw-away cache: nothing is left behind
-        images = cache_images(split, Path(tmp) / "images", size=model.config.image_size, skip_bad=skip_bad)
-        pixels = np.array(images.pixels)
-    references = images.captions
-    result = {"images": len(pixels), "references": sum(map(len, references)), "data": str(data_path), "part": part}
-    for name, beam in (("greedy", 1), ("beam", beam_size)):
-        decoded = caption_images(model, tokenizer, pixels, max_len=run.max_caption_len, beam_size=beam,
-                                 length_alpha=length_alpha)
-        result[name] = caption_scores([tokenizer.decode(d.tokens) for d in decoded], references)
-    result["beam_size"] = beam_size
-    return result
-
-
-def _joined(a: CaptionSplit, b: CaptionSplit) -> CaptionSplit:
-    """Two splits of one dataset as one."""
-    groups = None if a.groups is None or b.groups is None else a.groups + b.groups
-    return CaptionSplit(a.root, a.files + b.files, a.captions + b.captions, groups, a.origins + b.origins)

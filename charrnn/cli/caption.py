@@ -12,13 +12,27 @@ from rich.table import Table
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given
 from charrnn.core.errors import CharRNNError
-from charrnn.core.config import CaptionTrainConfig, Encoder, Tokens
+from charrnn.caption.config import CaptionTrainConfig, Encoder, Tokens
+from charrnn.core.config import check_length_alpha, check_seed
 
 app = typer.Typer(help="Describe images: a CNN encoder and a recurrent decoder (with soft attention).\n\n"
                        "Example: charrnn caption sample cat.png",
                   no_args_is_help=True)
 
-# ----- options only captioning has (the loop's and the model's are shared, in options.py) -------------
+# ----- options only captioning has, and the shared ones in captioning's words (the rest: options.py) -----
+
+OutOpt = options.out_option("checkpoints/<data name>-caption")
+ResumeOpt = options.resume_option("its DATA")
+BatchSizeOpt = options.batch_size_option("Images per step, each with one of its captions.")
+PatienceOpt = options.patience_option("the BLEU-4 of the validation captions")
+EmbeddingDimOpt = options.embedding_dim_option("Token embedding size (characters or words, as --tokens says).")
+ChannelsOpt = options.channels_option(
+    "Channels of the CNN's blocks, for --encoder cnn (each conv+BN+ReLU+pool halves the grid).")
+SkipBadOpt = options.skip_bad_option("missing or unreadable images, empty captions, rows without a TAB or not UTF-8")
+NumSamplesOpt = options.num_samples_option(
+    "Captions sampled for each image, one after another (needs --temperature above 0 and no --beam-size).")
+EvalBeamSizeOpt = options.beam_size_option(
+    "Beams of the beam-search row (deterministic); the greedy row is scored as well.")
 
 DataArg = Annotated[str, typer.Argument(
     metavar="DATA", help="A caption dataset: a directory (or .zip of one) with images and captions.tsv, "
@@ -47,41 +61,34 @@ ScheduledSamplingOpt = Annotated[float, typer.Option(
 MaxCaptionLenOpt = Annotated[int, typer.Option("--max-caption-len", help="Longest caption decoded, in tokens.")]
 
 
-def _check_length_alpha(length_alpha: float) -> None:
-    from charrnn.lm.sample import MAX_LENGTH_ALPHA
-
-    if not 0 <= length_alpha <= MAX_LENGTH_ALPHA:  # `not` also refuses NaN
-        raise CharRNNError(f"--length-alpha must be between 0 and {MAX_LENGTH_ALPHA:g}, got {length_alpha}")
-
-
 @app.command("train")
 def train_command(
     ctx: typer.Context,
     data: DataArg = CaptionTrainConfig.data,
-    out: options.OutOpt = CaptionTrainConfig.out,
-    resume: options.ResumeOpt = None,
+    out: OutOpt = CaptionTrainConfig.out,
+    resume: ResumeOpt = None,
     overwrite: options.OverwriteOpt = False,
     split: SplitOpt = CaptionTrainConfig.split,
     val_dir: options.ValDirOpt = CaptionTrainConfig.val_dir,
     val_frac: CaptionValFracOpt = CaptionTrainConfig.val_frac,
-    skip_bad: options.SkipBadOpt = CaptionTrainConfig.skip_bad,
+    skip_bad: SkipBadOpt = CaptionTrainConfig.skip_bad,
     tokens: TokensOpt = CaptionTrainConfig.tokens,
     image_size: ImageSizeOpt = CaptionTrainConfig.image_size,
     encoder: EncoderOpt = CaptionTrainConfig.encoder,
     encoder_weights: EncoderWeightsOpt = CaptionTrainConfig.encoder_weights,
     freeze_encoder: FreezeEncoderOpt = CaptionTrainConfig.freeze_encoder,
-    channels: options.ChannelsOpt = ",".join(map(str, CaptionTrainConfig.channels)),
+    channels: ChannelsOpt = ",".join(map(str, CaptionTrainConfig.channels)),
     cell: options.CellOpt = CaptionTrainConfig.cell,
     num_layers: options.NumLayersOpt = CaptionTrainConfig.num_layers,
     hidden_size: options.HiddenSizeOpt = CaptionTrainConfig.hidden_size,
-    embedding_dim: options.EmbeddingDimOpt = CaptionTrainConfig.embedding_dim,
+    embedding_dim: EmbeddingDimOpt = CaptionTrainConfig.embedding_dim,
     dropout: options.DropoutOpt = CaptionTrainConfig.dropout,
     attention: AttentionOpt = CaptionTrainConfig.attention,
     attention_dim: AttentionDimOpt = CaptionTrainConfig.attention_dim,
     doubly_stochastic: DoublyStochasticOpt = CaptionTrainConfig.doubly_stochastic,
     scheduled_sampling: ScheduledSamplingOpt = CaptionTrainConfig.scheduled_sampling,
     max_caption_len: MaxCaptionLenOpt = CaptionTrainConfig.max_caption_len,
-    batch_size: options.BatchSizeOpt = CaptionTrainConfig.batch_size,
+    batch_size: BatchSizeOpt = CaptionTrainConfig.batch_size,
     optimizer: options.OptimizerOpt = CaptionTrainConfig.optimizer,
     lr: options.LrOpt = CaptionTrainConfig.lr,
     weight_decay: options.WeightDecayOpt = CaptionTrainConfig.weight_decay,
@@ -97,7 +104,7 @@ def train_command(
     epochs: options.EpochsOpt = CaptionTrainConfig.epochs,
     time_budget: options.TimeBudgetOpt = CaptionTrainConfig.time_budget,
     eval_every: options.EvalEveryOpt = CaptionTrainConfig.eval_every,
-    patience: options.PatienceOpt = CaptionTrainConfig.patience,
+    patience: PatienceOpt = CaptionTrainConfig.patience,
     explode_factor: options.ExplodeFactorOpt = CaptionTrainConfig.explode_factor,
     seed: options.SeedOpt = CaptionTrainConfig.seed,
     device: options.DeviceOpt = CaptionTrainConfig.device,
@@ -134,8 +141,8 @@ def sample_command(
     beam_size: options.BeamSizeOpt = 1,
     length_alpha: options.LengthAlphaOpt = 0.0,
     temperature: options.TemperatureOpt = 0.0,
-    num_samples: options.NumSamplesOpt = 1,
-    seed: options.SeedOpt = None,
+    num_samples: NumSamplesOpt = 1,
+    seed: options.SampleSeedOpt = None,
     show_attention: Annotated[Optional[Path], typer.Option(
         "--show-attention", help="Write a PNG: for each generated token, its attention over the image.")] = None,
     device: options.DeviceOpt = "auto",
@@ -145,11 +152,10 @@ def sample_command(
 
     Example: charrnn caption sample checkpoints/emoji-caption cat.png --beam-size 3 --show-attention att.png
     """
-    from charrnn.caption.task import describe_images
-    from charrnn.lm.sample import check_seed
+    from charrnn.caption.decode import describe_images
 
     check_seed(seed)
-    _check_length_alpha(length_alpha)
+    check_length_alpha(length_alpha)
     checkpoint, images = options.model_and_inputs(paths, "caption")
     if not images:
         raise CharRNNError("give the image files to describe after the run directory or checkpoint")
@@ -176,9 +182,9 @@ def eval_command(
         metavar="DATA", help="Dataset to score on. \\[default: the run's own data]", show_default=False)] = None,
     part: Annotated[Literal["val", "all"], typer.Option(
         "--part", help="val: the validation side of DATA as the run split it; all: every image of DATA.")] = "val",
-    beam_size: options.BeamSizeOpt = 3,
+    beam_size: EvalBeamSizeOpt = 3,
     length_alpha: options.LengthAlphaOpt = 0.0,
-    skip_bad: options.SkipBadOpt = False,
+    skip_bad: SkipBadOpt = False,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
 ) -> None:
@@ -186,9 +192,9 @@ def eval_command(
 
     Example: charrnn caption eval checkpoints/emoji-caption --beam-size 5 --json
     """
-    from charrnn.caption.task import evaluate_captioner
+    from charrnn.caption.evaluate import evaluate_captioner
 
-    _check_length_alpha(length_alpha)
+    check_length_alpha(length_alpha)
     result = evaluate_captioner(checkpoint, data, part=part, beam_size=beam_size, length_alpha=length_alpha,
                                 skip_bad=skip_bad, device=device)
     if json_output:

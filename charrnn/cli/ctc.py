@@ -13,18 +13,39 @@ from rich.table import Table
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given
 from charrnn.core.errors import CharRNNError
-from charrnn.core.config import DEFAULT_CHAR_BONUS, DEFAULT_LINES, DEFAULT_LM_WEIGHT, CTCTrainConfig
+from charrnn.ctc.config import DEFAULT_CHAR_BONUS, DEFAULT_LINES, DEFAULT_LM_WEIGHT, CTCTrainConfig
 
 app = typer.Typer(help="Read text lines: a CNN + bidirectional RNN trained with CTC, decoded greedily or by prefix "
                        "beam search fused with a charrnn language model.\n\n"
                        "Example: charrnn ctc decode line.png --beam-size 8", no_args_is_help=True)
 
-# ----- options only ctc has (the loop's, the model's and the image tasks' are shared, in options.py) ---
+# ----- options only ctc has, and the shared ones in ctc's words (the rest: options.py) ------------------
+
+OutOpt = options.out_option("checkpoints/<data name>-ctc")
+ResumeOpt = options.resume_option("its DATA")
+BatchSizeOpt = options.batch_size_option("Lines per step (of similar widths, so little of a batch is padding).")
+PatienceOpt = options.patience_option("the CER of the validation lines")
+ExplodeFactorOpt = options.explode_factor_option(
+    "ln of the number of characters + blank, times the training lines' frames per character")
+HiddenSizeOpt = options.hidden_size_option("Units per direction of each bidirectional recurrent layer.")
+ChannelsOpt = options.channels_option(
+    "Channels of the CNN's blocks (each conv+BN+ReLU+pool halves the height; the first two also halve the width, "
+    "so a frame is 4 pixel columns).")
+SkipBadOpt = options.skip_bad_option("missing or unreadable images, empty transcripts, rows without exactly one TAB, "
+                                     "lines too narrow for their text")
+DecodeBeamSizeOpt = options.beam_size_option(
+    "Prefix beam search with this many beams; 1 = greedy: the most likely class of each frame, repeats and blanks "
+    "removed. With --lm, 1 becomes 8: the language model is fused into the beam search.")
+EvalBeamSizeOpt = options.beam_size_option(
+    "Beams of the prefix beam search, in the beam and beam + LM rows; the greedy row is scored as well.")
+TuneBeamSizeOpt = options.beam_size_option(
+    "Beams of the prefix beam search fused with the LM, for each (alpha, beta) of the grid.")
 
 DataArg = Annotated[Optional[str], typer.Argument(
     metavar="DATA", help="Line images with their transcripts: a directory (or .zip) with labels.tsv "
                          "(filename<TAB>text), a `ctc make-lines` set, or the IAM database as downloaded "
-                         f"(lines.txt + lines/). \\[default: lines rendered from the bundled corpus into {DEFAULT_LINES}]",
+                         f"(lines.txt + lines/). \\[default: lines rendered from the bundled tiny-shakespeare text "
+                         f"into {DEFAULT_LINES}]",
     show_default=False)]
 ValFracOpt = Annotated[float, typer.Option(
     "--val-frac", help="Lines held out for validation when DATA has no split of its own (seeded, by line).")]
@@ -47,7 +68,7 @@ ShowAlignmentOpt = Annotated[Optional[Path], typer.Option(
 
 
 def _fusion(lm: str | None, lm_weight: float, char_bonus: float, lm_unknown: str):
-    from charrnn.ctc.task import Fusion
+    from charrnn.ctc.decode import Fusion
 
     return Fusion(lm, lm_weight, char_bonus, lm_unknown) if lm is not None else None
 
@@ -56,21 +77,21 @@ def _fusion(lm: str | None, lm_weight: float, char_bonus: float, lm_unknown: str
 def train_command(
     ctx: typer.Context,
     data: DataArg = CTCTrainConfig.data,
-    out: options.OutOpt = CTCTrainConfig.out,
-    resume: options.ResumeOpt = None,
+    out: OutOpt = CTCTrainConfig.out,
+    resume: ResumeOpt = None,
     overwrite: options.OverwriteOpt = False,
     val_dir: options.ValDirOpt = CTCTrainConfig.val_dir,
     val_frac: ValFracOpt = CTCTrainConfig.val_frac,
-    skip_bad: options.SkipBadOpt = CTCTrainConfig.skip_bad,
+    skip_bad: SkipBadOpt = CTCTrainConfig.skip_bad,
     iam_ok_only: IamOkOnlyOpt = CTCTrainConfig.iam_ok_only,
     height: HeightOpt = CTCTrainConfig.height,
     max_width: MaxWidthOpt = CTCTrainConfig.max_width,
-    channels: options.ChannelsOpt = ",".join(map(str, CTCTrainConfig.channels)),
+    channels: ChannelsOpt = ",".join(map(str, CTCTrainConfig.channels)),
     cell: options.CellOpt = CTCTrainConfig.cell,
     num_layers: options.NumLayersOpt = CTCTrainConfig.num_layers,
-    hidden_size: options.HiddenSizeOpt = CTCTrainConfig.hidden_size,
+    hidden_size: HiddenSizeOpt = CTCTrainConfig.hidden_size,
     dropout: options.DropoutOpt = CTCTrainConfig.dropout,
-    batch_size: options.BatchSizeOpt = CTCTrainConfig.batch_size,
+    batch_size: BatchSizeOpt = CTCTrainConfig.batch_size,
     optimizer: options.OptimizerOpt = CTCTrainConfig.optimizer,
     lr: options.LrOpt = CTCTrainConfig.lr,
     weight_decay: options.WeightDecayOpt = CTCTrainConfig.weight_decay,
@@ -86,15 +107,15 @@ def train_command(
     epochs: options.EpochsOpt = CTCTrainConfig.epochs,
     time_budget: options.TimeBudgetOpt = CTCTrainConfig.time_budget,
     eval_every: options.EvalEveryOpt = CTCTrainConfig.eval_every,
-    patience: options.PatienceOpt = CTCTrainConfig.patience,
-    explode_factor: options.ExplodeFactorOpt = CTCTrainConfig.explode_factor,
+    patience: PatienceOpt = CTCTrainConfig.patience,
+    explode_factor: ExplodeFactorOpt = CTCTrainConfig.explode_factor,
     seed: options.SeedOpt = CTCTrainConfig.seed,
     device: options.DeviceOpt = CTCTrainConfig.device,
     precision: options.PrecisionOpt = CTCTrainConfig.precision,
     compile: options.CompileOpt = CTCTrainConfig.compile,
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Train a line reader (no arguments: lines rendered from the bundled corpus, for 5 minutes).
+    """Train a line reader (no arguments: lines rendered from the bundled tiny-shakespeare text, for 5 minutes).
 
     Example: charrnn ctc train --time-budget 5
     """
@@ -131,7 +152,7 @@ def decode_command(
     paths: Annotated[list[Path], typer.Argument(
         metavar="[CHECKPOINT] IMAGE...", show_default=False,
         help="A run directory or .pt file (left out: the shipped line reader), then line images.")],
-    beam_size: options.BeamSizeOpt = 1,
+    beam_size: DecodeBeamSizeOpt = 1,
     lm: LmOpt = None,
     lm_weight: LmWeightOpt = DEFAULT_LM_WEIGHT,
     char_bonus: CharBonusOpt = DEFAULT_CHAR_BONUS,
@@ -145,7 +166,7 @@ def decode_command(
 
     Example: charrnn ctc decode checkpoints/tinyshakespeare-lines-ctc line.png --beam-size 8 --lm checkpoints/tinyshakespeare
     """
-    from charrnn.ctc.task import decode_files
+    from charrnn.ctc.decode import decode_files
 
     checkpoint, images = options.model_and_inputs(paths, "ctc")
     if not images:
@@ -169,12 +190,12 @@ def eval_command(
     data: Annotated[Optional[str], typer.Argument(
         metavar="DATA", help="Lines to score (a make-lines set: its val/ part). \\[default: the run's validation "
                              "lines]", show_default=False)] = None,
-    beam_size: options.BeamSizeOpt = 8,
+    beam_size: EvalBeamSizeOpt = 8,
     lm: LmOpt = None,
     lm_weight: LmWeightOpt = DEFAULT_LM_WEIGHT,
     char_bonus: CharBonusOpt = DEFAULT_CHAR_BONUS,
     lm_unknown: LmUnknownOpt = "error",
-    skip_bad: options.SkipBadOpt = False,
+    skip_bad: SkipBadOpt = False,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
 ) -> None:
@@ -182,7 +203,7 @@ def eval_command(
 
     Example: charrnn ctc eval checkpoints/tinyshakespeare-lines-ctc checkpoints/tinyshakespeare-lines/val-heldout --lm checkpoints/tinyshakespeare
     """
-    from charrnn.ctc.task import evaluate_reader
+    from charrnn.ctc.evaluate import evaluate_reader
 
     result = evaluate_reader(checkpoint, data, beam_size=beam_size, fusion=_fusion(lm, lm_weight, char_bonus, lm_unknown),
                              skip_bad=skip_bad, device=device)
@@ -208,10 +229,10 @@ def tune_lm_command(
     lm: LmOpt,
     data: Annotated[Optional[str], typer.Argument(
         metavar="DATA", help="Lines to tune on. \\[default: the run's validation lines]", show_default=False)] = None,
-    beam_size: options.BeamSizeOpt = 8,
+    beam_size: TuneBeamSizeOpt = 8,
     max_lines: Annotated[int, typer.Option("--max-lines", min=1, help="Tune on the first N lines.")] = 300,
     lm_unknown: LmUnknownOpt = "error",
-    skip_bad: options.SkipBadOpt = False,
+    skip_bad: SkipBadOpt = False,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
 ) -> None:
@@ -219,7 +240,7 @@ def tune_lm_command(
 
     Example: charrnn ctc tune-lm checkpoints/tinyshakespeare-lines-ctc --lm checkpoints/tinyshakespeare
     """
-    from charrnn.ctc.task import tune_lm
+    from charrnn.ctc.evaluate import tune_lm
 
     with render.transient_progress() as progress:
         bar = progress.add_task("decoding with each (alpha, beta)", total=None)

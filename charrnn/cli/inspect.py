@@ -26,7 +26,7 @@ CellOpt = Annotated[Optional[str], typer.Option(
 
 
 def _read_text(text_file: Path | None, text: str | None, encoding: str) -> str:
-    from charrnn.lm.data import iter_text
+    from charrnn.core.text import iter_text
 
     if (text_file is None) == (text is None):
         raise CharRNNError("give either a TEXT_FILE or --text \"...\" to trace")
@@ -65,8 +65,9 @@ def dump_command(
     Example: charrnn dump checkpoints/tinyshakespeare play.txt --out acts.npz
     """
     from charrnn.inspect.activations import dump_activations
-    from charrnn.core.checkpoint import load_model
-    from charrnn.lm.data import normalize_newlines
+    from charrnn.core.checkpoint import run_name
+    from charrnn.lm.model import load_model
+    from charrnn.core.text import normalize_newlines
     from charrnn.core.device import resolve_device
     from charrnn.lm.task import trained_newline
 
@@ -74,7 +75,7 @@ def dump_command(
     source = _read_text(text_file, text, encoding)
     model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))
     source = normalize_newlines(source, trained_newline(ckpt))  # line ends as the model's corpus was read
-    summary = dump_activations(model, tokenizer, source, out, fmt=fmt, dtype=dtype, name=Path(str(checkpoint)).stem,
+    summary = dump_activations(model, tokenizer, source, out, fmt=fmt, dtype=dtype, name=run_name(checkpoint),
                                top_k=top_k, map_unknown=map_unknown,
                                source={"checkpoint": str(checkpoint), "text": str(text_file or "--text")})
     if json_output:
@@ -176,8 +177,8 @@ def _trace_text(checkpoint: Path, text_file: Path | None, *, max_chars: int, enc
                 map_unknown: bool = False, device: str = "auto"):
     """Every state and gate of the model for the first `max_chars` characters of the text file."""
     from charrnn.inspect.activations import collect_activations
-    from charrnn.core.checkpoint import load_model
-    from charrnn.lm.data import normalize_newlines
+    from charrnn.lm.model import load_model
+    from charrnn.core.text import normalize_newlines
     from charrnn.core.device import resolve_device
     from charrnn.lm.task import trained_newline
 
@@ -220,7 +221,7 @@ def cells_command(
     Example: charrnn cells checkpoints/wp dialogue.txt --html cells.html --cell layer0/c/63
     """
     from charrnn.inspect.activations import load_npz
-    from charrnn.core.svg import saturation_svg
+    from charrnn.inspect.plot import saturation_svg
     from charrnn.inspect.probes import rank_cells
 
     if len(paths) == 1 and paths[0].suffix == ".npz":

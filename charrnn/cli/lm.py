@@ -15,7 +15,7 @@ import typer
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given, unescape
 from charrnn.core.errors import CharRNNError
-from charrnn.core.config import TrainConfig
+from charrnn.lm.config import LMTrainConfig
 
 app = typer.Typer()
 
@@ -28,46 +28,46 @@ HINT_PRIME_CHARS = 20  # the longest prime the hint after training suggests
 @app.command("train")
 def train_command(
     ctx: typer.Context,
-    corpus: options.CorpusArg = TrainConfig.corpus,
-    out: options.OutOpt = TrainConfig.out,
+    corpus: options.CorpusArg = LMTrainConfig.corpus,
+    out: options.OutOpt = LMTrainConfig.out,
     resume: options.ResumeOpt = None,
     overwrite: options.OverwriteOpt = False,
-    use_cached_corpus: options.UseCachedCorpusOpt = TrainConfig.use_cached_corpus,
-    encoding: options.EncodingOpt = TrainConfig.encoding,
-    byte_level: options.ByteLevelOpt = TrainConfig.byte_level,
-    document_separator: options.DocumentSeparatorOpt = TrainConfig.document_separator,
-    newline: options.NewlineOpt = TrainConfig.newline,
-    val_frac: options.ValFracOpt = TrainConfig.val_frac,
-    test_frac: options.TestFracOpt = TrainConfig.test_frac,
-    cell: options.CellOpt = TrainConfig.cell,
-    num_layers: options.NumLayersOpt = TrainConfig.num_layers,
-    hidden_size: options.HiddenSizeOpt = TrainConfig.hidden_size,
-    embedding_dim: options.EmbeddingDimOpt = TrainConfig.embedding_dim,
-    dropout: options.DropoutOpt = TrainConfig.dropout,
-    batch_size: options.BatchSizeOpt = TrainConfig.batch_size,
-    seq_len: options.SeqLenOpt = TrainConfig.seq_len,
-    optimizer: options.OptimizerOpt = TrainConfig.optimizer,
-    lr: options.LrOpt = TrainConfig.lr,
-    weight_decay: options.WeightDecayOpt = TrainConfig.weight_decay,
-    momentum: options.MomentumOpt = TrainConfig.momentum,
-    nesterov: options.NesterovOpt = TrainConfig.nesterov,
-    schedule: options.ScheduleOpt = TrainConfig.schedule,
-    warmup_steps: options.WarmupStepsOpt = TrainConfig.warmup_steps,
-    min_lr_frac: options.MinLrFracOpt = TrainConfig.min_lr_frac,
-    lr_decay: options.LrDecayOpt = TrainConfig.lr_decay,
-    lr_decay_after: options.LrDecayAfterOpt = TrainConfig.lr_decay_after,
-    grad_clip: options.GradClipOpt = TrainConfig.grad_clip,
-    max_steps: options.MaxStepsOpt = TrainConfig.max_steps,
-    epochs: options.EpochsOpt = TrainConfig.epochs,
-    time_budget: options.TimeBudgetOpt = TrainConfig.time_budget,
-    eval_every: options.EvalEveryOpt = TrainConfig.eval_every,
-    eval_streams: options.EvalStreamsOpt = TrainConfig.eval_streams,
-    patience: options.PatienceOpt = TrainConfig.patience,
-    explode_factor: options.ExplodeFactorOpt = TrainConfig.explode_factor,
-    seed: options.SeedOpt = TrainConfig.seed,
-    device: options.DeviceOpt = TrainConfig.device,
-    precision: options.PrecisionOpt = TrainConfig.precision,
-    compile: options.CompileOpt = TrainConfig.compile,
+    use_cached_corpus: options.UseCachedCorpusOpt = LMTrainConfig.use_cached_corpus,
+    encoding: options.EncodingOpt = LMTrainConfig.encoding,
+    byte_level: options.ByteLevelOpt = LMTrainConfig.byte_level,
+    document_separator: options.DocumentSeparatorOpt = LMTrainConfig.document_separator,
+    newline: options.NewlineOpt = LMTrainConfig.newline,
+    val_frac: options.ValFracOpt = LMTrainConfig.val_frac,
+    test_frac: options.TestFracOpt = LMTrainConfig.test_frac,
+    cell: options.CellOpt = LMTrainConfig.cell,
+    num_layers: options.NumLayersOpt = LMTrainConfig.num_layers,
+    hidden_size: options.HiddenSizeOpt = LMTrainConfig.hidden_size,
+    embedding_dim: options.EmbeddingDimOpt = LMTrainConfig.embedding_dim,
+    dropout: options.DropoutOpt = LMTrainConfig.dropout,
+    batch_size: options.BatchSizeOpt = LMTrainConfig.batch_size,
+    seq_len: options.SeqLenOpt = LMTrainConfig.seq_len,
+    optimizer: options.OptimizerOpt = LMTrainConfig.optimizer,
+    lr: options.LrOpt = LMTrainConfig.lr,
+    weight_decay: options.WeightDecayOpt = LMTrainConfig.weight_decay,
+    momentum: options.MomentumOpt = LMTrainConfig.momentum,
+    nesterov: options.NesterovOpt = LMTrainConfig.nesterov,
+    schedule: options.ScheduleOpt = LMTrainConfig.schedule,
+    warmup_steps: options.WarmupStepsOpt = LMTrainConfig.warmup_steps,
+    min_lr_frac: options.MinLrFracOpt = LMTrainConfig.min_lr_frac,
+    lr_decay: options.LrDecayOpt = LMTrainConfig.lr_decay,
+    lr_decay_after: options.LrDecayAfterOpt = LMTrainConfig.lr_decay_after,
+    grad_clip: options.GradClipOpt = LMTrainConfig.grad_clip,
+    max_steps: options.MaxStepsOpt = LMTrainConfig.max_steps,
+    epochs: options.EpochsOpt = LMTrainConfig.epochs,
+    time_budget: options.TimeBudgetOpt = LMTrainConfig.time_budget,
+    eval_every: options.EvalEveryOpt = LMTrainConfig.eval_every,
+    eval_streams: options.EvalStreamsOpt = LMTrainConfig.eval_streams,
+    patience: options.PatienceOpt = LMTrainConfig.patience,
+    explode_factor: options.ExplodeFactorOpt = LMTrainConfig.explode_factor,
+    seed: options.SeedOpt = LMTrainConfig.seed,
+    device: options.DeviceOpt = LMTrainConfig.device,
+    precision: options.PrecisionOpt = LMTrainConfig.precision,
+    compile: options.CompileOpt = LMTrainConfig.compile,
     sample_length: Annotated[int, typer.Option(
         "--sample-length", min=0, help="Characters of sample printed when training ends; 0 = none.")] = 500,
     json_output: options.JsonOpt = False,
@@ -87,14 +87,14 @@ def train_command(
         _show_sample(summary.run_dir, config, sample_length)
 
 
-def _train_config(ctx: typer.Context, resume: Path | None, overwrite: bool) -> TrainConfig:
+def _train_config(ctx: typer.Context, resume: Path | None, overwrite: bool) -> LMTrainConfig:
     """The run's config: the options as given for a new run; for `--resume`, the saved one with the options
     the user gave (even at their default value) replacing what they name."""
     from charrnn.lm.task import resume_config
 
-    options = config_options(ctx, TrainConfig)
+    options = config_options(ctx, LMTrainConfig)
     if resume is None:
-        return TrainConfig(**options)
+        return LMTrainConfig(**options)
     user_given = given(ctx)
     if "corpus" in user_given:
         raise CharRNNError("give either a CORPUS or --resume RUN_DIR, not both: a run directory remembers its corpus")
@@ -105,9 +105,9 @@ def _train_config(ctx: typer.Context, resume: Path | None, overwrite: bool) -> T
     return resume_config(resume, **{k: v for k, v in options.items() if k in user_given})
 
 
-def _show_sample(run_dir: str, config: TrainConfig, length: int) -> None:
+def _show_sample(run_dir: str, config: LMTrainConfig, length: int) -> None:
     """A sample of the best model, then a command for more that works with this run's vocabulary."""
-    from charrnn.core.checkpoint import load_model
+    from charrnn.lm.model import load_model
     from charrnn.core.device import resolve_device
     from charrnn.lm.sample import SampleSettings, sample
 
@@ -127,7 +127,7 @@ def _show_sample(run_dir: str, config: TrainConfig, length: int) -> None:
 def _hint_prime(tokenizer, corpus: str, encoding: str) -> str:
     """The start of the corpus's first non-blank line (up to HINT_PRIME_CHARS characters) when the model can
     read all of it, else "" (no prime)."""
-    from charrnn.lm.data import iter_text
+    from charrnn.core.text import iter_text
 
     try:
         head = next(iter_text(corpus, encoding=encoding, chunk_bytes=1 << 16), "")
@@ -173,7 +173,7 @@ def sample_command(
     top_p: Annotated[Optional[float], typer.Option(
         "--top-p", help="Sample only among the most likely characters covering probability p (nucleus).")] = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Same as --temperature 0.")] = False,
-    seed: options.SeedOpt = None,
+    seed: options.SampleSeedOpt = None,
     num_samples: options.NumSamplesOpt = 1,
     stop: Annotated[list[str], typer.Option(
         "--stop", parser=unescape,
@@ -194,8 +194,8 @@ def sample_command(
     Example: charrnn sample checkpoints/tinyshakespeare --prime "ROMEO:" --temperature 0.8 --seed 1
     """
     load_torch()
-    from charrnn.core.checkpoint import load_model
-    from charrnn.lm.data import normalize_newlines
+    from charrnn.lm.model import load_model
+    from charrnn.core.text import normalize_newlines
     from charrnn.core.device import resolve_device
     from charrnn.lm.task import trained_newline
     from charrnn.lm.sample import (SampleSettings, beam_search, check_beam_options, check_sample_options, check_seed,
@@ -274,7 +274,7 @@ def eval_command(
     Example: charrnn eval checkpoints/tinyshakespeare corpora/tinyshakespeare.txt --json
     """
     load_torch()
-    from charrnn.core.checkpoint import load_model
+    from charrnn.lm.model import load_model
     from charrnn.core.device import resolve_device
     from charrnn.lm.evaluate import evaluate_file
     from charrnn.lm.task import trained_newline

@@ -2,8 +2,15 @@
 
 An alias carries the flags, the type (a `Literal` from `charrnn.core.config` makes Typer check the choices) and
 the help; a command gives the default, taken from its config dataclass, so that help, config and checkpoint
-agree: `lr: options.LrOpt = TrainConfig.lr`. A run's parameters are named like the config fields they fill, so
-`config_options(ctx, TrainConfig)` collects them without a list written out by hand.
+agree: `lr: options.LrOpt = LMTrainConfig.lr`. A run's parameters are named like the config fields they fill, so
+`config_options(ctx, LMTrainConfig)` collects them without a list written out by hand.
+
+Where a flag means the same in every task but its help does not (`--batch-size` counts streams of text, images
+or lines; `--patience` watches the loss, BLEU-4 or CER), a function here declares the flag, its type and bounds
+once and takes the task's words, and each task's module names its variant:
+`OutOpt = options.out_option("checkpoints/<data name>-ctc")` in `cli/ctc.py`. The language model's variants are
+named here, in its section, because `lm`, `inspect` and `tools` all use them. tests/test_cli_help.py fails when
+one task's words reach another's help.
 
 Torch-free on purpose: `charrnn --help` loads this module and nothing heavy.
 """
@@ -66,8 +73,11 @@ DeviceOpt = Annotated[str, typer.Option(
 PrecisionOpt = Annotated[Precision, typer.Option(
     "--precision",
     help="auto (bf16 autocast where the GPU or CPU computes bfloat16 natively, else fp32), fp32 or bf16.")]
-SeedOpt = Annotated[Optional[int], typer.Option(
-    "--seed", help="Random seed: the same seed gives the same result (no default shown: each run differs).")]
+SeedOpt = Annotated[Optional[int], typer.Option(  # a command with a fixed seed by default: training, datasets
+    "--seed", help="Random seed: the same seed gives the same result.")]
+SampleSeedOpt = Annotated[Optional[int], typer.Option(  # a command that draws a fresh seed when none is given
+    "--seed", show_default=False,
+    help="Random seed: the same seed gives the same result. \\[default: none, so each run differs]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text and tables.")]
 EncodingOpt = Annotated[str, typer.Option(
     "--encoding", help="Text encoding of the text file (any Python codec; byte-level models read bytes).")]
@@ -80,11 +90,20 @@ MaxCharsOpt = Annotated[int, typer.Option(
 TemperatureOpt = Annotated[float, typer.Option(
     "--temperature", "-t", min=0.0,
     help="Sampling temperature: below 1 safer, above 1 more varied; 0 = the most likely token each step.")]
-BeamSizeOpt = Annotated[int, typer.Option(
-    "--beam-size", min=1, help="Beam search with this many beams (deterministic); 1 = no beam search: the most "
-                               "likely token each step, or sampling where --temperature is above 0.")]
-NumSamplesOpt = Annotated[int, typer.Option(
-    "--num-samples", min=1, help="Independent samples (for each image, when captioning), generated as one batch.")]
+
+
+def beam_size_option(text: str):
+    """--beam-size with the command's help: what 1 means differs between sampling, scoring and reading lines."""
+    return Annotated[int, typer.Option("--beam-size", min=1, help=text)]
+
+
+def num_samples_option(text: str):
+    return Annotated[int, typer.Option("--num-samples", min=1, help=text)]
+
+
+BeamSizeOpt = beam_size_option(  # the commands that can also sample: sample, caption sample
+    "Beam search with this many beams (deterministic); 1 = no beam search: the most likely token each step, or "
+    "sampling where --temperature is above 0.")
 LengthAlphaOpt = Annotated[float, typer.Option(
     "--length-alpha",
     help="Beam search ranks hypotheses by log-probability / length**alpha (0 to 10; 0 = raw log-probability).")]
@@ -94,25 +113,54 @@ LengthAlphaOpt = Annotated[float, typer.Option(
 
 ValDirOpt = Annotated[Optional[str], typer.Option(
     "--val-dir", help="Validate on this dataset instead of a part of DATA.")]
-SkipBadOpt = Annotated[bool, typer.Option(
-    "--skip-bad", help="Skip bad rows (missing or unreadable images, empty captions or transcripts, lines too "
-                       "narrow for their text), counted, instead of stopping at them.")]
-ChannelsOpt = Annotated[str, typer.Option(
-    "--channels", help="Channels of the CNN's blocks (each conv+BN+ReLU+pool halves the grid).")]
+
+
+def skip_bad_option(bad_rows: str):
+    return Annotated[bool, typer.Option(
+        "--skip-bad", help=f"Skip bad rows ({bad_rows}), counted, instead of stopping at them.")]
+
+
+def channels_option(text: str):
+    """--channels: "32,64,128" as typed; the config reads it into a tuple of ints."""
+    return Annotated[str, typer.Option("--channels", help=text)]
 
 
 # ----- the training loop (LoopConfig): every training command --------------------------------------
 
-OutOpt = Annotated[str, typer.Option(
-    "--out", "-o", metavar="DIR", show_default=False,
-    help="Run directory for checkpoints, metrics and the loss curve. \\[default: checkpoints/<corpus name>]")]
-ResumeOpt = Annotated[Optional[Path], typer.Option(
-    "--resume", metavar="RUN_DIR",
-    help="Continue the run in this directory exactly where it stopped; it remembers its corpus and settings. "
-         "--max-steps, --epochs or --time-budget given with it extend the run.")]
+def out_option(default_dir: str):
+    """--out; left out, the task's run config names the directory (its `run_dir`), as `default_dir` says."""
+    return Annotated[str, typer.Option(
+        "--out", "-o", metavar="DIR", show_default=False,
+        help=f"Run directory for checkpoints, metrics and the loss curve. \\[default: {default_dir}]")]
+
+
+def resume_option(inputs: str):
+    """--resume; `inputs` names what the run trains on (its corpus, its DATA)."""
+    return Annotated[Optional[Path], typer.Option(
+        "--resume", metavar="RUN_DIR",
+        help=f"Continue the run in this directory exactly where it stopped; it remembers {inputs} and settings. "
+             "--max-steps, --epochs or --time-budget given with it extend the run.")]
+
+
+def batch_size_option(text: str):
+    return Annotated[int, typer.Option("--batch-size", help=text)]
+
+
+def patience_option(metric: str):
+    """--patience; `metric` is the task's selection metric, the one that picks best.pt."""
+    return Annotated[Optional[int], typer.Option(
+        "--patience", help=f"Stop when {metric}, which picks best.pt, has not improved for this many evaluations.")]
+
+
+def explode_factor_option(guessing: str):
+    """--explode-factor; `guessing` says what the task's loss of guessing is (`Task.loss_at_chance`)."""
+    return Annotated[float, typer.Option(
+        "--explode-factor", help=f"Stop when the training loss exceeds this x the loss of guessing ({guessing}), "
+                                 "keeping the last good checkpoint; 0 = only on NaN/inf.")]
+
+
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace the checkpoints of an earlier run in the run directory.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Parallel contiguous streams per step.")]
 OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="The optimizer.")]
 LrOpt = Annotated[float, typer.Option("--lr", "--learning-rate", help="Peak learning rate.")]
 WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="Weight decay.")]
@@ -138,18 +186,35 @@ TimeBudgetOpt = Annotated[Optional[float], typer.Option(
          f"\\[default: {DEFAULT_TIME_BUDGET:g} when no other stop is given]")]
 EvalEveryOpt = Annotated[int, typer.Option(
     "--eval-every", help="Evaluate on the whole validation split and checkpoint every N steps.")]
-PatienceOpt = Annotated[Optional[int], typer.Option(
-    "--patience", help="Stop when the validation loss has not improved for this many evaluations.")]
-ExplodeFactorOpt = Annotated[float, typer.Option(
-    "--explode-factor", help="Stop when the training loss exceeds this x the loss of guessing (ln of the vocabulary "
-                             "size), keeping the last good checkpoint; 0 = only on NaN/inf.")]
+ExplodeFactorOpt = explode_factor_option("ln of the vocabulary size")  # a softmax over the vocabulary: lm, caption
 CompileOpt = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the model for training.", show_default=False)]
 
 
-# ----- the language model (TrainConfig's own fields) --------------------------------------------------
+# ----- the recurrent model: every training command ------------------------------------------------------
+
+def hidden_size_option(text: str):
+    return Annotated[int, typer.Option("--hidden-size", help=text)]
+
+
+def embedding_dim_option(text: str):
+    return Annotated[int, typer.Option("--embedding-dim", help=text)]
+
+
+CellOpt = Annotated[Cell, typer.Option("--cell", help="Recurrent cell: rnn (tanh), lstm or gru.")]
+NumLayersOpt = Annotated[int, typer.Option("--num-layers", help="Stacked recurrent layers.")]
+HiddenSizeOpt = hidden_size_option("Units per recurrent layer.")  # lm, caption (ctc's are per direction)
+DropoutOpt = Annotated[float, typer.Option("--dropout", help="Dropout between layers and before the output.")]
+
+
+# ----- the language model (LMTrainConfig's own fields) --------------------------------------------------
 
 CorpusArg = Annotated[str, typer.Argument(metavar="CORPUS", help="Text file to train on.")]
+OutOpt = out_option("checkpoints/<corpus name>")
+ResumeOpt = resume_option("its corpus")
+BatchSizeOpt = batch_size_option("Parallel contiguous streams per step.")  # also bench's
+PatienceOpt = patience_option("the validation loss")
+NumSamplesOpt = num_samples_option("Independent samples, generated as one batch.")
 ByteLevelOpt = Annotated[bool, typer.Option(
     "--byte-level", help="Tokens are bytes, not Unicode characters (for binary-ish corpora).", show_default=False)]
 DocumentSeparatorOpt = Annotated[Optional[str], typer.Option(
@@ -163,12 +228,7 @@ ValFracOpt = Annotated[float, typer.Option(
     "--val-frac", help="Fraction at the end of the corpus held out for validation.")]
 TestFracOpt = Annotated[float, typer.Option(
     "--test-frac", help="Fraction at the very end held out for a test split (never used in training).")]
-CellOpt = Annotated[Cell, typer.Option("--cell", help="Recurrent cell: rnn (tanh), lstm or gru.")]
-NumLayersOpt = Annotated[int, typer.Option("--num-layers", help="Stacked recurrent layers.")]
-HiddenSizeOpt = Annotated[int, typer.Option("--hidden-size", help="Units per recurrent layer.")]
-EmbeddingDimOpt = Annotated[int, typer.Option(
-    "--embedding-dim", help="Character embedding size; 0 = one-hot input.")]
-DropoutOpt = Annotated[float, typer.Option("--dropout", help="Dropout between layers and before the output.")]
+EmbeddingDimOpt = embedding_dim_option("Character embedding size; 0 = one-hot input.")
 SeqLenOpt = Annotated[int, typer.Option(
     "--seq-len", help="Characters per step: gradients are truncated every seq_len steps, the state is carried.")]
 UseCachedCorpusOpt = Annotated[bool, typer.Option(

@@ -22,9 +22,11 @@ from typing import Any
 
 import torch
 
-from charrnn.core.errors import CharRNNError, atomic_write
-from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.core.errors import CharRNNError
+
+from charrnn.core.files import atomic_write
 from charrnn.core.tokenizer import CharTokenizer, WordTokenizer, tokenizer_from_dict
+from charrnn.tasks import TASKS
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 2
@@ -69,8 +71,8 @@ def build_checkpoint(*, task: str, model: torch.nn.Module, tokenizer, train_stat
     }
 
 
-def save_checkpoint(path: str | os.PathLike, model: CharRNN, tokenizer: CharTokenizer,
-                    train_state: dict | None = None, meta: dict | None = None, *, task: str = "lm") -> None:
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, tokenizer, train_state: dict | None = None,
+                    meta: dict | None = None, *, task: str) -> None:
     """Write a self-sufficient checkpoint atomically."""
     atomic_save(build_checkpoint(task=task, model=model, tokenizer=tokenizer, train_state=train_state,
                                  meta=meta), path)
@@ -87,6 +89,15 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if not p.exists():
         raise CharRNNError(f"no such checkpoint or run directory: {str(p)!r}")
     return p
+
+
+def run_name(path: str | os.PathLike) -> str:
+    """The name of the run a checkpoint path belongs to, whole (`exp: lr 0.01` stays so, dots included): a
+    run directory's name, the directory of its best.pt / last.pt, else a .pt file's name without `.pt`."""
+    p = Path(path)
+    if p.name in (BEST, LAST) and p.parent.name:
+        return p.parent.name
+    return p.name[:-3] if p.suffix == ".pt" and len(p.name) > 3 else p.name
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -124,10 +135,9 @@ def _upgrade_v1(ckpt: dict) -> dict:
 def require_task(ckpt: dict, task: str, path: str | os.PathLike) -> None:
     """Refuse a checkpoint of another task with a line that says which command reads it."""
     if ckpt.get("task") != task:
-        command = {"lm": "charrnn sample / eval", "caption": "charrnn caption", "ctc": "charrnn ctc"}
         other = ckpt.get("task")
-        raise CharRNNError(f"{str(path)!r} holds a {other!r} model, not a {task!r} one; "
-                           f"use {command.get(other, 'the charrnn command for that task')} with it")
+        command = TASKS[other].use_command if other in TASKS else "the charrnn command for that task"
+        raise CharRNNError(f"{str(path)!r} holds a {other!r} model, not a {task!r} one; use {command} with it")
 
 
 def trained_with(ckpt: dict, config_class: type):
@@ -135,23 +145,6 @@ def trained_with(ckpt: dict, config_class: type):
     their defaults; keys the class does not know are ignored)."""
     saved = (ckpt.get("meta") or {}).get("train_config") or {}
     return config_class(**{k: v for k, v in saved.items() if k in config_class.__dataclass_fields__})
-
-
-def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, CharTokenizer]:
-    """Rebuild the model (in eval mode, on `device`) and tokenizer stored in a loaded checkpoint."""
-    config = CharRNNConfig.from_dict(ckpt["model_config"])
-    model = CharRNN(config)
-    model.load_state_dict(ckpt["model_state"])
-    model.to(device).eval()
-    return model, CharTokenizer.from_dict(ckpt["tokenizer"])
-
-
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[CharRNN, CharTokenizer, dict]:
-    """The language model, tokenizer and checkpoint dict from a checkpoint file or run directory."""
-    ckpt = load_checkpoint(path)
-    require_task(ckpt, "lm", path)
-    model, tokenizer = model_from_checkpoint(ckpt, device)
-    return model, tokenizer, ckpt
 
 
 def _rounded(value: float | None) -> float | None:
@@ -175,7 +168,7 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
         **ckpt["model_config"],
         "tokens": "word" if isinstance(tokenizer, WordTokenizer) else "char",
         **({"byte_level": tokenizer.byte_level, "document_separator": tokenizer.document_separator}
-           if isinstance(tokenizer, CharTokenizer) and ckpt["task"] == "lm" else {}),
+           if isinstance(tokenizer, CharTokenizer) and "corpus" in meta else {}),
         "num_parameters": sum(t.numel() for t in ckpt["model_state"].values()),
         "step": meta.get("step"),
         "epoch": round(meta["epoch"], 3) if meta.get("epoch") is not None else None,
@@ -186,7 +179,7 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
         "trained_on": meta.get("device"),
         "precision": meta.get("precision"),
         "torch_version": meta.get("torch"),
-        **({"corpus": meta.get("corpus")} if ckpt["task"] == "lm" else {"data": meta.get("data")}),
+        **({"corpus": meta["corpus"]} if "corpus" in meta else {"data": meta.get("data")}),
         "resumable": bool(ckpt.get("train_state")),
         "vocabulary": shown if len(shown) <= 400 else shown[:400] + "…",
         "train_config": meta.get("train_config"),

@@ -14,18 +14,17 @@ from pathlib import Path
 
 from charrnn.core.checkpoint import atomic_save, load_checkpoint
 from charrnn.core.errors import CharRNNError
+from charrnn.tasks import TASKS
 
 HERE = Path(__file__).resolve().parents[1] / "pretrained"
-SHIPPED = {
-    "lm": "lm-tinyshakespeare.pt",  # GRU 2x256 on tinyshakespeare's first 90%, 5 minutes
-    "caption": "caption-emoji.pt",  # the default captioner on the bundled emoji set, 5 minutes
-    "ctc": "ctc-lines.pt",  # the default line reader on lines rendered from tinyshakespeare, 5 minutes
-}
 
 
 def pretrained(task: str) -> Path:
-    """The shipped model of `task` ("lm", "caption" or "ctc")."""
-    path = HERE / SHIPPED[task]
+    """The shipped model of `task` (a name in the task table, `charrnn/tasks.py`)."""
+    shipped = TASKS[task].shipped if task in TASKS else None
+    if shipped is None:
+        raise CharRNNError(f"charrnn ships no {task} model; give a run directory")
+    path = HERE / shipped
     if not path.exists():
         raise CharRNNError(f"the shipped {task} model {str(path)!r} is missing from this installation; "
                            "reinstall charrnn, or give a run directory")

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import IO
 
 from charrnn.core.checkpoint import BEST, LAST, load_checkpoint
-from charrnn.core.errors import CharRNNError, write_text_atomic
+from charrnn.core.errors import CharRNNError
+from charrnn.core.files import write_text_atomic
 from charrnn.core.config import LoopConfig
 from charrnn.core.distributed import world_from_env
+from charrnn.tasks import TASKS, task_of_config
 
 try:
     import fcntl
@@ -192,20 +194,20 @@ class RunDir:
                 return p
         raise CharRNNError(f"--resume {str(self.path)!r}: not a run directory (it holds neither {LAST} nor {BEST})")
 
-    def saved_config(self, checkpoint: dict, resumable: tuple[str, ...]) -> dict:
+    def saved_config(self, checkpoint: dict, config_type: type[LoopConfig]) -> dict:
         """The run's settings as its checkpoint recorded them, refusing a run.json edited since then."""
         settings = (checkpoint.get("meta") or {}).get("train_config")
         if not isinstance(settings, dict):
             raise CharRNNError(f"the checkpoint in {str(self.path)!r} does not record its settings; "
                                "it cannot be resumed")
-        edited = self._edited_settings(settings, resumable)
+        edited = self._edited_settings(settings, config_type.RESUMABLE + config_type.MOVABLE)
         if edited:
             raise CharRNNError(f"{str(self.path / RUN_FILE)!r} was changed after the checkpoint was written "
                                f"({edited}); settings that shape the run cannot change on resume: put the file back "
                                f"(or delete it: the checkpoint holds the settings), or start a new run with --out")
         return settings
 
-    def _edited_settings(self, settings: dict, resumable: tuple[str, ...]) -> str:
+    def _edited_settings(self, settings: dict, may_differ: tuple[str, ...]) -> str:
         """What run.json says differently from the checkpoint (empty if it agrees, is missing or unreadable)."""
         try:
             saved = json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
@@ -214,9 +216,8 @@ class RunDir:
         if not isinstance(saved, dict):
             return ""
         settings = json.loads(json.dumps(settings))  # as run.json holds them: tuples are lists there
-        resumable = set(resumable) | {"out", "corpus", "data"}
         diffs = [f"{k}: {settings[k]!r} in the checkpoint, {saved[k]!r} in {RUN_FILE}"
-                 for k in settings if k in saved and k not in resumable and saved[k] != settings[k]]
+                 for k in settings if k in saved and k not in may_differ and saved[k] != settings[k]]
         return "; ".join(diffs[:3])
 
     # ----- metrics.jsonl --------------------------------------------------------------------------
@@ -263,6 +264,14 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     return out
 
 
+def check_task(checkpoint: dict, config_type: type[LoopConfig], run_dir: Path) -> None:
+    """Refuse to resume a run of another task (before anything is read or written for it)."""
+    wanted, found = task_of_config(config_type), TASKS.get(checkpoint.get("task"))
+    if found is not None and found is not wanted:
+        raise CharRNNError(f"{str(run_dir)!r} holds {found.what}, not {wanted.what}; continue it with "
+                           f"`{found.train_command} --resume {run_dir}`")
+
+
 def resume_config(run_dir: str | os.PathLike, config_type: type[LoopConfig], overrides: dict) -> LoopConfig:
     """The config of an existing run directory, with the options that may change on resume replaced.
 
@@ -274,7 +283,8 @@ def resume_config(run_dir: str | os.PathLike, config_type: type[LoopConfig], ove
     if world_from_env().is_main:  # under torchrun, rank 0 may hold the lock already: it is this run's own
         run.check_unlocked()
     checkpoint = load_checkpoint(run.resume_checkpoint())
-    saved = run.saved_config(checkpoint, config_type.RESUMABLE)
+    check_task(checkpoint, config_type, run.path)
+    saved = run.saved_config(checkpoint, config_type)
     fixed = sorted(k for k in overrides if k not in config_type.RESUMABLE)
     if fixed:
         raise CharRNNError(f"{_flags(fixed)} cannot change when resuming (the run directory fixes them); "

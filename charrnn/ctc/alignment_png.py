@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from charrnn.core.config import WIDTH_POOLS
+from charrnn.ctc.config import WIDTH_POOLS
 
 SCALE = 3  # the default font is ~6 px wide: at 3x a 4-pixel frame is 12 px, room for one character
 ROW = 14

@@ -14,7 +14,8 @@ A dataset is a directory, or a .zip of one, in one of these layouts, recognised 
 Every problem with a line (a missing image, an empty transcript, a bad TAB layout, and later an image Pillow
 cannot decode or one too narrow for CTC to spell its transcript) becomes a `BadRow` naming the label file
 and its line; they are reported together or, with `skip_bad`, skipped and returned. Lines are decoded once
-into one uint8 array, memory-mapped and reused while the images are unchanged.
+into one uint8 array, memory-mapped and reused while the images are unchanged. What captions read the same
+way (the dataset root, label lines, bad rows, the decode cache) is `charrnn.vision`'s.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ import hashlib
 import json
 import os
 import posixpath
-import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
@@ -34,62 +34,45 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from charrnn.core.errors import CharRNNError, atomic_write, write_text_atomic
-from charrnn.caption.data import (
-    UNREADABLE,
+from charrnn.core.errors import CharRNNError
+from charrnn.vision.cache import SideBySide, cache_decoded
+from charrnn.vision.dataset import (
     BadRow,
-    _bad_message,
-    _decode_problem,
-    _flatten,
-    _inside,
-    _is_header,
-    _lines,
-    _open_root,
-    _Root,
+    DatasetRoot,
+    ImageData,
+    ImageSplit,
+    bad_rows_message,
+    in_file_order,
+    iter_label_lines,
+    open_root,
+    path_inside,
+    relabel,
     split_by_unit,
 )
+from charrnn.vision.image import decode_member, flatten
 
 CACHE_VERSION = 1  # bump when the decoding recipe below changes: older caches are then rebuilt
 LABELS = "labels.tsv"
 IAM_LABELS = ("lines.txt", "ascii/lines.txt")
-NPY_HEADER = 128  # bytes; fixed so that it can be rewritten once the total width is known (a multiple of 64)
 
 
 # ----- public data types ----------------------------------------------------------------------------
 
 @dataclass
-class LineSplit:
-    """Line images and their transcripts, aligned by index.
-
-    `root` is the dataset's directory or .zip and `files` are POSIX paths inside it (`images.open_member`
-    reads one). `origins[i]` is the (label file, 1-based line) of line i, so that a problem found only when
-    decoding it is reported where the user can fix it.
-    """
+class LineSplit(ImageSplit):
+    """Line images and their transcripts, aligned by index (see `ImageSplit` for `root`, `files`, `origins`)."""
 
     root: Path
     files: list[str]
     texts: list[str]
     origins: list[tuple[str, int | None]]
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def subset(self, indices: Iterable[int]) -> LineSplit:
-        idx = list(indices)
-        return LineSplit(self.root, [self.files[i] for i in idx], [self.texts[i] for i in idx],
-                         [self.origins[i] for i in idx])
-
 
 @dataclass
-class LineData:
-    """A dataset read and split. `split_rule` says in words how validation was chosen, and `unseen` counts
-    the validation characters that training never shows: the model cannot get those right."""
+class LineData(ImageData[LineSplit]):
+    """A line dataset read and split; `format` is "tsv" or "iam". `unseen` counts the validation characters
+    that training never shows: the model cannot get those right."""
 
-    train: LineSplit
-    val: LineSplit | None
-    format: str  # "tsv" or "iam"
-    skipped: list[BadRow]  # what skip_bad left out; empty otherwise
-    split_rule: str
     unseen: dict[str, int]
 
 
@@ -128,14 +111,14 @@ class LineImages:
 class _Rows:
     """The lines of one dataset as they are read, with the bad rows found on the way."""
 
-    def __init__(self, root: _Root):
+    def __init__(self, root: DatasetRoot):
         self.root = root
         self.split = LineSplit(root.path, [], [], [])
         self.bad: list[BadRow] = []
         self._seen: dict[str, tuple[str, int | None]] = {}
 
     def add(self, folder: str, name: str, text: str, origin: tuple[str, int]) -> None:
-        path = _inside(folder, name)
+        path = path_inside(folder, name)
         if path is None:
             self.bad.append(BadRow(*origin, f"{name.strip()!r} is not a relative path inside the dataset"))
         elif not text.strip():  # CTC cannot learn from an image whose target is nothing
@@ -156,9 +139,7 @@ def _read_tsv(rows: _Rows, name: str) -> None:
     """labels.tsv: filename<TAB>transcript. The transcript is kept as written (only the line end goes):
     spaces are characters the model must learn to place."""
     folder = posixpath.dirname(name)
-    for k, (line, text) in enumerate(_lines(rows.root, name, rows.bad)):
-        if k == 0 and _is_header(text):
-            continue
+    for line, text in iter_label_lines(rows.root, name, rows.bad, header=True):
         fields = text.split("\t")
         if len(fields) != 2:
             tabs = "no TAB" if len(fields) == 1 else f"{len(fields) - 1} TABs"
@@ -167,7 +148,7 @@ def _read_tsv(rows: _Rows, name: str) -> None:
         rows.add(folder, fields[0], fields[1], (name, line))
 
 
-def _iam_images(root: _Root, name: str) -> str:
+def _iam_images(root: DatasetRoot, name: str) -> str:
     """IAM's lines/ folder: beside lines.txt, or one level up when lines.txt is in ascii/ (the two archives
     ascii.tgz and lines.tgz unpacked side by side)."""
     folder = posixpath.dirname(name)
@@ -182,7 +163,7 @@ def _read_iam(rows: _Rows, name: str, ok_only: bool) -> None:
     the eighth field. `err` only says IAM's word segmentation of the line failed: the line transcript
     itself is still right, hence kept unless `ok_only`."""
     images = _iam_images(rows.root, name)
-    for line, text in _lines(rows.root, name, rows.bad):
+    for line, text in iter_label_lines(rows.root, name, rows.bad):
         if text.startswith("#"):
             continue
         fields = text.split(maxsplit=8)
@@ -203,7 +184,7 @@ class _Loaded:
     bad: list[BadRow]
 
 
-def _find(root: _Root) -> tuple[str, str]:
+def _find(root: DatasetRoot) -> tuple[str, str]:
     """(layout, label file) recognised at the top, or in a single folder inside (a zip of a folder)."""
     for top in ["", *root.subfolders()]:
         if root.is_file(posixpath.join(top, "train", LABELS)):
@@ -219,7 +200,7 @@ def _find(root: _Root) -> tuple[str, str]:
 
 
 def _load(data: str | os.PathLike, iam_ok_only: bool) -> _Loaded:
-    with _open_root(data) as root:
+    with open_root(data) as root:
         layout, labels = _find(root)
         rows = _Rows(root)
         if layout == "iam":
@@ -248,15 +229,6 @@ def _seeded(whole: LineSplit, val_frac: float, seed: int, by_form: bool) -> tupl
     return whole.subset(train), whole.subset(val), rule
 
 
-def _relabel(loaded: _Loaded, prefix: str) -> None:
-    """Name a --val-dir dataset's label files with its path, so its bad rows cannot be mistaken for the
-    training dataset's."""
-    loaded.bad = [BadRow(f"{prefix}/{b.file}", b.line, b.reason) for b in loaded.bad]
-    for part in (loaded.train, loaded.val):
-        if part is not None:
-            part.origins = [(f"{prefix}/{f}", line) for f, line in part.origins]
-
-
 def _unseen(train: LineSplit, val: LineSplit | None) -> dict[str, int]:
     if val is None:
         return {}
@@ -279,10 +251,10 @@ def read_lines(data: str | os.PathLike, *, val_dir: str | os.PathLike | None = N
     main = _load(data, iam_ok_only)
     other = _load(val_dir, iam_ok_only) if val_dir is not None else None
     if other:
-        _relabel(other, str(Path(val_dir)))
-    bad = sorted(main.bad + (other.bad if other else []), key=lambda b: (b.file, b.line or 0))
+        other.bad = relabel(str(Path(val_dir)), other.bad, [other.train, other.val])
+    bad = in_file_order(main.bad + (other.bad if other else []))
     if bad and not skip_bad:
-        raise CharRNNError(_bad_message(bad))
+        raise CharRNNError(bad_rows_message(bad))
     for loaded, where in ((main, data), (other, val_dir)):
         if loaded and not len(loaded.train):
             skipped = f" ({len(loaded.bad)} bad rows skipped)" if loaded.bad else ""
@@ -311,7 +283,7 @@ def load_line_image(f_or_path: BinaryIO | str | os.PathLike, height: int, max_wi
         im = ImageOps.exif_transpose(im)
         if im.mode.startswith("I;16"):  # 16-bit grayscale: convert("L") would clip every level above 255 to white
             im = im.convert("I").point(lambda v: v / 256).convert("L")
-        im = _flatten(im).convert("L")
+        im = flatten(im).convert("L")
         width = min(max(round(im.width * height / im.height), 1), max_width)
         im = im.resize((width, height), Image.Resampling.LANCZOS)
     return 255 - np.asarray(im, dtype=np.uint8)
@@ -332,13 +304,7 @@ def _too_narrow(width: int, text: str, frames: Callable[[int], int], max_width: 
             f"{need}; {fix}")
 
 
-def _cache_files(cache_path: Path) -> tuple[Path, Path]:
-    """The array and its JSON sidecar: `x` or `x.npy` gives x.npy and x.json."""
-    stem = cache_path.with_suffix("") if cache_path.suffix == ".npy" else cache_path
-    return stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
-
-
-def _cache_key(root: _Root, split: LineSplit, height: int, max_width: int, frames: Callable[[int], int]) -> dict:
+def _cache_key(root: DatasetRoot, split: LineSplit, height: int, max_width: int, frames: Callable[[int], int]) -> dict:
     """Everything the cache depends on; it is reused only when all of it is equal. Which lines are too
     narrow depends on the transcripts and on `frames`, which is known by its values at every width a line
     can have."""
@@ -349,74 +315,14 @@ def _cache_key(root: _Root, split: LineSplit, height: int, max_width: int, frame
             "root": str(root.path.resolve()), "lines": len(split), "digest": digest}
 
 
-def _npy_header(height: int, width: int) -> bytes:
-    """A .npy (version 1.0) header for a (height, width) column-major uint8 array, always NPY_HEADER bytes
-    long so that the real one can replace a placeholder without moving the pixels after it."""
-    text = repr({"descr": "|u1", "fortran_order": True, "shape": (height, width)})
-    text = text.ljust(NPY_HEADER - 11) + "\n"
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
-
-
-def _cached(array_path: Path, meta_path: Path, key: dict) -> dict | None:
-    """The sidecar of a complete cache made from `key`, or None (missing, torn, edited or out of date)."""
-    try:
-        meta = json.loads(meta_path.read_text())
-        if meta["key"] != key:
-            return None
-        pixels = np.load(array_path, mmap_mode="r")
-        if pixels.shape != (key["height"], meta["offsets"][-1]) or len(meta["offsets"]) != len(meta["kept"]) + 1:
-            return None
-        return meta
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None
-
-
-def _decode_line(root: _Root, split: LineSplit, i: int, height: int, max_width: int,
+def _decode_line(root: DatasetRoot, split: LineSplit, i: int, height: int, max_width: int,
                  frames: Callable[[int], int]) -> np.ndarray | BadRow:
     name = split.files[i]
-    try:
-        with root.open(name) as f:
-            line = load_line_image(f, height, max_width)
-    except UNREADABLE as e:
-        return BadRow(*split.origins[i], _decode_problem(name, e))
+    line = decode_member(root, name, split.origins[i], lambda f: load_line_image(f, height, max_width))
+    if isinstance(line, BadRow):
+        return line
     problem = _too_narrow(line.shape[1], split.texts[i], frames, max_width)
     return BadRow(*split.origins[i], f"{name} is too narrow at height {height}: {problem}") if problem else line
-
-
-def _decode_into_cache(root: _Root, split: LineSplit, array_path: Path, meta_path: Path, key: dict,
-                       frames: Callable[[int], int], skip_bad: bool,
-                       progress: Callable[[int, int], None] | None) -> dict:
-    """Decode every line straight to the file, one at a time (memory stays one line, whatever N is).
-
-    The .npy header goes first as a placeholder and is rewritten at the end with the total width. A bad
-    line without `skip_bad` stops the writing but not the checking, so the error counts them all; the
-    exception inside `atomic_write` then removes the temporary file and nothing is left behind.
-    """
-    offsets, kept, bad = [0], [], []
-    # Remove the old sidecar first: a crash after the new array is renamed into place must not leave a
-    # sidecar that describes the old one.
-    meta_path.unlink(missing_ok=True)
-    with atomic_write(array_path, "wb") as out:
-        out.write(_npy_header(key["height"], 0))
-        for i in range(len(split)):
-            line = _decode_line(root, split, i, key["height"], key["max_width"], frames)
-            if isinstance(line, BadRow):
-                bad.append(line)
-            elif skip_bad or not bad:
-                out.write(np.ascontiguousarray(line.T).tobytes())  # (w, height): column-major on disk
-                kept.append(i)
-                offsets.append(offsets[-1] + line.shape[1])
-            if progress:
-                progress(i + 1, len(split))
-        if bad and not skip_bad:
-            raise CharRNNError(_bad_message(bad))
-        if not kept:
-            raise CharRNNError(f"none of the {len(split)} lines is usable: {_bad_message(bad)}")
-        out.seek(0)
-        out.write(_npy_header(key["height"], offsets[-1]))
-    meta = {"key": key, "offsets": offsets, "kept": kept, "skipped": [asdict(b) for b in bad]}
-    write_text_atomic(meta_path, json.dumps(meta))
-    return meta
 
 
 def cache_lines(split: LineSplit, cache_path: str | os.PathLike, *, height: int, max_width: int,
@@ -433,17 +339,10 @@ def cache_lines(split: LineSplit, cache_path: str | os.PathLike, *, height: int,
     """
     if height < 1 or max_width < 1:
         raise CharRNNError(f"--height {height} and --max-width {max_width} must be at least 1")
-    array_path, meta_path = _cache_files(Path(cache_path))
-    array_path.parent.mkdir(parents=True, exist_ok=True)
-    with _open_root(split.root) as root:
+    with open_root(split.root) as root:
         key = _cache_key(root, split, height, max_width, frames)
-        meta = _cached(array_path, meta_path, key)
-        reused = meta is not None
-        if not reused:
-            meta = _decode_into_cache(root, split, array_path, meta_path, key, frames, skip_bad, progress)
-    skipped = [BadRow(**b) for b in meta["skipped"]]
-    if skipped and not skip_bad:  # a cache made with skip_bad obeys the same rule when reused without it
-        raise CharRNNError(_bad_message(skipped))
-    pixels = np.load(array_path, mmap_mode="r")
-    kept = meta["kept"]
-    return LineImages(pixels, np.asarray(meta["offsets"], dtype=np.int64), split.subset(kept), kept, skipped, reused)
+        cached = cache_decoded(cache_path, SideBySide(height), key, len(split),
+                               lambda i: _decode_line(root, split, i, height, max_width, frames),
+                               skip_bad=skip_bad, progress=progress, none_kept="lines is usable")
+    offsets = np.asarray(cached.sidecar["offsets"], dtype=np.int64)
+    return LineImages(cached.pixels, offsets, split.subset(cached.kept), cached.kept, cached.skipped, cached.reused)

@@ -41,7 +41,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 
-from charrnn.core.errors import CharRNNError, bundled, write_text_atomic
+from charrnn.core.errors import CharRNNError
+
+from charrnn.core.files import bundled, write_text_atomic
+from charrnn.core.text import iter_text
 
 FONTS_DIR = "corpora/fonts"
 # Short name -> file in corpora/fonts/ (sources and licences in corpora/SOURCES.md).
@@ -167,9 +170,6 @@ def font_record(font: LineFont) -> dict:
 def read_parts(text_file: str | os.PathLike, val_frac: float) -> tuple[str, str]:
     """The text's training and validation parts, split where the language model splits it, then with
     CRLF and CR line ends turned into LF."""
-    # data imports torch; importing it here keeps `charrnn --help`, which lists font_names(), fast.
-    from charrnn.lm.data import iter_text
-
     if not 0.0 < val_frac < 1.0:
         raise CharRNNError(f"--val-frac {val_frac} must be between 0 and 1 (0.1 keeps the last 10% for validation)")
     text = "".join(iter_text(text_file, "utf-8"))  # strict UTF-8, BOM dropped: the characters the LM sees

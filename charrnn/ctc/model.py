@@ -19,13 +19,17 @@ length (the padding stays at the end, where it cannot reach a valid frame): exac
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.core.config import WIDTH_POOLS, CTCConfig
+from charrnn.ctc.config import WIDTH_POOLS, LineReaderConfig
 from charrnn.vision.encoder import ConvEncoder
-from charrnn.lm.model import make_rnn
+from charrnn.core.checkpoint import load_checkpoint, require_task
+from charrnn.core.rnn import make_rnn
+from charrnn.core.tokenizer import CharTokenizer
 
 BLANK = 0
 
@@ -72,7 +76,7 @@ class BidirectionalRNN(nn.Module):
 
 
 class LineReader(nn.Module):
-    def __init__(self, config: CTCConfig):
+    def __init__(self, config: LineReaderConfig):
         super().__init__()
         self.config = c = config
         pools = tuple((2, 2) if k < WIDTH_POOLS else (2, 1) for k in range(len(c.channels)))
@@ -101,3 +105,27 @@ def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, targets: list[list[
     target_lengths = torch.tensor([len(row) for row in targets], dtype=torch.long)
     return F.ctc_loss(log_probs, flat.to(log_probs.device), lengths, target_lengths.to(log_probs.device),
                       blank=BLANK, reduction=reduction, zero_infinity=True)
+
+
+def labels(tokenizer: CharTokenizer) -> list[str]:
+    """The reader's classes as text: "" for the blank, then one character each."""
+    return [""] + [chr(c) for c in tokenizer.codes]
+
+
+def targets(tokenizer: CharTokenizer, text: str) -> list[int]:
+    """The classes of `text`; characters the reader never trained on are left out (they cannot be a target)."""
+    ids = tokenizer.encode_compact(text, map_unknown=True)
+    return [int(i) + 1 for i in ids if i != tokenizer.unk_id]
+
+
+def text_of(tokenizer: CharTokenizer, classes: list[int]) -> str:
+    return "".join(chr(tokenizer.codes[k - 1]) for k in classes)
+
+
+def load_reader(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[LineReader, CharTokenizer, dict]:
+    """The reader, tokenizer and checkpoint dict of a ctc checkpoint file or run directory."""
+    checkpoint = load_checkpoint(path)
+    require_task(checkpoint, "ctc", path)
+    model = LineReader(LineReaderConfig.from_dict(checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model_state"])
+    return model.to(device).eval(), CharTokenizer.from_dict(checkpoint["tokenizer"]), checkpoint

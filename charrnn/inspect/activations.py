@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from charrnn.core.errors import CharRNNError
-from charrnn.core.cells import GATES, trace_layer
+from charrnn.core.cells import GATES, gru_step, layer_weights, lstm_step, rnn_step
 from charrnn.lm.model import CharRNN
 from charrnn.inspect.npz import NpzArchive, NpzFormatError, write_npz
 from charrnn.core.tokenizer import CharTokenizer
@@ -36,6 +37,31 @@ DTYPES = ("float32", "float16")
 CHUNK = 2048  # characters traced, and rows written, at a time
 SATURATION_LOW, SATURATION_HIGH = 0.1, 0.9  # Karpathy, Johnson & Fei-Fei (2015), section 4.3
 SIGMOID_GATES = ("i", "f", "o", "r", "z")  # g (lstm) and n (gru) are tanh candidates, not gates
+
+
+def trace_layer(cell: str, rnn: nn.RNNBase, layer: int, x: torch.Tensor, h: torch.Tensor,
+                c: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Run one layer over x (B, T, I) from state h (B, H) [and c], recording every step.
+
+    Returns {"h": (B, T, H), "c": ... (lstm), and one (B, T, H) tensor per gate}.
+    """
+    w_ih, w_hh, b_ih, b_hh = layer_weights(rnn, layer)
+    gi_all = torch.addmm(b_ih, x.reshape(-1, x.size(-1)), w_ih.t()).view(x.size(0), x.size(1), -1)  # (B, T, G)
+    names = GATES[cell]
+    out: dict[str, list[torch.Tensor]] = {"h": [], **({"c": []} if cell == "lstm" else {}), **{g: [] for g in names}}
+    for t in range(x.size(1)):
+        gi = gi_all[:, t]
+        if cell == "lstm":
+            h, c, gates = lstm_step(gi, h, c, w_hh, b_hh)
+            out["c"].append(c)
+        elif cell == "gru":
+            h, gates = gru_step(gi, h, w_hh, b_hh)
+        else:
+            h, gates = rnn_step(gi, h, w_hh, b_hh), ()
+        out["h"].append(h)
+        for name, value in zip(names, gates):
+            out[name].append(value)
+    return {k: torch.stack(v, dim=1) for k, v in out.items()}
 
 
 def kinds_of(cell: str) -> tuple[str, ...]:

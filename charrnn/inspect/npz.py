@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy
 
-from charrnn.core.errors import atomic_write
+from charrnn.core.files import atomic_write
 
 LOCAL = struct.Struct("<4s5H3L2H")  # signature, version, flags, method, time, date, crc, sizes, name/extra lengths
 CENTRAL = struct.Struct("<4s6H3L5H2L")

@@ -28,11 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from charrnn.core.errors import CharRNNError
-from charrnn.core.config import CELLS, TrainConfig
+from charrnn.core.config import CELLS
+from charrnn.lm.config import LMTrainConfig
 from charrnn.lm.data import encode_corpus
 from charrnn.core.device import resolve_device, resolve_precision
 from charrnn.lm.task import default_corpus_path, train
-from charrnn.lm.model import CharRNN, CharRNNConfig
+from charrnn.lm.config import CharRNNConfig
+from charrnn.lm.model import CharRNN
 from charrnn.core.rundir import read_metrics
 from charrnn.lm.sample import SampleSettings, iter_sample, make_generator
 from charrnn.core.tokenizer import CharTokenizer
@@ -170,7 +172,7 @@ def _charrnn_train_in_process(cell: str, num_layers: int, hidden: int, batch_siz
     warmup = max(2, steps // 4)
     # The reference loop's optimizer (Adam, lr 2e-3, no weight decay), so the ratio measures the trainer
     # itself: its clipping, schedule, logging and checkpointing stay on.
-    config = TrainConfig(corpus=str(corpus), out=str(run), cell=cell, num_layers=num_layers, hidden_size=hidden,
+    config = LMTrainConfig(corpus=str(corpus), out=str(run), cell=cell, num_layers=num_layers, hidden_size=hidden,
                          batch_size=batch_size, seq_len=seq_len, max_steps=steps, eval_every=10 ** 9, val_frac=0.01,
                          optimizer="adam", lr=2e-3, weight_decay=0.0, device=device, precision=precision, seed=0)
     with PeakMemory(resolve_device(device)) as mem:

@@ -7,7 +7,6 @@ the run and memory-mapped for training. Peak memory is a few chunks, not a multi
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
 import os
@@ -18,139 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn.core.errors import CharRNNError, atomic_write, write_text_atomic
 from charrnn.core.config import Newline
+from charrnn.core.errors import CharRNNError
+from charrnn.core.files import atomic_write, write_text_atomic
+from charrnn.core.text import CHUNK_BYTES, check_text_file, iter_text, normalize_newlines
 from charrnn.core.tokenizer import CharTokenizer, code_points
 
-CHUNK_BYTES = 1 << 22  # 4 MiB per read: large enough for numpy to stream, small enough to bound memory
 CACHE_VERSION = 1
 CACHE_FILES = ("corpus.bin", "corpus.json")  # the encoded corpus, kept in the run directory
-
-
-def check_text_file(path: str | os.PathLike) -> Path:
-    """The path of a readable, non-empty file, or a `CharRNNError` saying what is wrong with it."""
-    p = Path(path)
-    if str(path) == "-":
-        raise CharRNNError("a text cannot come from standard input: charrnn reads a corpus twice (vocabulary, then "
-                           "encoding); save it to a file and give its path")
-    if not p.exists():
-        raise CharRNNError(f"no such file: {str(p)!r}; check the path")
-    if p.is_dir():
-        raise CharRNNError(f"{str(p)!r} is a directory; give a text file")
-    if not p.is_file():
-        raise CharRNNError(f"{str(p)!r} is not a regular file (a pipe or a device?); save the text to a file first")
-    if p.stat().st_size == 0:
-        raise CharRNNError(f"{str(p)!r} is empty; give a file with some text in it")
-    return p
-
-
-def check_encoding(encoding: str) -> str:
-    """The codec's canonical name, refusing unknown codecs and those that do not turn bytes into text."""
-    try:
-        info = codecs.lookup(encoding)
-    except LookupError:
-        raise CharRNNError(f"unknown text encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
-    if not getattr(info, "_is_text_encoding", True):  # rot13, hex, zlib, base64: bytes to bytes, str to str
-        raise CharRNNError(f"--encoding {encoding!r} is not a text encoding; try utf-8, latin-1 or cp1252")
-    return info.name
-
-
-_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-
-
-def sniff_wide_encoding(head: bytes) -> str | None:
-    """The encoding a file starting with `head` is in when it is UTF-16 or UTF-32 (by its byte-order mark, or
-    by the NUL byte in every other position that ASCII text in UTF-16 has), else None."""
-    for bom, name in _WIDE_BOMS:  # UTF-32 first: its little-endian mark starts with UTF-16's
-        if head.startswith(bom):
-            return name
-    sample = head[:4096]
-    if len(sample) >= 16:
-        even, odd = sample[0::2], sample[1::2]
-        if odd.count(0) > 0.4 * len(odd) and even.count(0) == 0:
-            return "utf-16-le"
-        if even.count(0) > 0.4 * len(even) and odd.count(0) == 0:
-            return "utf-16-be"
-    return None
-
-
-def normalize_newlines(text: str | bytes, newline: Newline) -> str | bytes:
-    """`text` with its line ends as a model trained with `--newline` reads them: "keep" leaves them alone, "lf"
-    turns CRLF (Windows) and a lone CR (classic Mac OS) into LF. Works on bytes too (byte-level models)."""
-    if newline == "keep":
-        return text
-    cr, lf = ("\r", "\n") if isinstance(text, str) else (b"\r", b"\n")
-    return text.replace(cr + lf, lf).replace(cr, lf)
-
-
-def iter_text(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool = False,
-              chunk_bytes: int = CHUNK_BYTES, newline: Newline = "keep") -> Iterator[str | bytes]:
-    """Yield a file's contents chunk by chunk: bytes when `byte_level`, else strictly decoded text, with line
-    ends normalised as `newline` says (see `normalize_newlines`).
-
-    A leading UTF-8 byte-order mark is dropped. An undecodable byte raises a `CharRNNError` naming its
-    offset in the file.
-    """
-    chunks = _read_chunks(path, encoding, byte_level, chunk_bytes)
-    if newline == "keep":
-        yield from chunks
-        return
-    held = None  # a chunk's last CR waits for the next chunk: it may be the first half of a CRLF
-    for piece in chunks:
-        if held:
-            piece = held + piece
-        held = piece[-1:] if piece.endswith("\r" if isinstance(piece, str) else b"\r") else None
-        if held:
-            piece = piece[:-1]
-        if piece:
-            yield normalize_newlines(piece, newline)
-    if held:
-        yield normalize_newlines(held, newline)
-
-
-def _read_chunks(path: str | os.PathLike, encoding: str, byte_level: bool, chunk_bytes: int) -> Iterator[str | bytes]:
-    """`iter_text` without the line-end handling."""
-    p = check_text_file(path)
-    if not byte_level:
-        name = check_encoding(encoding)
-        if not name.startswith(("utf-16", "utf-32")):
-            with open(p, "rb") as f:
-                wide = sniff_wide_encoding(f.read(4096))
-            if wide:
-                raise CharRNNError(f"{str(p)!r} looks like {wide.upper()} text; pass --encoding {wide}")
-        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    offset = 0
-    first = True
-    with open(p, "rb") as f:
-        while True:
-            block = f.read(chunk_bytes)
-            final = len(block) < chunk_bytes
-            if byte_level:
-                if block:
-                    yield block
-            else:
-                if first and name == "utf-8":
-                    if block.startswith(codecs.BOM_UTF8):
-                        block = block[len(codecs.BOM_UTF8):]
-                        offset += len(codecs.BOM_UTF8)
-                try:
-                    pending = len(decoder.getstate()[0])
-                    text = decoder.decode(block, final=final)
-                except UnicodeDecodeError as e:
-                    at = offset - pending + e.start
-                    raise CharRNNError(
-                        f"{str(p)!r} is not valid {encoding} (byte 0x{e.object[e.start]:02x} at offset {at}); "
-                        "pass --encoding (e.g. latin-1) or --byte-level") from None
-                except UnicodeError as e:  # e.g. "UTF-16 stream does not start with BOM"
-                    raise CharRNNError(f"{str(p)!r} cannot be read as {encoding}: {e}; without a byte-order mark, "
-                                       "name the byte order: --encoding utf-16-le or utf-16-be") from None
-                if text:
-                    yield text
-            first = False
-            offset += len(block)
-            if final:
-                return
 
 
 def build_tokenizer(path: str | os.PathLike, encoding: str = "utf-8", byte_level: bool = False,

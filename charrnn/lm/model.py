@@ -1,4 +1,4 @@
-"""CharRNNConfig and CharRNN: embedding (or one-hot) -> stacked RNN/LSTM/GRU -> linear head.
+"""CharRNN: embedding (or one-hot) -> stacked RNN/LSTM/GRU -> linear head.
 
 Shapes: B batch, T time steps, E embedding size, H hidden size, L layers, V vocabulary size.
 Training and sampling use the fused `torch.nn` recurrent kernels (cuDNN on a GPU).
@@ -6,15 +6,17 @@ Training and sampling use the fused `torch.nn` recurrent kernels (cuDNN on a GPU
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.core.config import CELLS, CharRNNConfig  # noqa: F401 - re-exported for callers of the model
 
-# The recurrent state is always a tuple of (L, B, H) tensors: (h,) for rnn and gru, (h, c) for lstm.
-State = tuple[torch.Tensor, ...]
-
+from charrnn.core.checkpoint import load_checkpoint, require_task
+from charrnn.core.rnn import State, make_rnn
+from charrnn.core.tokenizer import CharTokenizer
+from charrnn.lm.config import CharRNNConfig
 
 class CharRNN(nn.Module):
     """A character-level recurrent language model."""
@@ -54,34 +56,18 @@ class CharRNN(nn.Module):
         return logits, (tuple(new) if isinstance(new, tuple) else (new,))
 
 
-RNN_CLASSES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-CELL_CLASSES = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, CharTokenizer]:
+    """Rebuild the model (in eval mode, on `device`) and tokenizer stored in a loaded checkpoint."""
+    config = CharRNNConfig.from_dict(ckpt["model_config"])
+    model = CharRNN(config)
+    model.load_state_dict(ckpt["model_state"])
+    model.to(device).eval()
+    return model, CharTokenizer.from_dict(ckpt["tokenizer"])
 
 
-def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.RNNBase:
-    """charrnn's recurrent core: a stacked batch-first torch.nn RNN/LSTM/GRU (cuDNN on a GPU)."""
-    rnn = RNN_CLASSES[cell](input_size, hidden_size, num_layers=num_layers, batch_first=True,
-                            dropout=dropout if num_layers > 1 else 0.0)
-    init_forget_gate_bias(rnn, cell, hidden_size)
-    return rnn
-
-
-def init_forget_gate_bias(module: nn.Module, cell: str, hidden_size: int) -> None:
-    """Forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): an LSTM remembers by default early on.
-    PyTorch's gate order is i, f, g, o and it adds bias_ih and bias_hh, so one of them is set to 1."""
-    if cell != "lstm":
-        return
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            name = name.rsplit(".", 1)[-1]  # "bias_ih_l0", or "0.bias_ih" in a list of cells
-            if name.startswith("bias_"):
-                p[hidden_size:2 * hidden_size] = 1.0 if name.startswith("bias_ih") else 0.0
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def detach_state(state: State) -> State:
-    """Cut the graph at a chunk boundary: truncated BPTT keeps the values, drops the history."""
-    return tuple(s.detach() for s in state)
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[CharRNN, CharTokenizer, dict]:
+    """The language model, tokenizer and checkpoint dict from a checkpoint file or run directory."""
+    ckpt = load_checkpoint(path)
+    require_task(ckpt, "lm", path)
+    model, tokenizer = model_from_checkpoint(ckpt, device)
+    return model, tokenizer, ckpt

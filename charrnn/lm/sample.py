@@ -13,17 +13,17 @@ from dataclasses import dataclass
 
 import torch
 
+from charrnn.core.config import check_length_alpha, check_seed  # noqa: F401 - check_seed: part of sampling's API
 from charrnn.core.errors import CharRNNError
-from charrnn.core.cells import Stepper
-from charrnn.lm.model import CharRNN, State
+from charrnn.lm.stepper import Stepper
+from charrnn.core.rnn import State
+from charrnn.lm.model import CharRNN
 from charrnn.core.tokenizer import CharTokenizer
 
 PRIME_CHUNK = 2048  # prime characters per fused-kernel call: it holds (T, 3H or 4H) input projections at once
 GREEDY_BELOW = 1e-30  # a temperature below this is greedy: exp(-gap / T) is 0 in float32 for any gap over 1e-28
 SHIFT_BELOW = 1e-3  # from here up, logits / T overflows only past 3.4e35 (no model's): no shift per character
 UNIFORM_ABOVE = 1e30  # a temperature above this is uniform: exp(-gap / T) is 1 in float32 for any gap under 1e22
-SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
-MAX_LENGTH_ALPHA = 10.0  # 0 ranks by raw log-probability, 1 per character; far above, every score rounds to 0
 
 
 @dataclass(frozen=True)
@@ -195,14 +195,7 @@ def check_beam_options(length: int, beam_size: int, length_alpha: float) -> None
     if length < 1:
         raise CharRNNError(f"--length must be at least 1 for beam search, got {length}")
     # Below 0 would favour short texts even more than raw log-probability; `not` also refuses NaN.
-    if not 0 <= length_alpha <= MAX_LENGTH_ALPHA:
-        raise CharRNNError(f"--length-alpha must be between 0 and {MAX_LENGTH_ALPHA:g}, got {length_alpha}")
-
-
-def check_seed(seed: int | None) -> None:
-    """Refuse a seed torch.Generator cannot take (it would raise, or wrap a negative one silently)."""
-    if seed is not None and not 0 <= seed < SEED_LIMIT:
-        raise CharRNNError(f"--seed must be between 0 and 2**64 - 1, got {seed}")
+    check_length_alpha(length_alpha)
 
 
 def iter_sample(model: CharRNN, tokenizer: CharTokenizer, *, prime: str = "", length: int = 500,

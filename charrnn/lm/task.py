@@ -20,13 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.core import distributed
-from charrnn.core.errors import CharRNNError, bundled
-from charrnn.core.config import DEFAULT_CORPUS, Newline, TrainConfig
+from charrnn.core.errors import CharRNNError
+from charrnn.core.files import bundled
+from charrnn.core.config import Newline
+from charrnn.lm.config import DEFAULT_CORPUS, LMTrainConfig
 from charrnn.lm.data import (CACHE_FILES, EncodedCorpus, StreamBatches, cached_corpus, encode_corpus, file_signature,
                           ids_sha256)
 from charrnn.core.distributed import World
 from charrnn.lm.evaluate import evaluate
-from charrnn.lm.model import CharRNN, State, detach_state
+from charrnn.core.rnn import State, detach_state
+from charrnn.lm.model import CharRNN
 from charrnn.core.rundir import resume_config as _resume_config
 from charrnn.core.tokenizer import CharTokenizer
 from charrnn.core.trainer import Event, TrainSummary, run_training
@@ -42,7 +45,7 @@ class LanguageModelTask:
 
     name, unit, selection, lower_is_better = "lm", "chars", "val_loss", True
 
-    def __init__(self, config: TrainConfig, corpus: EncodedCorpus, world: World, device: torch.device):
+    def __init__(self, config: LMTrainConfig, corpus: EncodedCorpus, world: World, device: torch.device):
         self.config, self.corpus, self.world, self.device = config, corpus, world, device
         self.tokenizer: CharTokenizer = corpus.tokenizer
         train_ids, self.val_ids, _ = corpus.split(config.val_frac, config.test_frac)
@@ -96,7 +99,7 @@ class LanguageModelTask:
         return {"corpus": str(self.corpus.source), "corpus_sha256": self.corpus.sha256}
 
 
-def build(config: TrainConfig, *, checkpoint: dict | None, world: World, device: torch.device) -> LanguageModelTask:
+def build(config: LMTrainConfig, *, checkpoint: dict | None, world: World, device: torch.device) -> LanguageModelTask:
     """The language-model task of a new run, or of a resumed one (`checkpoint` = its last.pt)."""
     corpus_path = Path(config.corpus)
     if checkpoint is None and config.corpus == DEFAULT_CORPUS:
@@ -116,7 +119,7 @@ def build(config: TrainConfig, *, checkpoint: dict | None, world: World, device:
     return task
 
 
-def _corpus(config: TrainConfig, path: Path, checkpoint: dict | None) -> EncodedCorpus:
+def _corpus(config: LMTrainConfig, path: Path, checkpoint: dict | None) -> EncodedCorpus:
     """The encoded corpus of a new run; for a resumed run, the same text it started on, or an error."""
     settings = dict(encoding=config.encoding, byte_level=config.byte_level,
                     document_separator=config.document_separator, newline=config.newline)
@@ -146,7 +149,7 @@ def trained_newline(checkpoint: dict) -> Newline:
     return ((checkpoint.get("meta") or {}).get("train_config") or {}).get("newline", "keep")
 
 
-def train(config: TrainConfig, on_event: Event | None = None, *, resume: bool = False, overwrite: bool = False,
+def train(config: LMTrainConfig, on_event: Event | None = None, *, resume: bool = False, overwrite: bool = False,
           stop: threading.Event | None = None) -> TrainSummary:
     """Train a character language model as `config` says, writing checkpoints, `metrics.jsonl` and `loss.svg`
     to its run directory; with `resume`, continue the run there exactly where it stopped."""
@@ -154,6 +157,6 @@ def train(config: TrainConfig, on_event: Event | None = None, *, resume: bool = 
                         resume=resume, overwrite=overwrite, stop=stop)
 
 
-def resume_config(run_dir: str | os.PathLike, **overrides) -> TrainConfig:
+def resume_config(run_dir: str | os.PathLike, **overrides) -> LMTrainConfig:
     """The saved config of a language-model run, with the options the user gave on resume replaced."""
-    return _resume_config(run_dir, TrainConfig, overrides)
+    return _resume_config(run_dir, LMTrainConfig, overrides)

@@ -1,0 +1,47 @@
+"""The tasks charrnn trains, one row each: the one place a task is registered.
+
+A row names the task as checkpoints record it, the package that implements it (`<package>.config` holds its
+run config, `<package>.task` its `build` / `train` / `resume_config`), the commands that train it and read
+its models, and the model shipped for it. Torch-free and import-free (classes are named, not imported), so
+`charrnn --help` and the checkpoint format can read it without loading any task.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    name: str  # as checkpoints record it ("task")
+    package: str  # the package that implements it
+    run_config: str  # the name of its run config class in `<package>.config`
+    what: str  # what one of its models is, for messages: "a language model"
+    train_command: str  # how a run of it is trained (and resumed, with --resume RUN)
+    use_command: str  # the commands that read its models
+    shipped: str | None = None  # the file of its shipped model in charrnn/pretrained/
+
+
+TASKS: dict[str, TaskRow] = {row.name: row for row in (
+    TaskRow("lm", "charrnn.lm", "LMTrainConfig", "a language model", "charrnn train", "charrnn sample / eval",
+            "lm-tinyshakespeare.pt"),
+    TaskRow("caption", "charrnn.caption", "CaptionTrainConfig", "an image captioner", "charrnn caption train",
+            "charrnn caption", "caption-emoji.pt"),
+    TaskRow("ctc", "charrnn.ctc", "CTCTrainConfig", "a line reader", "charrnn ctc train", "charrnn ctc",
+            "ctc-lines.pt"),
+)}
+
+
+def task_of_config(config_type: type) -> TaskRow:
+    """The row whose run config is `config_type` (a subclass of `LoopConfig`)."""
+    for row in TASKS.values():
+        if config_type.__module__ == f"{row.package}.config" and config_type.__name__ == row.run_config:
+            return row
+    raise KeyError(f"{config_type.__name__} is no task's run config; add its row to charrnn/tasks.py")
+
+
+def run_config_class(name: str) -> type:
+    """The run config class of task `name`."""
+    row = TASKS[name]
+    return getattr(importlib.import_module(f"{row.package}.config"), row.run_config)
