@@ -81,6 +81,17 @@ def test_imports_run_one_way():
     assert not violations, "\n".join(violations)
 
 
+def test_no_module_imports_a_private_name_of_another():
+    """What two modules share is public: a `_name` stays inside the module that defines it."""
+    private = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("charrnn"):
+                private += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not private, "\n".join(private)
+
+
 def test_the_rule_catches_a_sideways_import(tmp_path):
     """The check itself: a caption module importing ctc, a core module importing lm, and a cli module
     importing a task at start-up are each reported with their file and line."""

@@ -1,6 +1,5 @@
 """What the image tasks share (charrnn.vision) and the one text sniffer every reader uses (charrnn.core.text)."""
 
-import ast
 import re
 from pathlib import Path
 
@@ -13,8 +12,6 @@ from charrnn.core.text import iter_text, sniff_wide_encoding
 from charrnn.ctc.data import LineSplit, read_lines
 from charrnn.vision.cache import npy_header
 from charrnn.vision.dataset import BadRow, bad_rows_message, relabel
-
-PACKAGE = Path(__file__).resolve().parent.parent / "charrnn"
 
 
 @pytest.mark.parametrize("codec, text", [
@@ -80,25 +77,3 @@ def test_npy_header_is_a_fixed_size_header_numpy_reads(tmp_path, shape):
     path.write_bytes(header + bytes(shape[0] * shape[1]))
     array = np.load(path, mmap_mode="r")
     assert array.shape == shape and array.dtype == np.uint8 and array.flags.f_contiguous
-
-
-def _imports(package: str) -> list[tuple[Path, str, list[str]]]:
-    """(file, module, names) of every `from charrnn... import` in a package."""
-    found = []
-    for path in sorted((PACKAGE / package).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("charrnn"):
-                found.append((path, node.module, [a.name for a in node.names]))
-    return found
-
-
-def test_vision_stands_on_core_alone_and_caption_and_ctc_share_it_rather_than_each_other():
-    assert all(m.startswith(("charrnn.core", "charrnn.vision")) for _, m, _ in _imports("vision"))
-    assert not [m for _, m, _ in _imports("ctc") if m.startswith("charrnn.caption")]
-    assert not [m for _, m, _ in _imports("caption") if m.startswith("charrnn.ctc")]
-
-
-def test_no_module_imports_a_private_name_of_another():
-    private = [(p.name, m, n) for p, m, names in _imports(".") for n in names
-               if n.startswith("_") and not n.startswith("__")]
-    assert private == []
