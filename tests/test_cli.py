@@ -135,8 +135,8 @@ OWN_OPTIONS = {
             "--json"],
     "cells": ["CHECKPOINT", "TEXT_FILE", "ACTIVATIONS", "--top", "--max-chars", "--html", "--plot", "--encoding", "--map-unknown",
               "--device", "--json"],
-    "caption": ["train", "sample", "eval", "make-emoji"],  # its own commands; tests/test_caption.py has the rest
-    "ctc": ["train", "decode", "eval", "tune-lm", "make-lines"],  # its own commands; tests/test_ctc.py has the rest
+    "caption": ["train", "sample", "eval", "make-emoji"],  # its own commands; tests/test_caption_task.py has the rest
+    "ctc": ["train", "decode", "eval", "tune-lm", "make-lines"],  # its own commands; tests/test_ctc_task.py has the rest
 }
 
 

@@ -125,7 +125,7 @@ def test_stream_batches_cover_every_target_once_per_epoch(n_ids, batch_size, seq
     """
     ids = np.arange(n_ids)  # every "character" is its own position: targets name themselves
     L = (n_ids - 1) // batch_size
-    assume(L >= seq_len)  # shorter texts are refused with a CharRNNError (tested in test_data.py)
+    assume(L >= seq_len)  # shorter texts are refused with a CharRNNError (tested in test_lm_data.py)
     batches = data.StreamBatches(ids, batch_size, seq_len)
     S = L // seq_len
     assert len(batches) == S

@@ -1,6 +1,6 @@
 """Line datasets in each layout, split rules, bad rows, line decoding and the line cache.
 
-The IAM fixture (tests/fixtures/iam: ascii/lines.txt and lines/) is committed; `python tests/test_lines.py`
+The IAM fixture (tests/fixtures/iam: ascii/lines.txt and lines/) is committed; `python tests/test_ctc_data.py`
 draws it again. Everything else is written here, in tmp_path.
 """
 

@@ -1,6 +1,6 @@
 """The cell viewer's page, read as data: what it embeds, how it is quantised, and the CLI that writes it.
 
-tests/test_viz_browser.py runs the same pages in a real browser."""
+tests/test_inspect_viewer_browser.py runs the same pages in a real browser."""
 
 import base64
 import json

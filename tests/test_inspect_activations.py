@@ -170,7 +170,7 @@ def test_dump_viz_cells_through_the_cli(tmp_path, corpus, cell):
     result = json.loads(r.stdout)
     page = (tmp_path / "ranked.html").read_text(encoding="utf-8")
     data = json.loads(page.split('<script id="data" type="application/json">')[1].split("</script>")[0])
-    # Every character analysed, and the ranking printed (tests/test_viz.py has the rest of the page).
+    # Every character analysed, and the ranking printed (tests/test_inspect_viewer.py has the rest of the page).
     assert len(data["chars"]) == len(TEXT * 2) and data["probes"] == result["probes"]
     assert "line_position" in result["probes"] and "gate_saturation" in result
     assert len(result["probes"]["line_position"]) == 5
