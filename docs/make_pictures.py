@@ -48,10 +48,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from PIL import Image
+from PIL import Image  # noqa: E402 - after the sys.path line above
 
-from charrnn.core.svg import loss_curve_svg
-from charrnn.core.rundir import read_metrics
+from charrnn.core.rundir import read_metrics  # noqa: E402
+from charrnn.core.svg import loss_curve_svg  # noqa: E402
 
 DIALOGUE_AT = 2_993_459  # a byte offset in corpora/warpeace_input.txt (`tail -c +2993460`)
 PICTURES = ("loss", "cells", "attention", "alignment")  # cells also makes saturation.svg

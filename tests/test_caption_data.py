@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from charrnn.core.errors import CharRNNError
 from charrnn.caption.data import cache_images, read_captions
+from charrnn.core.errors import CharRNNError
 from charrnn.vision.dataset import open_member
 
 LANCZOS = Image.Resampling.LANCZOS

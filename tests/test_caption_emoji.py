@@ -14,10 +14,23 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from charrnn.caption.emoji import (
+    Emoji,
+    EmojiRenderer,
+    alias_words,
+    code_points,
+    emoji_names,
+    find_font,
+    group_of,
+    load_aliases,
+    make_emoji_dataset,
+    parse_emoji_test,
+    split_grouped,
+    split_random,
+    to_square_rgb,
+    write_dataset,
+)
 from charrnn.core.errors import CharRNNError
-from charrnn.caption.emoji import (Emoji, EmojiRenderer, alias_words, code_points, emoji_names, find_font, group_of,
-                           load_aliases, make_emoji_dataset, parse_emoji_test, split_grouped, split_random,
-                           to_square_rgb, write_dataset)
 
 BUNDLED = Path(__file__).resolve().parents[1] / "corpora" / "emoji.zip"
 TONES = ["", "\U0001F3FB", "\U0001F3FC", "\U0001F3FD", "\U0001F3FE", "\U0001F3FF"]

@@ -7,12 +7,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from charrnn.caption.config import CaptionerConfig, CaptionTrainConfig
 from charrnn.caption.decode import caption_images
-
-from charrnn.caption.task import resume_config, train
-from charrnn.caption.model import Captioner, beam_search, caption_loss, decode
-from charrnn.caption.config import CaptionTrainConfig, CaptionerConfig
 from charrnn.caption.evaluate import caption_scores
+from charrnn.caption.model import Captioner, beam_search, caption_loss, decode
+from charrnn.caption.task import resume_config, train
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220), "black": (0, 0, 0),
            "orange": (250, 150, 0)}
@@ -135,8 +134,8 @@ def test_bleu_and_cider_against_hand_computed_values():
 def test_overfits_twenty_images_to_their_own_captions(tmp_path, shapes_data):
     s = train(tiny(shapes_data, tmp_path / "run", batch_size=20, max_steps=150, lr=2e-2, attention=True))
     assert s.history[-1] < 0.1
-    from charrnn.caption.model import load_captioner
     from charrnn.caption.data import cache_images, read_captions
+    from charrnn.caption.model import load_captioner
 
     m, tok, _ = load_captioner(tmp_path / "run")
     data = read_captions(shapes_data, val_frac=0.0)

@@ -6,11 +6,11 @@ import sys
 from dataclasses import fields
 
 import pytest
+from conftest import TEXT
 from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.lm.config import LMTrainConfig
-from conftest import TEXT
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}  # help on one line per option, so that a flag and its default are not split
@@ -133,10 +133,11 @@ OWN_OPTIONS = {
              "--device", "--json"],
     "viz": ["ACTIVATIONS", "--out", "--max-chars", "--kinds", "--top", "--encoding", "--map-unknown", "--device",
             "--json"],
-    "cells": ["CHECKPOINT", "TEXT_FILE", "ACTIVATIONS", "--top", "--max-chars", "--html", "--plot", "--encoding", "--map-unknown",
-              "--device", "--json"],
-    "caption": ["train", "sample", "eval", "make-emoji"],  # its own commands; tests/test_caption_task.py has the rest
-    "ctc": ["train", "decode", "eval", "tune-lm", "make-lines"],  # its own commands; tests/test_ctc_task.py has the rest
+    "cells": ["CHECKPOINT", "TEXT_FILE", "ACTIVATIONS", "--top", "--max-chars", "--html", "--plot", "--encoding",
+              "--map-unknown", "--device", "--json"],
+    # The groups' own commands; tests/test_caption_task.py and tests/test_ctc_task.py have the rest.
+    "caption": ["train", "sample", "eval", "make-emoji"],
+    "ctc": ["train", "decode", "eval", "tune-lm", "make-lines"],
 }
 
 
@@ -465,8 +466,9 @@ main()
 
 
 def test_ctrl_c_while_importing_is_one_line_and_status_130():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["charrnn"] == "charrnn.__main__:main"  # what the console script runs
@@ -520,8 +522,8 @@ def test_the_shipped_models_answer_without_a_run_directory(tmp_path):
     r = run("sample", "--length", 40, "--seed", 0, "--no-stop-at-eod")
     assert r.exit_code == 0 and len(r.stdout) >= 40, r.output
     text = tmp_path / "scene.txt"
-    text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n",
-                    encoding="utf-8")
+    text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n"
+                    "It is the east, and Juliet is the sun.\n", encoding="utf-8")
     r = run("dump", text, "--out", tmp_path / "a.npz")
     assert r.exit_code == 0 and (tmp_path / "a.npz").exists(), r.output
     r = run("cells", text, "--html", tmp_path / "c.html", "--top", 1)

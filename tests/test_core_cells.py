@@ -2,9 +2,8 @@ import pytest
 import torch
 
 from charrnn.core.cells import GATES
-
-from charrnn.inspect.activations import trace_layer
 from charrnn.core.config import CELLS
+from charrnn.inspect.activations import trace_layer
 from charrnn.lm.config import CharRNNConfig
 from charrnn.lm.model import CharRNN
 

@@ -7,10 +7,10 @@ import torch
 
 from charrnn.core.checkpoint import atomic_save, checkpoint_info, load_checkpoint, save_checkpoint
 from charrnn.core.errors import CharRNNError
+from charrnn.core.tokenizer import CharTokenizer
 from charrnn.lm.config import CharRNNConfig
 from charrnn.lm.model import CharRNN, load_model, model_from_checkpoint
 from charrnn.lm.sample import SampleSettings, sample
-from charrnn.core.tokenizer import CharTokenizer
 
 
 def small_model(cell="lstm"):

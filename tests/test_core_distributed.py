@@ -5,11 +5,10 @@ import sys
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from charrnn.core.checkpoint import load_checkpoint
 from charrnn.lm.task import train
-
-from conftest import tiny_config
 
 
 def losses(run):

@@ -46,7 +46,7 @@ def test_document_separator_becomes_eod():
 
 
 def test_byte_level_round_trip():
-    data = "héllo 世界".encode("utf-8") + b"\xff\x00"
+    data = "héllo 世界".encode() + b"\xff\x00"
     tok = CharTokenizer.from_text(data, byte_level=True)
     assert tok.decode_bytes(tok.encode(data)) == data
     assert len(tok.encode("é")) == 2  # two UTF-8 bytes

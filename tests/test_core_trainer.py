@@ -5,16 +5,15 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
 from charrnn.core.checkpoint import load_checkpoint
-from charrnn.core.errors import CharRNNError
 from charrnn.core.config import CELLS
 from charrnn.core.device import bf16_is_native, resolve_precision
+from charrnn.core.errors import CharRNNError
+from charrnn.core.trainer import StopReason, learning_rate
 from charrnn.lm.config import LMTrainConfig
 from charrnn.lm.task import resume_config, train
-from charrnn.core.trainer import StopReason, learning_rate
-
-from conftest import tiny_config
 
 
 def losses_of(run_dir):

@@ -23,7 +23,10 @@ IAM_LINES = {  # line id -> (segmentation result, transcript as IAM writes it)
     "b02-001-00": ("ok", "any|more"),
     "b02-001-01": ("ok", "life|Peers|."),
 }
-QUARTER = lambda w: w // 4  # a CNN that halves the width twice
+
+
+def quarter(width: int) -> int:  # a CNN that halves the width twice
+    return width // 4
 
 
 def write_iam_fixture(root: Path = IAM) -> None:
@@ -145,7 +148,7 @@ def test_iam_lines_with_words_joined_by_spaces(tmp_path, layout):
     assert data.train.files[3] == "lines/b02/b02-001/b02-001-00.png"
     assert data.train.texts == ["A MOVE to stop", "Mr. Gaitskell", "from nominating", "any more", "life Peers ."]
     assert data.train.origins[0] == (label, 7)  # after IAM's six comment lines
-    lines = cache_lines(data.train, tmp_path / "cache", height=16, max_width=400, frames=QUARTER)
+    lines = cache_lines(data.train, tmp_path / "cache", height=16, max_width=400, frames=quarter)
     assert len(lines) == 5 and lines.pixels.shape[0] == 16
 
 
@@ -228,21 +231,21 @@ def test_bad_rows_found_while_caching_undecodable_and_too_narrow(tmp_path):
     cache = tmp_path / "cache" / "lines"
     with pytest.raises(CharRNNError, match=r"2 bad rows: labels.tsv line 3: narrow.png is too narrow at height 8: "
                                            r"20 pixels wide gives 5 CTC frames.*needs 6.*line 5: junk.png"):
-        cache_lines(split, cache, height=8, max_width=64, frames=QUARTER)
+        cache_lines(split, cache, height=8, max_width=64, frames=quarter)
     assert list((tmp_path / "cache").iterdir()) == []  # nothing half-written left behind
-    lines = cache_lines(split, cache, height=8, max_width=64, frames=QUARTER, skip_bad=True)
+    lines = cache_lines(split, cache, height=8, max_width=64, frames=quarter, skip_bad=True)
     assert lines.kept == [0, 2] and lines.split.files == ["wide.png", "narrow2.png"]  # 5 frames spell "helo"
     assert [(b.file, b.line) for b in lines.skipped] == [("labels.tsv", 3), ("labels.tsv", 5)]
     assert list(lines.widths()) == [24, 20]
     with pytest.raises(CharRNNError, match="--skip-bad"):  # a cache made with skip_bad is no way around it
-        cache_lines(split, cache, height=8, max_width=64, frames=QUARTER)
+        cache_lines(split, cache, height=8, max_width=64, frames=quarter)
 
 
 def test_squeezed_line_too_narrow_suggests_max_width(tmp_path):
     root = make_tsv(tmp_path / "ds", [("a.png", "a long transcript")], widths={"a.png": 400})
     split = read_lines(root, val_frac=0).train
     with pytest.raises(CharRNNError, match="raise --max-width"):
-        cache_lines(split, tmp_path / "c", height=8, max_width=32, frames=QUARTER)
+        cache_lines(split, tmp_path / "c", height=8, max_width=32, frames=quarter)
 
 
 # ----- decoding --------------------------------------------------------------------------------------------
@@ -279,7 +282,7 @@ def test_sixteen_bit_grayscale_is_not_clipped_to_white(tmp_path):
 
 def test_batch_pads_with_zeros_and_returns_widths(tmp_path):
     root = make_tsv(tmp_path / "ds", [("a.png", "ab"), ("b.png", "abc")], widths={"a.png": 12, "b.png": 30})
-    lines = cache_lines(read_lines(root, val_frac=0).train, tmp_path / "c", height=8, max_width=64, frames=QUARTER)
+    lines = cache_lines(read_lines(root, val_frac=0).train, tmp_path / "c", height=8, max_width=64, frames=quarter)
     assert list(lines.offsets) == [0, 12, 42]
     x, widths = lines.batch([1, 0])
     assert x.shape == (2, 8, 30) and x.dtype == np.uint8 and list(widths) == [30, 12]
@@ -292,15 +295,15 @@ def test_batch_pads_with_zeros_and_returns_widths(tmp_path):
 def test_cache_is_reused_then_rebuilt_when_an_image_or_frames_change(tmp_path):
     root = make_tsv(tmp_path / "ds", [("a.png", "ab"), ("b.png", "cd")])
     split = read_lines(root, val_frac=0).train
-    first = cache_lines(split, tmp_path / "c", height=8, max_width=64, frames=QUARTER)
-    again = cache_lines(split, tmp_path / "c.npy", height=8, max_width=64, frames=QUARTER)
+    first = cache_lines(split, tmp_path / "c", height=8, max_width=64, frames=quarter)
+    again = cache_lines(split, tmp_path / "c.npy", height=8, max_width=64, frames=quarter)
     assert not first.reused and again.reused and isinstance(again.pixels, np.memmap)
     assert np.array_equal(first.pixels, again.pixels)
     save_line(root / "b.png", 48)
-    changed = cache_lines(split, tmp_path / "c", height=8, max_width=64, frames=QUARTER)
+    changed = cache_lines(split, tmp_path / "c", height=8, max_width=64, frames=quarter)
     assert not changed.reused and list(changed.widths()) == [40, 48]
     assert not cache_lines(split, tmp_path / "c", height=8, max_width=64, frames=lambda w: w // 2).reused
-    assert not cache_lines(split, tmp_path / "c", height=4, max_width=64, frames=QUARTER).reused
+    assert not cache_lines(split, tmp_path / "c", height=4, max_width=64, frames=quarter).reused
 
 
 if __name__ == "__main__":

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ctc_helpers import benchmark, peaked_log_probs
 
 from charrnn.core.checkpoint import save_checkpoint
 from charrnn.core.errors import CharRNNError
+from charrnn.core.tokenizer import CharTokenizer
 from charrnn.ctc.decode import CharLM, load_char_lm
 from charrnn.ctc.search import beam_decode, collapse, greedy_decode, prefix_beam_search, search_lines
-from ctc_helpers import benchmark, peaked_log_probs
 from charrnn.lm.config import CharRNNConfig
 from charrnn.lm.model import CharRNN
-from charrnn.core.tokenizer import CharTokenizer
 
 LABELS = ["", "h", "e", "l", "o"]
 

@@ -8,11 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from charrnn.ctc import linegen
 from charrnn.core.errors import CharRNNError
+from charrnn.ctc import linegen
+from charrnn.ctc.linegen import (
+    SHIPPED_FONTS,
+    LineFont,
+    cut_line,
+    draw_style,
+    font_names,
+    make_lines,
+    read_parts,
+    render_line,
+)
 from charrnn.lm.data import split_ids
-from charrnn.ctc.linegen import (SHIPPED_FONTS, LineFont, cut_line, draw_style, font_names, make_lines, read_parts,
-                             render_line)
 
 TRAIN_WORDS = ["apple", "banana", "cherry", "damson", "elder", "fig,", "grape."]
 VAL_WORDS = ["xylophone", "yak", "zebra!", "walrus"]

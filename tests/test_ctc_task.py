@@ -85,9 +85,9 @@ def tiny(data, out, **kw):
 
 
 def test_overfits_a_few_lines(tmp_path, lines):
+    from charrnn.ctc.data import cache_lines, read_lines
     from charrnn.ctc.decode import read_images
     from charrnn.ctc.model import load_reader
-    from charrnn.ctc.data import cache_lines, read_lines
 
     data = read_lines(lines)
     few = data.train.subset(range(8))
@@ -143,8 +143,8 @@ def cli(*args):
 def test_cli_make_lines_train_decode_eval_tune(tmp_path, lines):
     import json
 
-    from charrnn.lm.task import train as train_lm
     from charrnn.lm.config import LMTrainConfig
+    from charrnn.lm.task import train as train_lm
 
     r = cli("ctc", "make-lines", lines.parent / "text.txt", tmp_path / "set", "--count", 3, "--val-count", 2,
             "--fonts", "default", "--json")

@@ -1,27 +1,43 @@
 import json
 import xml.etree.ElementTree as ET
-
-import numpy as np
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import TEXT, tiny_config
 from typer.testing import CliRunner
 
-from charrnn.inspect.activations import (Trace, collect_activations, escape_symbol, gate_saturation, kinds_of, load_npz,
-                                 save_lstmvis, save_npz)
 from charrnn.cli import app
 from charrnn.core.config import CELLS
+from charrnn.core.svg import loss_curve_svg
+from charrnn.core.tokenizer import CharTokenizer
+from charrnn.inspect.activations import (
+    Trace,
+    collect_activations,
+    escape_symbol,
+    gate_saturation,
+    kinds_of,
+    load_npz,
+    save_lstmvis,
+    save_npz,
+)
+from charrnn.inspect.plot import saturation_svg
+from charrnn.inspect.probes import (
+    after_newline,
+    bracket_depth,
+    in_brackets,
+    in_comment,
+    in_double_quotes,
+    indent_depth,
+    line_position,
+    rank_cells,
+    threshold_accuracy,
+    word_start,
+)
 from charrnn.lm.config import CharRNNConfig
 from charrnn.lm.model import CharRNN
-from charrnn.core.svg import loss_curve_svg
-from charrnn.inspect.plot import saturation_svg
-from charrnn.inspect.probes import (after_newline, bracket_depth, in_brackets, in_comment, in_double_quotes, indent_depth,
-                            line_position, rank_cells, threshold_accuracy, word_start)
-from charrnn.core.tokenizer import CharTokenizer
 from charrnn.lm.task import train
-
-from conftest import TEXT, tiny_config
 
 
 def test_probes_on_known_strings():
@@ -33,7 +49,8 @@ def test_probes_on_known_strings():
     assert in_brackets(chars)[6:13].tolist() == [1, 1, 1, 1, 1, 0, 0]
     assert line_position(list("ab\ncd")).tolist() == [1, 2, 0, 1, 2]
     assert indent_depth(list("x\n  y\n\tz")).tolist() == [0, 0, 1, 2, 2, 0, 4, 4]
-    assert in_comment(list('a # b\nc "#" d // e')).tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]  # from the second slash
+    # "//" comments start at the second slash
+    assert in_comment(list('a # b\nc "#" d // e')).tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
     assert word_start(list("hi there, 42")).tolist() == [1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0]
     assert after_newline(list("a\nb")).tolist() == [0, 1, 0]
 
@@ -238,8 +255,9 @@ def test_loss_curve_plots_train_and_validation():
     assert [t.text for t in empty.iter(f"{SVG}text")] == ["no data yet"]
 
 
-@pytest.mark.parametrize("path, name", [("runs/exp: lr 0.01", "exp: lr 0.01"), ("runs/exp: lr 0.01/best.pt", "exp: lr 0.01"),
-                                        ("runs/v1.2/last.pt", "v1.2"), ("models/lm.v2.pt", "lm.v2"), ("best.pt", "best")])
+@pytest.mark.parametrize("path, name", [
+    ("runs/exp: lr 0.01", "exp: lr 0.01"), ("runs/exp: lr 0.01/best.pt", "exp: lr 0.01"),
+    ("runs/v1.2/last.pt", "v1.2"), ("models/lm.v2.pt", "lm.v2"), ("best.pt", "best")])
 def test_run_name_is_the_whole_name(path, name):
     from charrnn.core.checkpoint import run_name
 

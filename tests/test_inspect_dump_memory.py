@@ -7,19 +7,25 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from conftest import TEXT
 from typer.testing import CliRunner
 
-from charrnn.inspect.activations import collect_activations, describe, dump_activations, load_npz, save_lstmvis, save_npz
 from charrnn.cli import app
 from charrnn.core.errors import CharRNNError
-from charrnn.lm.config import CharRNNConfig
-from charrnn.lm.model import CharRNN
+from charrnn.core.tokenizer import CharTokenizer
+from charrnn.inspect.activations import (
+    collect_activations,
+    describe,
+    dump_activations,
+    load_npz,
+    save_lstmvis,
+    save_npz,
+)
 from charrnn.inspect.npz import NpzArchive, write_npz
 from charrnn.inspect.probes import rank_cells
-from charrnn.core.tokenizer import CharTokenizer
 from charrnn.inspect.viewer import render_html
-
-from conftest import TEXT
+from charrnn.lm.config import CharRNNConfig
+from charrnn.lm.model import CharRNN
 
 
 def _model(cell="lstm"):

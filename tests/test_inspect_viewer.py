@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn.inspect.activations import Trace, gate_saturation, kinds_of, load_npz
 from charrnn.cli import app
 from charrnn.core.errors import CharRNNError
+from charrnn.inspect.activations import Trace, gate_saturation, kinds_of, load_npz
 from charrnn.inspect.probes import line_position
 from charrnn.inspect.viewer import MAX_EMBEDDED_VALUES, cell_name, default_kinds, parse_cell, quantise, render_html
 
@@ -217,8 +217,8 @@ def test_cells_html_shows_every_character_analysed_and_the_ranking_printed(train
 def test_cells_html_options_need_html_and_a_real_cell(trained_run):
     run_dir, corpus = trained_run
     one_line_error(runner.invoke(app, ["cells", str(run_dir), str(corpus), "--cell", "layer0/h/0"]), "--html")
-    one_line_error(runner.invoke(app, ["cells", str(run_dir), str(corpus), "--html", "x.html", "--cell", "layer0/h/999"]),
-                   "--cell layer0/h/999")
+    one_line_error(runner.invoke(app, ["cells", str(run_dir), str(corpus), "--html", "x.html",
+                                       "--cell", "layer0/h/999"]), "--cell layer0/h/999")
 
 
 def test_help_shows_the_viewer_options_with_an_example():

@@ -17,7 +17,8 @@ from charrnn.inspect.viewer import render_html
 try:
     from playwright import sync_api
 except ImportError:
-    pytest.skip("Playwright is not installed (pip install playwright; never playwright install)", allow_module_level=True)
+    pytest.skip("Playwright is not installed (pip install playwright; never playwright install)",
+                allow_module_level=True)
 CHROMIUM = os.environ.get("CHARRNN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if not CHROMIUM:
     pytest.skip("no Chromium installed (apt-get install chromium, or set CHARRNN_CHROMIUM)", allow_module_level=True)
@@ -228,13 +229,15 @@ def test_the_tooltip_stays_inside_the_window(browser, page_file, width, height):
             .filter(([s, r]) => r.width > 0 && r.bottom <= innerHeight && r.top >= 0);
         const lowest = seen.reduce((a, b) => b[1].bottom >= a[1].bottom ? b : a);
         const rightmost = seen.reduce((a, b) => b[1].right > a[1].right ? b : a);
-        return [lowest, rightmost].map(([s, r]) => ({i: Number(s.dataset.i), x: r.left + r.width / 2, y: r.top + r.height / 2}));
+        return [lowest, rightmost].map(([s, r]) => (
+            {i: Number(s.dataset.i), x: r.left + r.width / 2, y: r.top + r.height / 2}));
     }""")
     for target in targets:
         page.page.mouse.move(target["x"], target["y"])
         box = page.tip_box()
         assert box["shown"], target
-        assert 0 <= box["left"] and box["right"] <= box["width"] and 0 <= box["top"] and box["bottom"] <= box["height"], box
+        assert 0 <= box["left"] and box["right"] <= box["width"], box
+        assert 0 <= box["top"] and box["bottom"] <= box["height"], box
     text = page.page.inner_text("#tip")
     assert "\r" not in text and f"{QUOTE_CELL} = " in text and "model's top 3: CR 50.0%" in text
 

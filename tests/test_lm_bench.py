@@ -6,9 +6,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn.lm.bench import FULL_GRID, SMALL_GRID, PeakMemory, flops_per_char, in_fresh_process, make_grid, run_bench
 from charrnn.cli import app
 from charrnn.core.errors import CharRNNError
+from charrnn.lm.bench import FULL_GRID, SMALL_GRID, PeakMemory, flops_per_char, in_fresh_process, make_grid, run_bench
 
 
 def test_flops_per_char_counts_gates_and_layers():

@@ -1,11 +1,12 @@
 import os
+
 import numpy as np
 import pytest
 
 from charrnn.core.errors import CharRNNError
 from charrnn.core.text import iter_text
-from charrnn.lm.data import StreamBatches, build_tokenizer, encode_corpus, iter_encoded, split_ids
 from charrnn.core.tokenizer import CharTokenizer
+from charrnn.lm.data import StreamBatches, build_tokenizer, encode_corpus, iter_encoded, split_ids
 
 
 def test_batches_continue_streams():

@@ -1,8 +1,8 @@
 import pytest
 
-from charrnn.lm.model import load_model
 from charrnn.core.errors import CharRNNError
 from charrnn.lm.evaluate import evaluate_file
+from charrnn.lm.model import load_model
 
 
 def test_a_text_of_only_unknown_characters_is_not_a_perfect_score(trained_run, tmp_path):

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.core.errors import CharRNNError
 from charrnn.core.config import CELLS
+from charrnn.core.errors import CharRNNError
 from charrnn.core.rnn import detach_state
 from charrnn.lm.config import CharRNNConfig
 from charrnn.lm.model import CharRNN

@@ -6,18 +6,17 @@ import os
 
 import numpy as np
 import pytest
+from conftest import TEXT, tiny_config
 from typer.testing import CliRunner
 
-from charrnn.core.checkpoint import atomic_save, load_checkpoint
-
-from charrnn.lm.model import load_model
 from charrnn.cli import app
+from charrnn.core.checkpoint import atomic_save, load_checkpoint
 from charrnn.core.errors import CharRNNError
 from charrnn.core.text import iter_text, normalize_newlines
 from charrnn.lm.data import cached_corpus, encode_corpus
 from charrnn.lm.evaluate import evaluate_file
+from charrnn.lm.model import load_model
 from charrnn.lm.task import resume_config, train, trained_newline
-from conftest import TEXT, tiny_config
 
 CRLF_TEXT = TEXT.replace("\n", "\r\n").replace("Speak, speak.\r\n", "Speak, speak.\r")  # CRLF and a few lone CRs
 runner = CliRunner()

@@ -4,14 +4,21 @@ import pytest
 import torch
 
 import charrnn.lm.sample as sample_module
-from charrnn.lm.model import load_model
 from charrnn.core.errors import CharRNNError
-from charrnn.lm.evaluate import evaluate, evaluate_file
-from charrnn.lm.stepper import Stepper
 from charrnn.lm.config import CharRNNConfig
-from charrnn.lm.model import CharRNN
-from charrnn.lm.sample import (SampleSettings, beam_search, choose, iter_sample, make_generator, next_token_distribution,
-                            prime_ids, sample)
+from charrnn.lm.evaluate import evaluate, evaluate_file
+from charrnn.lm.model import CharRNN, load_model
+from charrnn.lm.sample import (
+    SampleSettings,
+    beam_search,
+    choose,
+    iter_sample,
+    make_generator,
+    next_token_distribution,
+    prime_ids,
+    sample,
+)
+from charrnn.lm.stepper import Stepper
 
 
 @pytest.fixture(scope="module")

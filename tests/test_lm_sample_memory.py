@@ -5,13 +5,13 @@ import sys
 
 import pytest
 import torch
+from conftest import TEXT
 
 import charrnn.lm.sample as sample_module
+from charrnn.core.tokenizer import CharTokenizer
 from charrnn.lm.config import CharRNNConfig
 from charrnn.lm.model import CharRNN
 from charrnn.lm.sample import SampleSettings, beam_search, sample
-from charrnn.core.tokenizer import CharTokenizer
-from conftest import TEXT
 
 
 def test_the_prime_is_read_once_in_chunks_and_only_its_last_position_scored(monkeypatch):

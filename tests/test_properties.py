@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from charrnn.caption import evaluate as metrics
+from charrnn.core.tokenizer import CharTokenizer
 from charrnn.ctc import evaluate as ctc_evaluate
 from charrnn.ctc import search as ctc_decode
 from charrnn.lm import data, sample
-from charrnn.core.tokenizer import CharTokenizer
 
 EXPLORE = os.environ.get("HYPOTHESIS_EXPLORE") == "1"
 FAST = settings(max_examples=600 if EXPLORE else 60, derandomize=not EXPLORE, deadline=None, database=None,

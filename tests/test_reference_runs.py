@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 
 from charrnn.lm.task import train
-
-from conftest import tiny_config
 
 REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "reference_runs.json").read_text())
 

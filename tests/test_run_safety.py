@@ -9,15 +9,14 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from charrnn.core.checkpoint import load_checkpoint
 from charrnn.core.errors import CharRNNError
-from charrnn.lm.config import LMTrainConfig
-from charrnn.lm.task import resume_config, train
 from charrnn.core.rundir import RunDir
 from charrnn.core.trainer import StopReason
-
-from conftest import tiny_config
+from charrnn.lm.config import LMTrainConfig
+from charrnn.lm.task import resume_config, train
 
 RUN_FILES = ("best.pt", "last.pt", "run.json", "metrics.jsonl", "loss.svg", "corpus.bin", "corpus.json")
 

@@ -12,7 +12,6 @@ from charrnn.caption.config import CaptionTrainConfig
 from charrnn.caption.model import Captioner, Decoded, beam_search, decode, load_captioner
 from charrnn.core.errors import CharRNNError
 
-
 EVAL_BATCH = 128
 
 

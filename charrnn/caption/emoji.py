@@ -31,7 +31,6 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, features
 
 from charrnn.core.errors import CharRNNError
-
 from charrnn.core.files import write_text_atomic
 
 # Where Debian/Ubuntu (fonts-noto-color-emoji), Fedora and Arch install the font.

@@ -21,9 +21,9 @@ from torch import nn
 
 from charrnn.caption.config import CaptionerConfig
 from charrnn.core.checkpoint import load_checkpoint, require_task
-from charrnn.vision.encoder import make_encoder
 from charrnn.core.rnn import CELL_CLASSES, init_forget_gate_bias, make_rnn
 from charrnn.core.tokenizer import tokenizer_from_dict
+from charrnn.vision.encoder import make_encoder
 
 State = tuple[torch.Tensor, ...]  # (L, B, H) tensors: (h,) or (h, c)
 

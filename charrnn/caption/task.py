@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charrnn.caption.config import DEFAULT_CAPTION_DATA, CaptionTrainConfig
+from charrnn.caption.data import cache_images, read_captions
 from charrnn.caption.decode import caption_images
 from charrnn.caption.evaluate import caption_scores, teacher_forced_loss
 from charrnn.caption.model import Captioner, caption_loss, encode_captions
+from charrnn.core.distributed import World
 from charrnn.core.errors import CharRNNError
 from charrnn.core.files import bundled
-from charrnn.caption.config import DEFAULT_CAPTION_DATA, CaptionTrainConfig
-from charrnn.core.distributed import World
-from charrnn.caption.data import cache_images, read_captions
 from charrnn.core.rundir import resume_config as _resume_config
 from charrnn.core.tokenizer import CharTokenizer, WordTokenizer, tokenizer_from_dict
 from charrnn.core.trainer import Event, TrainSummary, run_training

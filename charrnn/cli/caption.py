@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 
+from charrnn.caption.config import CaptionTrainConfig, Encoder, Tokens
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given
-from charrnn.core.errors import CharRNNError
-from charrnn.caption.config import CaptionTrainConfig, Encoder, Tokens
 from charrnn.core.config import check_length_alpha, check_seed
+from charrnn.core.errors import CharRNNError
 
 app = typer.Typer(help="Describe images: a CNN encoder and a recurrent decoder (with soft attention).\n\n"
                        "Example: charrnn caption sample cat.png",
@@ -38,7 +38,7 @@ DataArg = Annotated[str, typer.Argument(
     metavar="DATA", help="A caption dataset: a directory (or .zip of one) with images and captions.tsv, "
                          "Flickr8k/30k or COCO as downloaded. \\[default: the bundled emoji set]",
     show_default=False)]
-SplitOpt = Annotated[Optional[str], typer.Option(
+SplitOpt = Annotated[str | None, typer.Option(
     "--split", help="A split the dataset names (the emoji set: random or grouped). \\[default: its first]")]
 CaptionValFracOpt = Annotated[float, typer.Option(
     "--val-frac", help="Images held out for validation when the dataset has no split of its own (by image).")]
@@ -47,7 +47,7 @@ ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="Images are resi
 EncoderOpt = Annotated[Encoder, typer.Option(
     "--encoder", help="The project's CNN, or a torchvision ResNet (needs torchvision; random weights unless "
                       "--encoder-weights).")]
-EncoderWeightsOpt = Annotated[Optional[str], typer.Option(
+EncoderWeightsOpt = Annotated[str | None, typer.Option(
     "--encoder-weights", metavar="FILE", help="A local torchvision state dict for the ResNet (nothing is downloaded).")]
 FreezeEncoderOpt = Annotated[bool, typer.Option(
     "--freeze-encoder", help="Train the decoder only; the encoder keeps its weights.", show_default=False)]
@@ -143,7 +143,7 @@ def sample_command(
     temperature: options.TemperatureOpt = 0.0,
     num_samples: NumSamplesOpt = 1,
     seed: options.SampleSeedOpt = None,
-    show_attention: Annotated[Optional[Path], typer.Option(
+    show_attention: Annotated[Path | None, typer.Option(
         "--show-attention", help="Write a PNG: for each generated token, its attention over the image.")] = None,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
@@ -178,7 +178,7 @@ def sample_command(
 @app.command("eval")
 def eval_command(
     checkpoint: options.CheckpointArg,
-    data: Annotated[Optional[str], typer.Argument(
+    data: Annotated[str | None, typer.Argument(
         metavar="DATA", help="Dataset to score on. \\[default: the run's own data]", show_default=False)] = None,
     part: Annotated[Literal["val", "all"], typer.Option(
         "--part", help="val: the validation side of DATA as the run split it; all: every image of DATA.")] = "val",
@@ -214,14 +214,14 @@ def eval_command(
 def make_emoji_command(
     out: Annotated[Path, typer.Argument(metavar="DIR", help="A new (or empty) directory for the dataset.")],
     size: Annotated[int, typer.Option("--size", help="Side of the square images, in pixels.")] = 64,
-    font: Annotated[Optional[Path], typer.Option(
+    font: Annotated[Path | None, typer.Option(
         "--font", help="The Noto Color Emoji font file. \\[default: the installed fonts-noto-color-emoji]",
         show_default=False)] = None,
-    emoji_test: Annotated[Optional[Path], typer.Option(
+    emoji_test: Annotated[Path | None, typer.Option(
         "--emoji-test", help="Unicode's emoji-test.txt (the CLDR names). \\[default: the installed unicode-data]",
         show_default=False)] = None,
     seed: options.SeedOpt = 0,
-    zip_to: Annotated[Optional[Path], typer.Option("--zip", help="Also pack the dataset into this .zip file.")] = None,
+    zip_to: Annotated[Path | None, typer.Option("--zip", help="Also pack the dataset into this .zip file.")] = None,
     json_output: options.JsonOpt = False,
 ) -> None:
     """Remake the bundled emoji set: every emoji the Noto Color Emoji font draws, captioned with its CLDR

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -41,7 +41,7 @@ EvalBeamSizeOpt = options.beam_size_option(
 TuneBeamSizeOpt = options.beam_size_option(
     "Beams of the prefix beam search fused with the LM, for each (alpha, beta) of the grid.")
 
-DataArg = Annotated[Optional[str], typer.Argument(
+DataArg = Annotated[str | None, typer.Argument(
     metavar="DATA", help="Line images with their transcripts: a directory (or .zip) with labels.tsv "
                          "(filename<TAB>text), a `ctc make-lines` set, or the IAM database as downloaded "
                          f"(lines.txt + lines/). \\[default: lines rendered from the bundled tiny-shakespeare text "
@@ -54,7 +54,7 @@ IamOkOnlyOpt = Annotated[bool, typer.Option(
 HeightOpt = Annotated[int, typer.Option("--height", help="Lines are resized to this height, keeping their aspect.")]
 MaxWidthOpt = Annotated[int, typer.Option(
     "--max-width", help="Widest line in pixels (at --height); a wider one is squeezed to it.")]
-LmOpt = Annotated[Optional[str], typer.Option(
+LmOpt = Annotated[str | None, typer.Option(
     "--lm", metavar="RUN", help="A charrnn language model (run directory or checkpoint) fused into the beam search.")]
 LmWeightOpt = Annotated[float, typer.Option(
     "--lm-weight", min=0.0, help="alpha: each character adds alpha x log p_LM(character | text so far).")]
@@ -63,7 +63,7 @@ CharBonusOpt = Annotated[float, typer.Option(
 LmUnknownOpt = Annotated[Literal["error", "floor"], typer.Option(
     "--lm-unknown", help="Reader characters the LM lacks: error (stop and say which) or floor (a low fixed "
                          "log-probability).")]
-ShowAlignmentOpt = Annotated[Optional[Path], typer.Option(
+ShowAlignmentOpt = Annotated[Path | None, typer.Option(
     "--show-alignment", metavar="PNG", help="Write a PNG: each line with its per-frame best path underneath.")]
 
 
@@ -164,7 +164,7 @@ def decode_command(
     """Read line images (no model given: the shipped reader): greedy, or prefix beam search (--beam-size),
     fused with a language model (--lm).
 
-    Example: charrnn ctc decode checkpoints/tinyshakespeare-lines-ctc line.png --beam-size 8 --lm checkpoints/tinyshakespeare
+    Example: charrnn ctc decode checkpoints/tinyshakespeare-lines-ctc line.png --lm checkpoints/tinyshakespeare
     """
     from charrnn.ctc.decode import decode_files
 
@@ -173,7 +173,8 @@ def decode_command(
         raise CharRNNError("give the line images to read after the run directory or checkpoint")
     if lm is not None and beam_size == 1:
         beam_size = 8  # fusion happens inside the beam search: a language model asks for a beam
-    result = decode_files(checkpoint, images, beam_size=beam_size, fusion=_fusion(lm, lm_weight, char_bonus, lm_unknown),
+    fusion = _fusion(lm, lm_weight, char_bonus, lm_unknown)
+    result = decode_files(checkpoint, images, beam_size=beam_size, fusion=fusion,
                           device=device, alignment_png=show_alignment)
     if json_output:
         render.print_json(result)
@@ -187,7 +188,7 @@ def decode_command(
 @app.command("eval")
 def eval_command(
     checkpoint: options.CheckpointArg,
-    data: Annotated[Optional[str], typer.Argument(
+    data: Annotated[str | None, typer.Argument(
         metavar="DATA", help="Lines to score (a make-lines set: its val/ part). \\[default: the run's validation "
                              "lines]", show_default=False)] = None,
     beam_size: EvalBeamSizeOpt = 8,
@@ -201,11 +202,12 @@ def eval_command(
 ) -> None:
     """Corpus CER, WER and line accuracy of greedy, beam and beam + LM readings side by side.
 
-    Example: charrnn ctc eval checkpoints/tinyshakespeare-lines-ctc checkpoints/tinyshakespeare-lines/val-heldout --lm checkpoints/tinyshakespeare
+    Example: charrnn ctc eval checkpoints/tinyshakespeare-lines-ctc --lm checkpoints/tinyshakespeare
     """
     from charrnn.ctc.evaluate import evaluate_reader
 
-    result = evaluate_reader(checkpoint, data, beam_size=beam_size, fusion=_fusion(lm, lm_weight, char_bonus, lm_unknown),
+    fusion = _fusion(lm, lm_weight, char_bonus, lm_unknown)
+    result = evaluate_reader(checkpoint, data, beam_size=beam_size, fusion=fusion,
                              skip_bad=skip_bad, device=device)
     if json_output:
         render.print_json(result)
@@ -227,7 +229,7 @@ def eval_command(
 def tune_lm_command(
     checkpoint: options.CheckpointArg,
     lm: LmOpt,
-    data: Annotated[Optional[str], typer.Argument(
+    data: Annotated[str | None, typer.Argument(
         metavar="DATA", help="Lines to tune on. \\[default: the run's validation lines]", show_default=False)] = None,
     beam_size: TuneBeamSizeOpt = 8,
     max_lines: Annotated[int, typer.Option("--max-lines", min=1, help="Tune on the first N lines.")] = 300,
@@ -267,15 +269,15 @@ def make_lines_command(
     text_file: Annotated[Path, typer.Argument(metavar="TEXT_FILE", help="UTF-8 text to draw lines of.")],
     out: Annotated[Path, typer.Argument(metavar="DIR", help="A new (or empty, or earlier make-lines) directory.")],
     count: Annotated[int, typer.Option("--count", min=1, help="Training lines.")] = 10_000,
-    val_count: Annotated[Optional[int], typer.Option(
+    val_count: Annotated[int | None, typer.Option(
         "--val-count", min=1, help="Lines in val/ and in val-heldout/. \\[default: a tenth of --count]",
         show_default=False)] = None,
-    fonts: Annotated[Optional[list[str]], typer.Option(
+    fonts: Annotated[list[str] | None, typer.Option(
         "--fonts", metavar="FONT", help="A training font (repeat the option for several): a .ttf/.otf file, "
                                         "default (Pillow's), or a shipped one: caladea, dkg-handwriting, "
                                         "dancing-script, comic-neue. \\[default: caladea, dkg-handwriting, "
                                         "dancing-script, default]", show_default=False)] = None,
-    val_fonts: Annotated[Optional[list[str]], typer.Option(
+    val_fonts: Annotated[list[str] | None, typer.Option(
         "--val-fonts", metavar="FONT", help="A held-out font for val-heldout/ (repeatable), never used for "
                                             "training. \\[default: comic-neue]", show_default=False)] = None,
     val_frac: Annotated[float, typer.Option(
@@ -284,10 +286,10 @@ def make_lines_command(
     min_chars: Annotated[int, typer.Option("--min-line-chars", min=1, help="Shortest line, in characters.")] = 10,
     max_chars: Annotated[int, typer.Option("--max-line-chars", min=1, help="Longest line, in characters.")] = 40,
     # The old names, still read: elsewhere --max-chars means "read the first N characters" (viz, cells).
-    old_min_chars: Annotated[Optional[int], typer.Option("--min-chars", min=1, hidden=True)] = None,
-    old_max_chars: Annotated[Optional[int], typer.Option("--max-chars", min=1, hidden=True)] = None,
+    old_min_chars: Annotated[int | None, typer.Option("--min-chars", min=1, hidden=True)] = None,
+    old_max_chars: Annotated[int | None, typer.Option("--max-chars", min=1, hidden=True)] = None,
     seed: options.SeedOpt = 0,
-    workers: Annotated[Optional[int], typer.Option(
+    workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Processes drawing lines (the files are the same whatever their number). "
                                  "\\[default: one per CPU]", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import typer
 
@@ -20,7 +20,7 @@ KindsOpt = Annotated[str, typer.Option(
     help="Comma-separated kinds whose every unit the page embeds, or all: h, c (lstm), gates i,f,g,o (lstm) or "
          "r,z,n (gru). The probes' top cells and --cell are embedded whatever their kind. "
          "\\[default: all while the page holds at most 16M values, else h and c]")]
-CellOpt = Annotated[Optional[str], typer.Option(
+CellOpt = Annotated[str | None, typer.Option(
     "--cell", metavar="NAME", help="Open the page coloured by this cell, named as cells prints it: layer0/c/110. "
                                    "\\[default: the top cell of the first probe]")]
 
@@ -40,11 +40,11 @@ def _write_text(path: Path, text: str) -> None:
 
 @app.command("dump")
 def dump_command(
-    paths: Annotated[Optional[list[Path]], typer.Argument(
+    paths: Annotated[list[Path] | None, typer.Argument(
         metavar="[CHECKPOINT] [TEXT_FILE]", show_default=False,
         help="A run directory or .pt file (left out: the shipped tinyshakespeare model), then the text to run "
              "through it (or --text).")] = None,
-    text: Annotated[Optional[str], typer.Option(
+    text: Annotated[str | None, typer.Option(
         "--text", parser=unescape, help="Trace this text instead of a file (\\n escapes are read).")] = None,
     out: Annotated[Path, typer.Option(
         "--out", "-o", metavar="PATH", help="The .npz file to write (a directory for --format lstmvis).")
@@ -64,11 +64,11 @@ def dump_command(
 
     Example: charrnn dump checkpoints/tinyshakespeare play.txt --out acts.npz
     """
-    from charrnn.inspect.activations import dump_activations
     from charrnn.core.checkpoint import run_name
-    from charrnn.lm.model import load_model
-    from charrnn.core.text import normalize_newlines
     from charrnn.core.device import resolve_device
+    from charrnn.core.text import normalize_newlines
+    from charrnn.inspect.activations import dump_activations
+    from charrnn.lm.model import load_model
     from charrnn.lm.task import trained_newline
 
     checkpoint, text_file = _model_and_text(paths)
@@ -176,10 +176,10 @@ def viz_command(
 def _trace_text(checkpoint: Path, text_file: Path | None, *, max_chars: int, encoding: str = "utf-8",
                 map_unknown: bool = False, device: str = "auto"):
     """Every state and gate of the model for the first `max_chars` characters of the text file."""
+    from charrnn.core.device import resolve_device
+    from charrnn.core.text import normalize_newlines
     from charrnn.inspect.activations import collect_activations
     from charrnn.lm.model import load_model
-    from charrnn.core.text import normalize_newlines
-    from charrnn.core.device import resolve_device
     from charrnn.lm.task import trained_newline
 
     if text_file is None:
@@ -199,14 +199,14 @@ def cells_command(
              "model); or a .npz from charrnn dump.")],
     top: options.TopOpt = 5,
     max_chars: options.MaxCharsOpt = 20000,
-    html_out: Annotated[Optional[Path], typer.Option(
+    html_out: Annotated[Path | None, typer.Option(
         "--html", help="Also write the HTML viewer of these results, showing the ranking printed.")] = None,
-    html_chars: Annotated[Optional[int], typer.Option(
+    html_chars: Annotated[int | None, typer.Option(
         "--html-chars", min=1, show_default=False,
         help="Characters the --html page shows. \\[default: all those analysed]")] = None,
     kinds: KindsOpt = "",
     cell: CellOpt = None,
-    plot: Annotated[Optional[Path], typer.Option(
+    plot: Annotated[Path | None, typer.Option(
         "--plot", help="Write the gate-saturation scatter plot (SVG) here.")] = None,
     encoding: options.EncodingOpt = "utf-8",
     map_unknown: options.MapUnknownOpt = False,

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -107,8 +107,8 @@ def _train_config(ctx: typer.Context, resume: Path | None, overwrite: bool) -> L
 
 def _show_sample(run_dir: str, config: LMTrainConfig, length: int) -> None:
     """A sample of the best model, then a command for more that works with this run's vocabulary."""
-    from charrnn.lm.model import load_model
     from charrnn.core.device import resolve_device
+    from charrnn.lm.model import load_model
     from charrnn.lm.sample import SampleSettings, sample
 
     model, tokenizer, ckpt = load_model(run_dir, resolve_device(config.device))
@@ -159,7 +159,7 @@ def load_torch() -> None:
 
 @app.command("sample")
 def sample_command(
-    checkpoint: Annotated[Optional[Path], typer.Argument(
+    checkpoint: Annotated[Path | None, typer.Argument(
         metavar="[CHECKPOINT]", show_default=False,
         help="Run directory (uses best.pt) or checkpoint file. \\[default: the shipped tinyshakespeare model]")
     ] = None,
@@ -168,9 +168,9 @@ def sample_command(
         help="Text to start from (\\n, \\t, \\\\ escapes are read). \\[default: the start of a document]")] = "",
     length: Annotated[int, typer.Option("--length", "-n", help="Characters to generate per sample.")] = 500,
     temperature: options.TemperatureOpt = SAMPLE_TEMPERATURE,
-    top_k: Annotated[Optional[int], typer.Option(
+    top_k: Annotated[int | None, typer.Option(
         "--top-k", help="Sample only among the k most likely characters.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(
+    top_p: Annotated[float | None, typer.Option(
         "--top-p", help="Sample only among the most likely characters covering probability p (nucleus).")] = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Same as --temperature 0.")] = False,
     seed: options.SampleSeedOpt = None,
@@ -194,12 +194,19 @@ def sample_command(
     Example: charrnn sample checkpoints/tinyshakespeare --prime "ROMEO:" --temperature 0.8 --seed 1
     """
     load_torch()
-    from charrnn.lm.model import load_model
-    from charrnn.core.text import normalize_newlines
     from charrnn.core.device import resolve_device
+    from charrnn.core.text import normalize_newlines
+    from charrnn.lm.model import load_model
+    from charrnn.lm.sample import (
+        SampleSettings,
+        beam_search,
+        check_beam_options,
+        check_sample_options,
+        check_seed,
+        iter_sample,
+        make_generator,
+    )
     from charrnn.lm.task import trained_newline
-    from charrnn.lm.sample import (SampleSettings, beam_search, check_beam_options, check_sample_options, check_seed,
-                                iter_sample, make_generator)
 
     # Every option is checked before the checkpoint is read and before anything is written, so that
     # `> out.txt` never keeps the start of a refused command's output.
@@ -274,9 +281,9 @@ def eval_command(
     Example: charrnn eval checkpoints/tinyshakespeare corpora/tinyshakespeare.txt --json
     """
     load_torch()
-    from charrnn.lm.model import load_model
     from charrnn.core.device import resolve_device
     from charrnn.lm.evaluate import evaluate_file
+    from charrnn.lm.model import load_model
     from charrnn.lm.task import trained_newline
 
     model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))

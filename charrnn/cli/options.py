@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -73,9 +73,9 @@ DeviceOpt = Annotated[str, typer.Option(
 PrecisionOpt = Annotated[Precision, typer.Option(
     "--precision",
     help="auto (bf16 autocast where the GPU or CPU computes bfloat16 natively, else fp32), fp32 or bf16.")]
-SeedOpt = Annotated[Optional[int], typer.Option(  # a command with a fixed seed by default: training, datasets
+SeedOpt = Annotated[int | None, typer.Option(  # a command with a fixed seed by default: training, datasets
     "--seed", help="Random seed: the same seed gives the same result.")]
-SampleSeedOpt = Annotated[Optional[int], typer.Option(  # a command that draws a fresh seed when none is given
+SampleSeedOpt = Annotated[int | None, typer.Option(  # a command that draws a fresh seed when none is given
     "--seed", show_default=False,
     help="Random seed: the same seed gives the same result. \\[default: none, so each run differs]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text and tables.")]
@@ -111,7 +111,7 @@ LengthAlphaOpt = Annotated[float, typer.Option(
 
 # ----- the image tasks (caption, ctc) ------------------------------------------------------------------
 
-ValDirOpt = Annotated[Optional[str], typer.Option(
+ValDirOpt = Annotated[str | None, typer.Option(
     "--val-dir", help="Validate on this dataset instead of a part of DATA.")]
 
 
@@ -136,7 +136,7 @@ def out_option(default_dir: str):
 
 def resume_option(inputs: str):
     """--resume; `inputs` names what the run trains on (its corpus, its DATA)."""
-    return Annotated[Optional[Path], typer.Option(
+    return Annotated[Path | None, typer.Option(
         "--resume", metavar="RUN_DIR",
         help=f"Continue the run in this directory exactly where it stopped; it remembers {inputs} and settings. "
              "--max-steps, --epochs or --time-budget given with it extend the run.")]
@@ -148,7 +148,7 @@ def batch_size_option(text: str):
 
 def patience_option(metric: str):
     """--patience; `metric` is the task's selection metric, the one that picks best.pt."""
-    return Annotated[Optional[int], typer.Option(
+    return Annotated[int | None, typer.Option(
         "--patience", help=f"Stop when {metric}, which picks best.pt, has not improved for this many evaluations.")]
 
 
@@ -176,11 +176,11 @@ LrDecayAfterOpt = Annotated[int, typer.Option(
     "--lr-decay-after", help="Exponential: start decaying after this many epochs.")]
 GradClipOpt = Annotated[float, typer.Option(
     "--grad-clip", help="Clip the global gradient L2 norm to this; 0 = off.")]
-MaxStepsOpt = Annotated[Optional[int], typer.Option(
+MaxStepsOpt = Annotated[int | None, typer.Option(
     "--max-steps", help="Stop after this many steps (counted from the run's start).")]
-EpochsOpt = Annotated[Optional[float], typer.Option(
+EpochsOpt = Annotated[float | None, typer.Option(
     "--epochs", help="Stop after this many passes over the training data.")]
-TimeBudgetOpt = Annotated[Optional[float], typer.Option(
+TimeBudgetOpt = Annotated[float | None, typer.Option(
     "--time-budget", metavar="MINUTES",
     help="Stop after this many minutes (training and periodic evaluation). "
          f"\\[default: {DEFAULT_TIME_BUDGET:g} when no other stop is given]")]
@@ -217,7 +217,7 @@ PatienceOpt = patience_option("the validation loss")
 NumSamplesOpt = num_samples_option("Independent samples, generated as one batch.")
 ByteLevelOpt = Annotated[bool, typer.Option(
     "--byte-level", help="Tokens are bytes, not Unicode characters (for binary-ish corpora).", show_default=False)]
-DocumentSeparatorOpt = Annotated[Optional[str], typer.Option(
+DocumentSeparatorOpt = Annotated[str | None, typer.Option(
     "--document-separator", parser=unescape,
     help="String that separates documents in the corpus, e.g. '\\n\\n' for a blank line (\\n, \\t, \\\\ escapes "
          "are read); it becomes an end-of-document token that samples stop at.")]

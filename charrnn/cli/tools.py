@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from charrnn.cli import options, render
+
 app = typer.Typer()
 
 
@@ -51,11 +52,11 @@ def bench_command(
         help="Characters generated per batch-1 sampling measurement (timed from the first one).")] = 2000,
     device: options.DeviceOpt = "auto",
     precision: options.PrecisionOpt = "fp32",
-    corpus_mb: Annotated[Optional[float], typer.Option(
+    corpus_mb: Annotated[float | None, typer.Option(
         "--corpus-mb",
         help="Instead: encode a corpus of this many MB (generated, or --corpus) and report MB/s and peak memory.")
     ] = None,
-    corpus: Annotated[Optional[Path], typer.Option(
+    corpus: Annotated[Path | None, typer.Option(
         "--corpus", help="With --corpus-mb: the text file to encode (its first N MB are used).")] = None,
     json_output: options.JsonOpt = False,
 ) -> None:

@@ -1,1 +1,2 @@
-"""What every task shares: the training loop, run directory, checkpoint format, settings, device, tokenizer, recurrent core."""
+"""What every task shares: the training loop, the run directory, the checkpoint format, settings, device,
+tokenizer and the recurrent core."""

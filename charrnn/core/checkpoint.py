@@ -23,7 +23,6 @@ from typing import Any
 import torch
 
 from charrnn.core.errors import CharRNNError
-
 from charrnn.core.files import atomic_write
 from charrnn.core.tokenizer import CharTokenizer, WordTokenizer, tokenizer_from_dict
 from charrnn.tasks import TASKS

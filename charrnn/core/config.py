@@ -87,7 +87,8 @@ class ModelConfig:
     @classmethod
     def from_run(cls, run, vocab_size: int):
         """The model config of run config `run`, whose model fields have the same names."""
-        return cls(vocab_size=vocab_size, **{f.name: getattr(run, f.name) for f in fields(cls) if f.name != "vocab_size"})
+        model_fields = (f.name for f in fields(cls) if f.name != "vocab_size")
+        return cls(vocab_size=vocab_size, **{name: getattr(run, name) for name in model_fields})
 
     def check_recurrent(self) -> None:
         """The fields every recurrent core has: cell, num_layers, hidden_size, dropout."""

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import IO
 
 from charrnn.core.checkpoint import BEST, LAST, load_checkpoint
-from charrnn.core.errors import CharRNNError
-from charrnn.core.files import write_text_atomic
 from charrnn.core.config import LoopConfig
 from charrnn.core.distributed import world_from_env
+from charrnn.core.errors import CharRNNError
+from charrnn.core.files import write_text_atomic
 from charrnn.tasks import TASKS, task_of_config
 
 try:

@@ -30,13 +30,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from charrnn.core import distributed
 from charrnn.core.checkpoint import BEST, LAST, atomic_save, build_checkpoint, load_checkpoint
-from charrnn.core.errors import CharRNNError
-from charrnn.core.files import write_text_atomic
 from charrnn.core.config import LoopConfig
 from charrnn.core.device import autocast, resolve_device, resolve_precision, seed_everything
 from charrnn.core.distributed import World
-from charrnn.core.svg import loss_curve_svg
+from charrnn.core.errors import CharRNNError
+from charrnn.core.files import write_text_atomic
 from charrnn.core.rundir import LOCK_FILE, RunDir
+from charrnn.core.svg import loss_curve_svg
 
 Event = Callable[[dict], None]
 

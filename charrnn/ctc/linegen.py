@@ -42,7 +42,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 
 from charrnn.core.errors import CharRNNError
-
 from charrnn.core.files import bundled, write_text_atomic
 from charrnn.core.text import iter_text
 

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.ctc.config import WIDTH_POOLS, LineReaderConfig
-from charrnn.vision.encoder import ConvEncoder
 from charrnn.core.checkpoint import load_checkpoint, require_task
 from charrnn.core.rnn import make_rnn
 from charrnn.core.tokenizer import CharTokenizer
+from charrnn.ctc.config import WIDTH_POOLS, LineReaderConfig
+from charrnn.vision.encoder import ConvEncoder
 
 BLANK = 0
 

@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn.core.errors import CharRNNError
-from charrnn.ctc.config import DEFAULT_LINES, CTCTrainConfig
-from charrnn.ctc.decode import read_images
 from charrnn.core.distributed import World
-from charrnn.ctc.data import LineImages, cache_lines, read_lines
-from charrnn.ctc.evaluate import error_rates
-from charrnn.ctc.model import LineReader, ctc_loss, frames, targets
+from charrnn.core.errors import CharRNNError
 from charrnn.core.rundir import resume_config as _resume_config
 from charrnn.core.tokenizer import CharTokenizer
 from charrnn.core.trainer import Event, TrainSummary, run_training
+from charrnn.ctc.config import DEFAULT_LINES, CTCTrainConfig
+from charrnn.ctc.data import LineImages, cache_lines, read_lines
+from charrnn.ctc.decode import read_images
+from charrnn.ctc.evaluate import error_rates
+from charrnn.ctc.model import LineReader, ctc_loss, frames, targets
 
 SORT_WINDOW = 50  # batches whose lines are sorted by width together: short padding, still shuffled
 CACHE_FILES = ("train-lines.npy", "train-lines.json", "val-lines.npy", "val-lines.json")

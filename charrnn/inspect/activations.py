@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from charrnn.core.errors import CharRNNError
 from charrnn.core.cells import GATES, gru_step, layer_weights, lstm_step, rnn_step
-from charrnn.lm.model import CharRNN
-from charrnn.inspect.npz import NpzArchive, NpzFormatError, write_npz
+from charrnn.core.errors import CharRNNError
 from charrnn.core.tokenizer import CharTokenizer
+from charrnn.inspect.npz import NpzArchive, NpzFormatError, write_npz
+from charrnn.lm.model import CharRNN
 
 FORMAT = "charrnn-activations"
 VERSION = 2  # 2: uncompressed (memory-mappable) and `dtype` in the metadata; 1 was compressed float32
@@ -123,7 +123,8 @@ class Trace:
 
     def head(self, n: int) -> Trace:
         """The first `n` characters of this trace (views, no copies)."""
-        return Trace(self.chars[:n], self.ids[:n], self.cell, [{k: v[:n] for k, v in layer.items()} for layer in self.layers],
+        layers = [{k: v[:n] for k, v in layer.items()} for layer in self.layers]
+        return Trace(self.chars[:n], self.ids[:n], self.cell, layers,
                      self.next_prob[:n], self.top_ids[:n], self.top_probs[:n], self.vocabulary, self.source)
 
     def matrix(self) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -410,7 +411,7 @@ def _write_lstmvis(o: TraceOutline, parts: Iterable[TraceChunk], out: Path, name
     try:
         import h5py
     except ImportError:
-        raise CharRNNError("--format lstmvis needs h5py: pip install 'charrnn[lstmvis]' (or pip install h5py)") from None
+        raise CharRNNError("--format lstmvis needs h5py: pip install 'charrnn[lstmvis]' (or h5py)") from None
     out.mkdir(parents=True, exist_ok=True)
     with h5py.File(out / "states.hdf5", "w") as f:
         datasets = [{k: f.create_dataset(f"{k}{l + 1}", shape=(o.length, o.hidden_size), dtype=dtype) for k in o.kinds}

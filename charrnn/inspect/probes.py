@@ -19,8 +19,8 @@ def in_double_quotes(chars: list[str]) -> np.ndarray:
     """1 from an opening double quote up to (not including) its closing one.
 
     A straight quote opens when it follows the start, whitespace, an opening bracket or "=", and closes
-    otherwise (after a letter or punctuation, as in `too," said`), so a text cut in the middle of a quotation is read right from its next quote on
-    (counting quotes would invert the whole text).
+    otherwise (after a letter or punctuation, as in `too," said`), so a text cut in the middle of a quotation
+    is read right from its next quote on (counting quotes would invert the whole text).
     """
     out = np.zeros(len(chars), dtype=np.float32)
     inside = False

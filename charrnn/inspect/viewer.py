@@ -24,8 +24,8 @@ from importlib.resources import files
 
 import numpy as np
 
-from charrnn.inspect.activations import SIGMOID_GATES, Trace
 from charrnn.core.errors import CharRNNError
+from charrnn.inspect.activations import SIGMOID_GATES, Trace
 from charrnn.inspect.probes import PROBES, rank_cells
 
 # The page embeds every recorded kind while it holds at most this many values (1 byte each, 4/3 in base64),
@@ -187,7 +187,8 @@ __STYLE__
 <p class="hint">Drag over a span of the text. Cells are ranked by how much more often they are <em>on</em>
 (coloured past the threshold, red or blue) inside the span than in the context around it, as in LSTMVis.</p>
 <div class="row"><label for="threshold">on past</label>
-<input id="threshold" type="range" min="0" max="0.95" step="0.05" value="0.3"><output id="thresholdout">0.30</output></div>
+<input id="threshold" type="range" min="0" max="0.95" step="0.05" value="0.3">
+<output id="thresholdout">0.30</output></div>
 <div class="row"><label for="context">context each side</label>
 <input id="context" type="number" min="1" placeholder="selection's length"></div>
 <div id="selinfo" class="hint"></div>

@@ -27,17 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.core.errors import CharRNNError
 from charrnn.core.config import CELLS
-from charrnn.lm.config import LMTrainConfig
-from charrnn.lm.data import encode_corpus
 from charrnn.core.device import resolve_device, resolve_precision
-from charrnn.lm.task import default_corpus_path, train
-from charrnn.lm.config import CharRNNConfig
-from charrnn.lm.model import CharRNN
+from charrnn.core.errors import CharRNNError
 from charrnn.core.rundir import read_metrics
-from charrnn.lm.sample import SampleSettings, iter_sample, make_generator
 from charrnn.core.tokenizer import CharTokenizer
+from charrnn.lm.config import CharRNNConfig, LMTrainConfig
+from charrnn.lm.data import encode_corpus
+from charrnn.lm.model import CharRNN
+from charrnn.lm.sample import SampleSettings, iter_sample, make_generator
+from charrnn.lm.task import default_corpus_path, train
 
 try:
     import resource  # POSIX only

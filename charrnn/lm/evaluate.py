@@ -13,11 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.core.errors import CharRNNError
 from charrnn.core.config import Newline
+from charrnn.core.errors import CharRNNError
+from charrnn.core.tokenizer import CharTokenizer
 from charrnn.lm.data import iter_encoded
 from charrnn.lm.model import CharRNN
-from charrnn.core.tokenizer import CharTokenizer
 
 
 @dataclass

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 from charrnn.core.checkpoint import load_checkpoint, require_task
 from charrnn.core.rnn import State, make_rnn
 from charrnn.core.tokenizer import CharTokenizer
 from charrnn.lm.config import CharRNNConfig
+
 
 class CharRNN(nn.Module):
     """A character-level recurrent language model."""

@@ -15,10 +15,10 @@ import torch
 
 from charrnn.core.config import check_length_alpha, check_seed  # noqa: F401 - check_seed: part of sampling's API
 from charrnn.core.errors import CharRNNError
-from charrnn.lm.stepper import Stepper
 from charrnn.core.rnn import State
-from charrnn.lm.model import CharRNN
 from charrnn.core.tokenizer import CharTokenizer
+from charrnn.lm.model import CharRNN
+from charrnn.lm.stepper import Stepper
 
 PRIME_CHUNK = 2048  # prime characters per fused-kernel call: it holds (T, 3H or 4H) input projections at once
 GREEDY_BELOW = 1e-30  # a temperature below this is greedy: exp(-gap / T) is 0 in float32 for any gap over 1e-28

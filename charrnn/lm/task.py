@@ -20,19 +20,26 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.core import distributed
+from charrnn.core.config import Newline
+from charrnn.core.distributed import World
 from charrnn.core.errors import CharRNNError
 from charrnn.core.files import bundled
-from charrnn.core.config import Newline
-from charrnn.lm.config import DEFAULT_CORPUS, LMTrainConfig
-from charrnn.lm.data import (CACHE_FILES, EncodedCorpus, StreamBatches, cached_corpus, encode_corpus, file_signature,
-                          ids_sha256)
-from charrnn.core.distributed import World
-from charrnn.lm.evaluate import evaluate
 from charrnn.core.rnn import State, detach_state
-from charrnn.lm.model import CharRNN
 from charrnn.core.rundir import resume_config as _resume_config
 from charrnn.core.tokenizer import CharTokenizer
 from charrnn.core.trainer import Event, TrainSummary, run_training
+from charrnn.lm.config import DEFAULT_CORPUS, LMTrainConfig
+from charrnn.lm.data import (
+    CACHE_FILES,
+    EncodedCorpus,
+    StreamBatches,
+    cached_corpus,
+    encode_corpus,
+    file_signature,
+    ids_sha256,
+)
+from charrnn.lm.evaluate import evaluate
+from charrnn.lm.model import CharRNN
 
 
 def default_corpus_path() -> Path:

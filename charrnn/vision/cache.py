@@ -25,7 +25,6 @@ from typing import BinaryIO, Protocol
 import numpy as np
 
 from charrnn.core.errors import CharRNNError
-
 from charrnn.core.files import atomic_write, write_text_atomic
 from charrnn.vision.dataset import BadRow, bad_rows_message
 
