@@ -1,8 +1,9 @@
 """The tasks charrnn trains, one row each: the one place a task is registered.
 
 A row names the task as checkpoints record it, the package that implements it (`<package>.config` holds its
-run config, `<package>.task` its `build` / `train` / `resume_config`), the commands that train it and read
-its models, and the model shipped for it. Torch-free and import-free (classes are named, not imported), so
+run config, `<package>.task` its `build` / `train` / `resume_config`), its command-line module
+(`charrnn.cli.<name>`, whose `app` the `charrnn` command mounts under `group`), the commands that train it and
+read its models, and the model shipped for it. Torch-free and import-free (classes are named, not imported), so
 `charrnn --help` and the checkpoint format can read it without loading any task.
 """
 
@@ -20,16 +21,18 @@ class TaskRow:
     what: str  # what one of its models is, for messages: "a language model"
     train_command: str  # how a run of it is trained (and resumed, with --resume RUN)
     use_command: str  # the commands that read its models
+    summary: str  # what it does, for `charrnn --help`
+    group: str | None  # its command group (`charrnn caption ...`), or None for top-level commands
     shipped: str | None = None  # the file of its shipped model in charrnn/pretrained/
 
 
 TASKS: dict[str, TaskRow] = {row.name: row for row in (
     TaskRow("lm", "charrnn.lm", "LMTrainConfig", "a language model", "charrnn train", "charrnn sample / eval",
-            "lm-tinyshakespeare.pt"),
+            "train on any text, sample, evaluate, inspect the cells", None, "lm-tinyshakespeare.pt"),
     TaskRow("caption", "charrnn.caption", "CaptionTrainConfig", "an image captioner", "charrnn caption train",
-            "charrnn caption", "caption-emoji.pt"),
+            "charrnn caption", "describe images (caption)", "caption", "caption-emoji.pt"),
     TaskRow("ctc", "charrnn.ctc", "CTCTrainConfig", "a line reader", "charrnn ctc train", "charrnn ctc",
-            "ctc-lines.pt"),
+            "read text lines (ctc)", "ctc", "ctc-lines.pt"),
 )}
 
 

@@ -1,8 +1,9 @@
 """The `charrnn` command line: parse, call one library function, render with Rich.
 
-One module per group of commands: `lm` (train, sample, eval), `inspect` (dump, viz, cells), `tools` (info,
-bench), `caption` (`charrnn caption ...`), `ctc` (`charrnn ctc ...`); the options they share are declared
-once in `options`, and the Rich views live in `render`.
+One module per task, named after it and mounted as the task table says (`charrnn/tasks.py`): `lm` (train,
+sample, eval), `caption` (`charrnn caption ...`), `ctc` (`charrnn ctc ...`); and `inspect` (dump, viz,
+cells) and `tools` (info, bench). The options they share are declared once in `options`, and the Rich views
+live in `render`.
 Commands import the library inside their bodies, so `charrnn --help` never loads PyTorch.
 
 A training run's progress and summary, and diagnostics, go to stderr; a command's result (generated text,
@@ -13,6 +14,7 @@ work. A user error prints one line and exits with status 2.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -20,9 +22,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from charrnn.cli import caption, ctc, inspect, lm, tools
+from charrnn.cli import inspect, tools
 from charrnn.cli.render import fail
 from charrnn.core.errors import CharRNNError
+from charrnn.tasks import TASKS
 
 
 class OneLineErrors(TyperGroup):
@@ -66,9 +69,8 @@ def _ctrl_c_as_abort() -> Iterator[None]:
 
 
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True,
-                  help="Character-level RNN / LSTM / GRU models: train on any text, sample, evaluate, inspect the "
-                       "cells; describe images (caption); read text lines (ctc). Shell completion: "
-                       "charrnn --install-completion, then open a new shell.\n\n"
+                  help="Character-level RNN / LSTM / GRU models: " + "; ".join(t.summary for t in TASKS.values())
+                       + ". Shell completion: charrnn --install-completion, then open a new shell.\n\n"
                        "Example: charrnn sample --prime 'ROMEO:' --seed 1",
                   context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -88,11 +90,17 @@ def _root(version: Annotated[bool, typer.Option(
     """The options of `charrnn` itself (each command has its own)."""
 
 
-app.add_typer(lm.app)
+# Each task's commands from its own module, as the task table mounts them: top-level ones (the language
+# model's train, sample, eval) first, then the tools, then one group per other task.
+_task_apps = {name: importlib.import_module(f"charrnn.cli.{name}").app for name in TASKS}
+for _row in TASKS.values():
+    if _row.group is None:
+        app.add_typer(_task_apps[_row.name])
 app.add_typer(inspect.app)
 app.add_typer(tools.app)
-app.add_typer(caption.app, name="caption")
-app.add_typer(ctc.app, name="ctc")
+for _row in TASKS.values():
+    if _row.group is not None:
+        app.add_typer(_task_apps[_row.name], name=_row.group)
 
 
 def main() -> None:
