@@ -127,6 +127,7 @@ def test_every_task_row_names_what_exists(name):
     task = importlib.import_module(f"{row.package}.task")
     for function in ("build", "train", "resume_config"):
         assert callable(getattr(task, function)), f"{row.package}.task has no {function}"
-    assert importlib.import_module(f"charrnn.cli.{name}").app.registered_commands, f"charrnn/cli/{name}.py has no commands"
+    cli = importlib.import_module(f"charrnn.cli.{name}")
+    assert cli.app.registered_commands, f"charrnn/cli/{name}.py has no commands"
     if row.shipped is not None:
         assert (PACKAGE / "pretrained" / row.shipped).is_file()
