@@ -24,15 +24,23 @@ class TaskRow:
     summary: str  # what it does, for `charrnn --help`
     group: str | None  # its command group (`charrnn caption ...`), or None for top-level commands
     shipped: str | None = None  # the file of its shipped model in charrnn/pretrained/
+    cache_files: tuple[str, ...] = ()  # the files its runs keep in their run directory besides the loop's
 
 
 TASKS: dict[str, TaskRow] = {row.name: row for row in (
     TaskRow("lm", "charrnn.lm", "LMTrainConfig", "a language model", "charrnn train", "charrnn sample / eval",
-            "train on any text, sample, evaluate, inspect the cells", None, "lm-tinyshakespeare.pt"),
+            "train on any text, sample, evaluate, inspect the cells", None, "lm-tinyshakespeare.pt",
+            ("corpus.bin", "corpus.json")),
     TaskRow("caption", "charrnn.caption", "CaptionTrainConfig", "an image captioner", "charrnn caption train",
-            "charrnn caption", "describe images (caption)", "caption", "caption-emoji.pt"),
+            "charrnn caption", "describe images (caption)", "caption", "caption-emoji.pt",
+            ("train-images.u8", "train-images.json", "val-images.u8", "val-images.json")),
     TaskRow("ctc", "charrnn.ctc", "CTCTrainConfig", "a line reader", "charrnn ctc train", "charrnn ctc",
-            "read text lines (ctc)", "ctc", "ctc-lines.pt"),
+            "read text lines (ctc)", "ctc", "ctc-lines.pt",
+            ("train-lines.npy", "train-lines.json", "val-lines.npy", "val-lines.json")),
+    TaskRow("classify", "charrnn.classify", "ClassifyTrainConfig", "a text classifier", "charrnn classify train",
+            "charrnn classify", "label whole texts (classify)", "classify", "classify-surnames.pt"),
+    TaskRow("tag", "charrnn.tag", "TagTrainConfig", "a tagger", "charrnn tag train", "charrnn tag",
+            "label every character, e.g. restore capitals (tag)", "tag"),
 )}
 
 

@@ -291,3 +291,85 @@ def test_the_shipped_captioner_describes_an_image_with_no_run_directory():
     assert r.exit_code == 0, r.output
     caption = json.loads(r.stdout)["images"][0]["captions"][0]
     assert caption and caption.strip() == caption
+
+
+def test_a_signal_during_a_long_decoding_stops_the_run_at_once(tmp_path, shapes_data, monkeypatch):
+    # A captioner that never ends a caption decodes max_caption_len steps per image in every evaluation
+    # (`--max-caption-len 1000000000` took over 150 s, deaf to SIGTERM): the decoding checks for a stop each step.
+    import os
+    import signal
+
+    from charrnn.core.checkpoint import load_checkpoint
+
+    real_step, decoding = Captioner.step, []
+
+    def endless(self, token, state, enc):
+        logits, state, alpha = real_step(self, token, state, enc)
+        if self.training:
+            return logits, state, alpha
+        decoding.append(1)
+        if len(decoding) == 20:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return torch.zeros_like(logits).index_fill_(1, torch.tensor([0]), 1.0), state, alpha  # never <eod>
+
+    monkeypatch.setattr(Captioner, "step", endless)
+    run = tmp_path / "run"
+    s = train(tiny(shapes_data, run, val_frac=0.25, max_steps=4, eval_every=2, max_caption_len=200))
+    assert s.stop_reason.value == "interrupted" and s.step == 2 and len(decoding) == 20  # not one step more
+    assert load_checkpoint(run / "last.pt")["train_state"]["step"] == 2
+
+    monkeypatch.undo()
+    assert train(resume_config(run), resume=True).step == 4
+    records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+    evals = [r["step"] for r in records if r["kind"] == "eval"]
+    assert evals == [2, 4]  # the stopped evaluation was done on resume
+
+
+@pytest.mark.parametrize("change, message", [
+    ("caption", r"the captions were edited"),
+    ("image", r"images were replaced or edited"),
+    ("row", r"21 images now, 20 then"),
+])
+def test_resume_refuses_data_that_changed_since_the_run_started(tmp_path, shapes_data, change, message):
+    import os
+
+    from charrnn.core.errors import CharRNNError
+
+    run = tmp_path / "run"
+    train(tiny(shapes_data, run, max_steps=2))
+    cache = (run / "train-images.json").read_bytes()
+    tsv = shapes_data / "captions.tsv"
+    if change == "caption":  # new characters, which the run's vocabulary does not even have
+        tsv.write_text(tsv.read_text().replace("red square", "rouge carré"), encoding="utf-8")
+    elif change == "image":
+        draw("blue", "circle").save(shapes_data / "images" / "red-square.png")
+    else:
+        draw("blue", "circle").save(shapes_data / "images" / "extra.png")
+        tsv.write_text(tsv.read_text() + "images/extra.png\tblue circle\n", encoding="utf-8")
+    with pytest.raises(CharRNNError, match=rf"training data in .*shapes' changed since this run started \({message}\),"
+                                           r" so resuming would train on other data; put the original files back, or "
+                                           r"start a new run on the data as it is now with --out"):
+        train(resume_config(run, max_steps=4), resume=True)
+    assert (run / "train-images.json").read_bytes() == cache  # refused before anything was decoded
+    # A run from before data fingerprints resumes as it always did.
+    from charrnn.core.checkpoint import with_checksums
+
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    del ckpt["meta"]["data_fingerprint"]
+    torch.save(with_checksums(ckpt), run / "last.pt")
+    os.utime(run / "last.pt")
+    assert train(resume_config(run, max_steps=4), resume=True).step == 4
+
+
+def test_resume_goes_on_when_the_images_were_only_touched_or_copied(tmp_path, shapes_data):
+    import os
+    import shutil
+
+    run = tmp_path / "run"
+    train(tiny(shapes_data, run, max_steps=2))
+    for image in (shapes_data / "images").iterdir():
+        os.utime(image, (1, 1))  # new mtimes, same bytes: what a copy without -p does
+    shutil.copy(shapes_data / "captions.tsv", tmp_path / "tsv")
+    shutil.copy(tmp_path / "tsv", shapes_data / "captions.tsv")
+    assert train(resume_config(run, max_steps=3), resume=True).step == 3
+    assert train(resume_config(run, max_steps=4), resume=True).step == 4  # the new signatures were recorded

@@ -1,9 +1,11 @@
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 from conftest import TEXT
@@ -138,6 +140,8 @@ OWN_OPTIONS = {
     # The groups' own commands; tests/test_caption_task.py and tests/test_ctc_task.py have the rest.
     "caption": ["train", "sample", "eval", "make-emoji"],
     "ctc": ["train", "decode", "eval", "tune-lm", "make-lines"],
+    "classify": ["train", "predict", "eval", "trace"],  # tests/test_classify_task.py has the rest
+    "tag": ["train", "predict", "eval"],  # tests/test_tag_task.py has the rest
 }
 
 
@@ -185,15 +189,16 @@ def test_every_help_ends_with_an_example():
 
 
 # The same flag with another meaning, on purpose: where a command writes (a run directory to train, a file to
-# dump or viz), each task's validation split (of a corpus, images, lines), bench's grid of models, the cell to
+# dump or viz), each task's validation and test splits and the parts eval scores (of a corpus, images, lines,
+# labelled texts), dump's output format against classify's input format, bench's grid of models, the cell to
 # open a page on, make-lines' own output directory, dump's stored predictions.
 DIFFERENT_ON_PURPOSE = {"--out", "-o", "--val-frac", "--cell", "--num-layers", "--hidden-size", "--overwrite",
-                        "--top-k"}
+                        "--top-k", "--test-frac", "--part", "--format"}
 # The same flag and meaning in the words of each task that shows it (what a batch holds, the metric that picks
 # best.pt, what one beam means, whether a seed is fixed): one declaration in options.py that takes those words,
 # so the names and bounds still agree; test_cli_help.py checks that no task's words reach another's help.
 WORDED_PER_TASK = {"--resume", "--batch-size", "--patience", "--explode-factor", "--embedding-dim", "--channels",
-                   "--skip-bad", "--beam-size", "--num-samples", "--seed"}
+                   "--skip-bad", "--beam-size", "--num-samples", "--seed", "--max-chars"}
 
 
 def test_a_shared_option_is_declared_once():
@@ -539,3 +544,220 @@ def test_version_and_shell_completion():
     r = run("--version")
     assert r.exit_code == 0 and r.stdout.strip() == f"charrnn {__version__}"
     assert "--install-completion" in run("--help", env=WIDE).stdout
+
+
+# ----- outputs that would destroy an input or a run's file; interrupted dumps; stdout closed or cut --------
+
+RELEASE = Path(__file__).parent / "fixtures" / "release-0.1.0"
+
+
+@pytest.fixture
+def lm_run(tmp_path):
+    """A copy of the tiny release-0.1.0 LM run directory (with a last.pt), and a short text."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(RELEASE / "lm", run_dir)
+    shutil.copy(run_dir / "best.pt", run_dir / "last.pt")
+    text = tmp_path / "corpus.txt"
+    text.write_text(TEXT[:300], encoding="utf-8")
+    return run_dir, text
+
+
+def _snapshot(root: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_outputs_that_would_destroy_an_input_or_a_run_file_are_refused_before_any_work(tmp_path, monkeypatch,
+                                                                                        lm_run):
+    import charrnn.caption.decode
+    import charrnn.ctc.decode
+    import charrnn.inspect.activations
+    import charrnn.lm.model
+
+    run_dir, text = lm_run
+    acts = tmp_path / "acts.npz"
+    assert run("dump", run_dir, text, "--out", acts).exit_code == 0
+    image, line = tmp_path / "img.png", tmp_path / "line.png"
+    shutil.copy(RELEASE / "images" / "1f431.png", image)
+    shutil.copy(RELEASE / "lines" / "000000.png", line)
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "outdir" / "notes.txt").write_text("mine")
+
+    def work(*args, **kwargs):
+        raise AssertionError("the command started its work before refusing its output")
+
+    for module, name in ((charrnn.lm.model, "load_model"), (charrnn.inspect.activations, "load_npz"),
+                         (charrnn.caption.decode, "load_captioner"), (charrnn.ctc.decode, "decode_files")):
+        monkeypatch.setattr(module, name, work)
+    before = _snapshot(tmp_path)
+    cases = [
+        (["cells", run_dir, text, "--html", run_dir / "best.pt"], ".pt files are checkpoints"),
+        (["viz", acts, "--out", run_dir / "last.pt"], ".pt files are checkpoints"),
+        (["cells", run_dir, text, "--plot", text], "one of this command's inputs"),
+        (["viz", acts, "--out", acts], "one of this command's inputs"),
+        (["viz", run_dir, text, "--out", run_dir / "metrics.jsonl"], "the metrics.jsonl that the run in"),
+        (["cells", acts, "--plot", run_dir / "run.json"], "the run.json that the run in"),
+        (["viz", acts, "--out", tmp_path / "outdir"], "is a directory"),
+        (["viz", acts, "--out", text / "x.html"], "which is a file"),
+        (["cells", acts, "--html", tmp_path / "x", "--plot", tmp_path / "x"], "--html and --plot both name"),
+        (["dump", run_dir, text, "--out", run_dir / "best.pt"], ".pt files are checkpoints"),
+        (["dump", run_dir, text, "--format", "lstmvis", "--out", run_dir], "one of this command's inputs"),
+        (["dump", run_dir, text, "--format", "lstmvis", "--out", tmp_path / "outdir"], "no part of an LSTMVis export"),
+        (["dump", run_dir, text, "--format", "lstmvis", "--out", tmp_path], "one of this command's inputs"),
+        (["caption", "sample", RELEASE / "caption.pt", image, "--show-attention", image], "inputs"),
+        (["ctc", "decode", RELEASE / "ctc.pt", line, "--show-alignment", line], "inputs"),
+        (["ctc", "decode", RELEASE / "ctc.pt", line, "--show-alignment", run_dir / "loss.svg"], "keeps"),
+        (["caption", "make-emoji", tmp_path / "emoji", "--zip", tmp_path / "emoji" / "e.zip"], "into itself"),
+        (["ctc", "make-lines", text, run_dir, "--overwrite"], "is a run directory"),
+    ]
+    for args, needle in cases:
+        one_line_error(run(*args), needle)
+    assert _snapshot(tmp_path) == before  # nothing written, nothing replaced
+
+
+def test_outputs_are_written_whole(tmp_path, lm_run):
+    run_dir, text = lm_run
+    out = tmp_path / "pages"
+    r = run("cells", run_dir, text, "--html", out / "c.html", "--plot", out / "sat.svg", "--top", 1)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["c.html", "sat.svg"]  # no temporary file left
+    shutil.copy(RELEASE / "lines" / "000000.png", tmp_path / "line.png")
+    r = run("ctc", "decode", RELEASE / "ctc.pt", tmp_path / "line.png", "--show-alignment", out / "al")
+    assert r.exit_code == 0 and (out / "al").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", r.output  # any name: a PNG
+
+
+def test_a_signal_during_dump_is_one_line_and_status_130(tmp_path, monkeypatch, lm_run):
+    import signal
+
+    import charrnn.inspect.activations as activations
+
+    run_dir, text = lm_run
+    out = tmp_path / "acts.npz"
+    assert run("dump", run_dir, text, "--out", out).exit_code == 0
+    before = out.read_bytes()
+    real = activations.iter_activations
+
+    def terminated_after_the_first_chunk(*args, **kwargs):
+        for n, part in enumerate(real(*args, **kwargs)):
+            if n == 1:
+                signal.raise_signal(signal.SIGTERM)  # as `kill` sends it
+            yield part
+
+    monkeypatch.setattr(activations, "iter_activations", terminated_after_the_first_chunk)
+    text.write_text(TEXT * 3, encoding="utf-8")  # three chunks
+    for args in (["--out", out], ["--format", "lstmvis", "--out", tmp_path / "vis"]):
+        r = run("dump", run_dir, text, *args)
+        assert r.exit_code == 130 and r.stdout == "", r.output
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: interrupted; nothing was written to"), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts.npz", "corpus.txt", "run"]  # no temporary file
+    assert out.read_bytes() == before
+
+
+def test_sigterm_to_a_dump_process_removes_its_temporary_file(tmp_path, lm_run):
+    import signal
+    import time
+
+    run_dir, text = lm_run
+    text.write_text(TEXT * 200, encoding="utf-8")  # about 40 s of tracing: it is stopped long before
+    out = tmp_path / "acts.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "dump", str(run_dir), str(text), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".acts.npz.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and stdout == "", stderr
+    assert stderr.startswith("error: interrupted") and stderr.count("\n") == 1, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "run"]
+
+
+def test_sample_with_stdout_closed_or_cut_short(lm_run):
+    import os
+
+    run_dir, _ = lm_run
+    closed = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(run_dir), "--length", "5"],
+                            stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 2 and closed.stderr.startswith("error: standard output is closed"), closed.stderr
+    assert closed.stderr.count("\n") == 1
+    # `| head -c 10`: the reader leaves early; the writer stops quietly, as Unix tools do on a closed pipe.
+    cut = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -m charrnn sample {shlex.quote(str(run_dir))} "
+                                        "--length 200000 --no-stop-at-eod --seed 1 | head -c 10; "
+                                        "exit ${PIPESTATUS[0]}"], capture_output=True, text=True, timeout=300)
+    assert len(cut.stdout) == 10 and cut.stderr == "" and cut.returncode in (0, 1, 141), cut.stderr
+
+
+def test_many_samples_come_a_batch_at_a_time_without_a_rule_each_in_a_file(monkeypatch, lm_run):
+    import charrnn.cli.lm
+
+    run_dir, _ = lm_run
+    args = ("sample", run_dir, "--length", 4, "--seed", 3, "--no-stop-at-eod")
+    two = json.loads(run(*args, "--num-samples", 2, "--json").stdout)["samples"]
+    monkeypatch.setattr(charrnn.cli.lm, "SAMPLE_BATCH", 2)
+    five = json.loads(run(*args, "--num-samples", 5, "--json").stdout)["samples"]
+    assert len(five) == 5 and five[:2] == two  # the first batch is what one batch gives
+    assert five == json.loads(run(*args, "--num-samples", 5, "--json").stdout)["samples"]  # the seed decides
+    r = run(*args, "--num-samples", 5)
+    # stdout is not a terminal here: no "sample k/N" rule on either stream, the texts one after another.
+    assert r.exit_code == 0 and r.stderr == "" and r.stdout == "".join(s + "\n" for s in five), r.output
+
+
+@pytest.mark.parametrize("failure, said", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried "
+                  "to allocate 40000000000 bytes. Error code 12 (Cannot allocate memory)"), " (asked for 40.0 GB)"),
+    (MemoryError(), ""),
+])
+def test_an_allocation_failure_is_one_line_naming_the_settings_to_lower(monkeypatch, tmp_path, failure, said):
+    import charrnn.caption.task
+
+    def train(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(charrnn.caption.task, "train", train)
+    r = run("caption", "train", "--out", tmp_path / "run", "--max-steps", 1)
+    one_line_error(r, f"error: out of memory{said}: lower --batch-size, --image-size, --hidden-size or --num-layers")
+    failure = RuntimeError("a bug")  # any other RuntimeError keeps its traceback
+    assert run("caption", "train", "--out", tmp_path / "run", "--max-steps", 1).exception is failure
+
+
+# ----- shipped models by name, the training summary's speed, progress of long evaluations (issue 20) -----
+
+def test_shipped_models_are_named_where_a_run_directory_would_go(monkeypatch, tmp_path, corpus):
+    import charrnn.ctc.decode
+    from charrnn.core.pretrained import pretrained
+
+    r = run("info", "--shipped", "--json")
+    assert r.exit_code == 0, r.output
+    models = {m["name"]: m for m in json.loads(r.stdout)["models"]}
+    assert {"shipped:lm", "shipped:caption", "shipped:ctc"} <= set(models)
+    assert models["shipped:lm"]["file"] == str(pretrained("lm")) and "language model" in models["shipped:lm"]["what"]
+    assert models["shipped:ctc"]["bytes"] == pretrained("ctc").stat().st_size
+    table = run("info", "--shipped")
+    assert table.exit_code == 0 and "shipped:caption" in table.stdout and "caption-emoji.pt" in table.stdout
+    assert json.loads(run("info", "shipped:ctc", "--json").stdout)["task"] == "ctc"
+    one_line_error(run("info", "shipped"), "shipped:lm", "charrnn info --shipped")  # which one?
+    one_line_error(run("info", "shipped:nope"), "'shipped:nope'", "shipped:lm")
+    one_line_error(run("info"), "--shipped")
+    assert json.loads(run("eval", "shipped", corpus, "--json").stdout)["chars"] > 0
+
+    seen = {}
+    monkeypatch.setattr(charrnn.ctc.decode, "decode_files", lambda checkpoint, images, **kw: seen.update(
+        checkpoint=checkpoint, **kw) or {"lines": []})
+    assert run("ctc", "decode", "line.png", "--lm", "shipped").exit_code == 0
+    # --lm without --beam-size searches with 8 beams, as the help of --beam-size says (test_cli_help.py)
+    assert seen["checkpoint"] == pretrained("ctc") and seen["fusion"].lm == str(pretrained("lm"))
+    assert seen["beam_size"] == 8
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shipped").mkdir()  # a directory of that name is still the path it names
+    one_line_error(run("eval", "shipped", corpus), "shipped")
+
+
+def test_the_summary_shows_the_average_speed_and_the_latest(monkeypatch, corpus):
+    import charrnn.lm.task
+
+    summary = fake_summary(rate=218.0, average_rate=23_456.0)
+    monkeypatch.setattr(charrnn.lm.task, "train", lambda config, on_event=None, **kw: summary)
+    r = run("train", corpus, "--sample-length", 0)
+    assert r.exit_code == 0, r.output
+    assert re.search(r"speed +│ 23,456 chars/s on average \(lately 218\)", r.stderr), r.stderr
+    assert json.loads(run("train", corpus, "--json").stdout)["average_rate"] == 23_456.0
+

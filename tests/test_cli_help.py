@@ -172,3 +172,9 @@ def test_help_ends_with_an_example_that_parses(path):
         assert args and args[0] in command.commands, f"{example!r} names no command"
         command, args = command.commands[args[0]], args[1:]
     command.make_context("charrnn", args)  # raises on an unknown option, a bad value or a missing argument
+
+
+def test_decode_help_says_what_lm_does_to_the_beam():
+    """`ctc decode --lm` without --beam-size searches with 8 beams (the LM is fused into the beam search): the help
+    of --beam-size says so (tests/test_cli.py checks that it does)."""
+    assert "With --lm, 1 becomes 8" in flat(rendered(["ctc", "decode"]))

@@ -260,3 +260,130 @@ def test_byte_level_and_document_separator_runs(tmp_path):
     # A model that has learned the documents ends a sample at the end of one.
     out = sample(model, tok, prime="第二篇：", length=200, settings=SampleSettings(0.0))[0]
     assert len(out) < 200 and "\n\n" not in out
+
+
+def evals_of(run_dir):
+    return [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+            if r["kind"] == "eval"]
+
+
+def test_ctrl_c_leaves_without_evaluating(tmp_path, corpus, monkeypatch):
+    # The evaluation a stop would have run at the end is left for the resume: Ctrl-C leaves promptly.
+    import os
+    import signal
+
+    from charrnn.lm.task import LanguageModelTask
+
+    evaluated = []
+    real = LanguageModelTask.evaluate
+    monkeypatch.setattr(LanguageModelTask, "evaluate", lambda self, **kw: evaluated.append(1) or real(self, **kw))
+
+    def press_ctrl_c(event):
+        if event["kind"] == "train" and event["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    run = tmp_path / "run"
+    s = train(tiny_config(corpus, run, max_steps=100), on_event=press_ctrl_c)
+    assert s.stop_reason is StopReason.INTERRUPTED and evaluated == [] and not (run / "best.pt").exists()
+    assert load_checkpoint(run / "last.pt")["train_state"]["step"] == 3
+    assert train(resume_config(run, max_steps=5), resume=True).step == 5 and evals_of(run) == [5]
+
+
+def test_a_signal_during_an_evaluation_stops_it_and_the_resume_redoes_it(tmp_path, corpus, monkeypatch):
+    import os
+    import signal
+
+    from charrnn.lm import task as lm_task
+
+    real, asked = lm_task.evaluate, []
+
+    def evaluate_with_a_signal(*args, should_stop, **kw):
+        def counting():
+            asked.append(1)
+            if len(asked) == 2:  # SIGTERM arrives once the first chunk is scored, before the second
+                os.kill(os.getpid(), signal.SIGTERM)
+            return should_stop()
+        return real(*args, should_stop=counting, **kw)
+
+    monkeypatch.setattr(lm_task, "evaluate", evaluate_with_a_signal)
+    run = tmp_path / "run"
+    big = tmp_path / "big.txt"
+    big.write_text(corpus.read_text() * 20)  # ~4,000 validation characters: 16 chunks in one stream
+    s = train(tiny_config(big, run, max_steps=10, eval_every=5, eval_streams=1))
+    assert s.stop_reason is StopReason.INTERRUPTED and s.step == 5 and len(asked) == 2  # no chunk after it
+    assert "the evaluation it stopped is done when the run resumes" in s.message
+    ts = load_checkpoint(run / "last.pt")["train_state"]
+    assert ts["step"] == 5 and ts["evaluated"] is False and evals_of(run) == [] and not (run / "best.pt").exists()
+
+    monkeypatch.setattr(lm_task, "evaluate", real)
+    assert train(resume_config(run), resume=True).step == 10
+    assert evals_of(run) == [5, 10]  # the evaluation of step 5 first, then training went on
+    assert load_checkpoint(run / "best.pt")["train_state"]["evaluated"] is True
+
+
+def test_a_stopped_final_evaluation_is_done_on_resume(tmp_path, corpus, monkeypatch):
+    from charrnn.core.errors import StopRequested
+    from charrnn.lm.task import LanguageModelTask
+
+    def stopped(self, **kw):
+        raise StopRequested
+
+    monkeypatch.setattr(LanguageModelTask, "evaluate", stopped)
+    run = tmp_path / "run"
+    s = train(tiny_config(corpus, run, max_steps=7, eval_every=100))  # the only evaluation is the final one
+    assert s.stop_reason is StopReason.INTERRUPTED and s.step == 7
+    monkeypatch.undo()
+    s = train(resume_config(run), resume=True)  # not "already finished": its evaluation is still to do
+    assert s.stop_reason is StopReason.MAX_STEPS and s.step == 7 and evals_of(run) == [7]
+    with pytest.raises(CharRNNError, match="already finished"):
+        train(resume_config(run), resume=True)
+
+
+class Clock:
+    """A clock for the trainer that moves only when told: a step takes 1 s, an evaluation 10 s."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_the_time_budget_counts_the_final_evaluation(tmp_path, corpus, monkeypatch):
+    from charrnn.core import trainer
+    from charrnn.lm.task import LanguageModelTask
+
+    clock = Clock()
+    monkeypatch.setattr(trainer, "time", clock)
+    loss, evaluate = LanguageModelTask.loss, LanguageModelTask.evaluate
+
+    def slow_loss(self, *args):
+        clock.now += 1.0
+        return loss(self, *args)
+
+    def slow_evaluate(self, **kw):
+        clock.now += 10.0
+        return evaluate(self, **kw)
+
+    monkeypatch.setattr(LanguageModelTask, "loss", slow_loss)
+    monkeypatch.setattr(LanguageModelTask, "evaluate", slow_evaluate)
+    start = clock.now
+    s = train(tiny_config(corpus, tmp_path / "run", max_steps=None, time_budget=1.0, eval_every=30))
+    # 30 steps (30 s), an evaluation (10 s), then training stops at 50 s to leave the final evaluation its 10 s.
+    assert s.stop_reason is StopReason.TIME_BUDGET and s.step == 40 and evals_of(tmp_path / "run") == [30, 40]
+    assert clock.now - start == 60.0
+
+
+def test_throughput_averages_over_training_time_only(monkeypatch):
+    """`average` is items over the time of the steps, an evaluation (before a `restart`) left out; `rate` is the
+    latest window's (a second or more)."""
+    import charrnn.core.trainer as trainer
+
+    clock = iter([0.0, 1.0, 2.0, 12.0, 14.0])  # made, 2 steps of 1 s, an evaluation of 10 s, a step of 2 s
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: next(clock))
+    t = trainer.Throughput()
+    t.add(100)
+    t.add(100)
+    t.restart()
+    t.add(100)
+    assert t.average == pytest.approx(300 / 4) and t.rate == pytest.approx(100 / 2)

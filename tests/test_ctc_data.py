@@ -16,6 +16,7 @@ from charrnn.core.errors import CharRNNError
 from charrnn.ctc.data import cache_lines, frames_needed, load_line_image, read_lines
 
 IAM = Path(__file__).parent / "fixtures" / "iam"
+RELEASE = Path(__file__).parent / "fixtures" / "release-0.1.0"
 IAM_LINES = {  # line id -> (segmentation result, transcript as IAM writes it)
     "a01-000u-00": ("ok", "A|MOVE|to|stop"),
     "a01-000u-01": ("err", "Mr.|Gaitskell"),
@@ -239,6 +240,40 @@ def test_bad_rows_found_while_caching_undecodable_and_too_narrow(tmp_path):
     assert list(lines.widths()) == [24, 20]
     with pytest.raises(CharRNNError, match="--skip-bad"):  # a cache made with skip_bad is no way around it
         cache_lines(split, cache, height=8, max_width=64, frames=quarter)
+
+
+@pytest.mark.parametrize("w, h", [(1, 32), (3, 32), (1, 10000)])
+def test_a_tiny_or_very_tall_line_is_a_too_narrow_row_not_a_crash(tmp_path, w, h):
+    from charrnn.ctc.model import frames
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    Image.new("L", (w, h), 255).save(root / "tiny.png")
+    Image.new("L", (200, 32), 255).save(root / "ok.png")
+    (root / "labels.tsv").write_text("tiny.png\tab\nok.png\tab\n")
+    split = read_lines(root, val_frac=0).train
+    width = w if h == 32 else 1  # 1x10000 at height 32: 0.0032 pixels, at least 1
+    with pytest.raises(CharRNNError, match=rf"^labels.tsv line 1: tiny.png is too narrow at height 32: {width} "
+                                           r"pixels wide gives 0 CTC frames, but its 2-character transcript needs 2; "
+                                           r"check the image: a line of text is wider than it is tall; fix it"):
+        cache_lines(split, tmp_path / "c", height=32, max_width=1600, frames=frames)
+    assert cache_lines(split, tmp_path / "c", height=32, max_width=1600, frames=frames, skip_bad=True).kept == [1]
+
+
+@pytest.mark.parametrize("w, h", [(1, 32), (2, 32), (3, 32), (1, 10000)])
+def test_decoding_a_line_narrower_than_the_reader_pads_it_with_paper(tmp_path, w, h):
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+    from charrnn.ctc.decode import lines_from_files
+
+    Image.new("L", (w, h), 0).save(tmp_path / "tiny.png")  # all ink, so the padding is told apart
+    images = lines_from_files([tmp_path / "tiny.png"], 32, 1600)
+    assert images.pixels.shape == (32, 4) and list(images.offsets) == [0, 4]  # the reader's narrowest: 4 pixels
+    width = max(round(w * 32 / h), 1)
+    assert (images.pixels[:, :width] == 255).all() and (images.pixels[:, width:] == 0).all()
+    r = CliRunner().invoke(app, ["ctc", "decode", str(RELEASE / "ctc.pt"), str(tmp_path / "tiny.png"), "--json"])
+    assert r.exit_code == 0, r.output
 
 
 def test_squeezed_line_too_narrow_suggests_max_width(tmp_path):

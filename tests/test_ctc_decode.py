@@ -86,7 +86,7 @@ def test_wide_beam_is_exact_against_brute_force(T, V, seed):
     assert {h.labels for h in hyps} == set(exact)  # every labelling, each once (identical prefixes merged)
     for h in hyps:
         assert h.ctc_log_prob == pytest.approx(exact[h.labels], abs=1e-6)
-        assert h.score == h.ctc_log_prob and h.lm_log_prob == 0.0
+        assert h.score == h.beam_log_prob == pytest.approx(h.ctc_log_prob, abs=1e-9) and h.lm_log_prob == 0.0
     best = max(exact, key=exact.get)
     assert hyps[0].labels == best
     assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
@@ -94,6 +94,26 @@ def test_wide_beam_is_exact_against_brute_force(T, V, seed):
         loss = F.ctc_loss(lp.unsqueeze(1), torch.tensor([best]), torch.tensor([T]), torch.tensor([len(best)]),
                           reduction="none")
         assert -float(loss) == pytest.approx(hyps[0].ctc_log_prob, abs=1e-6)
+
+
+def test_ctc_log_prob_is_exact_where_the_beam_lost_paths():
+    # A narrow beam drops prefixes whose paths later lead into a kept one: its own sum is then a lower bound.
+    # ctc_log_prob is the exact value, the same as torch's CTC loss of each hypothesis on its own.
+    g = torch.Generator().manual_seed(0)
+    lines = peaked_log_probs(30, 6, 6, peak=1.0, generator=g).double()  # flat frames: many paths, many prefixes
+    gaps = []
+    for beam_size in (1, 2, 8):
+        for line in lines.unbind(1):
+            hyps = prefix_beam_search(line, beam_size=beam_size, prune=float("-inf"))
+            for h in hyps:
+                loss = F.ctc_loss(line[:, None], torch.tensor([h.labels], dtype=torch.long).reshape(1, -1),
+                                  torch.tensor([len(line)]), torch.tensor([len(h.labels)]), reduction="sum",
+                                  zero_infinity=False)
+                assert h.ctc_log_prob == pytest.approx(-float(loss), abs=1e-5)
+                assert h.beam_log_prob <= h.ctc_log_prob + 1e-9 and h.score == h.beam_log_prob
+                gaps.append(h.ctc_log_prob - h.beam_log_prob)
+            assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)  # ranked by the beam
+    assert max(gaps) > 0.1  # paths were lost, and the exact value does not miss them
 
 
 def test_repeated_character_needs_a_blank():
@@ -141,7 +161,7 @@ def test_fusion_moves_toward_the_lm_and_weight_zero_changes_nothing():
     assert fused[0].labels == (2,)
     b = fused[0]
     assert b.lm_log_prob == pytest.approx(math.log(math.exp(6) / (math.exp(6) + 2)), abs=1e-5)  # a, b, <eod>
-    assert b.score == pytest.approx(b.ctc_log_prob + b.lm_log_prob, abs=1e-9)
+    assert b.score == pytest.approx(b.beam_log_prob + b.lm_log_prob, abs=1e-9)
     g = torch.Generator().manual_seed(3)
     for line in peaked_log_probs(30, 4, 3, peak=2.0, generator=g).unbind(1):
         plain = prefix_beam_search(line, beam_size=5)
@@ -232,3 +252,28 @@ def test_load_char_lm_reads_lm_checkpoints_and_refuses_others(tmp_path):
 def test_benchmark_runs_small():
     speeds = benchmark(T=6, V=5, lines=2, beam_size=2, hidden_size=8)
     assert {"greedy", "beam", "beam_lm"} <= set(speeds) and all(v > 0 for v in speeds.values())
+
+
+def test_reading_lines_stops_between_batches_when_asked(monkeypatch):
+    # The evaluation of a line reader (read_images) checks for a stop (a signal during training) per batch.
+    from pathlib import Path
+
+    from charrnn.core.checkpoint import trained_with
+    from charrnn.core.errors import StopRequested
+    from charrnn.ctc import decode
+    from charrnn.ctc.config import CTCTrainConfig
+    from charrnn.ctc.model import load_reader
+
+    fixtures = Path(__file__).parent / "fixtures" / "release-0.1.0"
+    model, tok, ckpt = load_reader(fixtures / "ctc.pt")
+    lines = decode.lines_from_files(sorted((fixtures / "lines").glob("*.png")), model.config.height,
+                                    trained_with(ckpt, CTCTrainConfig).max_width)
+    monkeypatch.setattr(decode, "EVAL_BATCH", 1)  # 4 lines, 4 batches
+    asked, batches = [], []
+    forward = type(model).forward
+    monkeypatch.setattr(type(model), "forward", lambda self, *a: batches.append(1) or forward(self, *a))
+    with pytest.raises(StopRequested):
+        decode.read_images(model, tok, lines, should_stop=lambda: asked.append(1) or len(asked) == 3)
+    assert len(batches) == 2  # the stop asked for after the second batch came before the third
+    texts, loss = decode.read_images(model, tok, lines, should_stop=lambda: False)
+    assert len(texts) == 4 and math.isfinite(loss)

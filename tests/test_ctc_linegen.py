@@ -184,3 +184,10 @@ def test_refuses_a_foreign_directory_but_replaces_its_own_output(text, tmp_path)
     make_lines(text, out, count=2, val_count=1)  # an earlier output: replaced without asking
     assert sorted(p.name for p in (out / "train").iterdir()) == ["000000.png", "000001.png", "labels.tsv"]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_line_length_errors_name_the_flags_the_command_has(text, tmp_path):
+    with pytest.raises(CharRNNError, match=r"^--min-line-chars 9 and --max-line-chars 3 must"):
+        make_lines(text, tmp_path / "lines", count=2, min_chars=9, max_chars=3)
+    with pytest.raises(CharRNNError, match=r"other --min-line-chars/--max-line-chars, or fonts"):
+        make_lines(text, tmp_path / "lines", count=2, min_chars=1000, max_chars=1100)  # val: 400 chars

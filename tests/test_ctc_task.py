@@ -192,3 +192,31 @@ def test_the_shipped_reader_reads_a_line_with_no_run_directory(lines):
     assert r.exit_code == 0, r.output
     assert [item["image"] for item in json.loads(r.stdout)["lines"]] == [str(lines / "val" / f"00000{k}.png")
                                                                         for k in (0, 1)]
+
+
+def test_resume_refuses_lines_whose_transcripts_or_images_changed(tmp_path, lines):
+    import os
+    import shutil
+
+    from charrnn.core.errors import CharRNNError
+    from charrnn.ctc.task import resume_config, train
+
+    data = tmp_path / "set"
+    shutil.copytree(lines, data)
+    run = tmp_path / "run"
+    train(tiny(data, run, max_steps=2))
+    labels = data / "train" / "labels.tsv"
+    original = labels.read_bytes()
+    for image in (data / "train").glob("*.png"):
+        os.utime(image, (1, 1))  # touched or copied, same bytes: resumes
+    assert train(resume_config(run, max_steps=3), resume=True).step == 3
+    first = original.decode().splitlines()[0]
+    labels.write_text(original.decode().replace(first, first + "Q", 1), encoding="utf-8")
+    with pytest.raises(CharRNNError, match=r"training data in .* changed since this run started \(the transcripts "
+                                           r"were edited\), so resuming would train on other data"):
+        train(resume_config(run, max_steps=4), resume=True)
+    labels.write_bytes(original)
+    image = sorted((data / "val").glob("*.png"))[0]
+    shutil.copy(sorted((data / "val").glob("*.png"))[1], image)
+    with pytest.raises(CharRNNError, match=r"validation data in .* \(line images were replaced or edited\)"):
+        train(resume_config(run, max_steps=4), resume=True)

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.core.config import CELLS
+from charrnn.core.errors import CharRNNError
 from charrnn.core.svg import loss_curve_svg
 from charrnn.core.tokenizer import CharTokenizer
 from charrnn.inspect.activations import (
@@ -112,9 +113,10 @@ def _random_trace(cell: str, vocabulary: list[str], num_layers: int = 2, hidden:
 
 
 def _read_dict_as_lstmvis_does(path) -> list[list[str]]:
-    # LSTMVis (lstmdata/data_handler.py): `for line in f: k, v = line.split()`, value then id.
+    # LSTMVis's loader: a line that starts with a space is the space symbol (then its id); any other line is
+    # split on whitespace, symbol then id.
     with open(path, encoding="utf-8") as f:
-        return [line.split() for line in f]
+        return [[" ", *line.split()] if line.startswith(" ") else line.split() for line in f]
 
 
 def test_lstmvis_dict_keeps_every_symbol_on_its_line(tmp_path):
@@ -126,7 +128,8 @@ def test_lstmvis_dict_keeps_every_symbol_on_its_line(tmp_path):
     assert [len(r) for r in rows] == [2] * len(vocabulary)
     assert [int(i) for _, i in rows] == list(range(len(vocabulary)))
     written = [s for s, _ in rows]
-    assert written[:8] == ["a", "\\f", "\\u00a0", "\\u3000", "\\\\", "\\u0020", "\\n", "\\\\n"]
+    # The space is written as itself, so LSTMVis shows a space (not `\\u0020`) between the words of the text.
+    assert written[:8] == ["a", "\\f", "\\u00a0", "\\u3000", "\\\\", " ", "\\n", "\\\\n"]
     # Python escapes: decoding them gives back every symbol, so no two symbols are written alike.
     assert [s.encode("ascii", "backslashreplace").decode("unicode_escape") for s in written] == vocabulary
 
@@ -153,6 +156,21 @@ def test_lstmvis_config_is_yaml_whatever_the_name(tmp_path, name):
     assert types["h1"] == {"type": "output", "layer": 1, "path": "h1", "transform": "none"}
     assert types["c2"] == {"type": "state", "layer": 2, "path": "c2"}  # unbounded: LSTMVis squashes it
     assert types["f2"] == {"type": "state", "layer": 2, "path": "f2", "unsigned": True, "transform": "none"}
+    assert types["g2"] == {"type": "state", "layer": 2, "path": "g2", "transform": "none"}  # tanh: in [-1, 1]
+
+
+def test_lstmvis_squashes_no_bounded_state_a_second_time(tmp_path):
+    # LSTMVis applies tanh unless a state says `transform: none`: only the LSTM's unbounded c is left to it.
+    yaml = pytest.importorskip("yaml")
+    pytest.importorskip("h5py")
+    for cell in CELLS:
+        out = save_lstmvis(_random_trace(cell, ["a", "b"], num_layers=1), tmp_path / cell)
+        config = yaml.safe_load((out / "lstm.yml").read_text(encoding="utf-8"))
+        types = {t["path"]: t for t in config["states"]["types"]}
+        squashed = sorted(path for path, t in types.items() if t.get("transform") != "none")
+        assert squashed == (["c1"] if cell == "lstm" else []), cell
+        assert all(t.get("unsigned") is True for path, t in types.items() if path[0] in "ifozr"), cell
+        assert not any(t.get("unsigned") for path, t in types.items() if path[0] in "hcgn"), cell
 
 
 def test_rank_cells_finds_planted_cells_and_skips_constant_probes():
@@ -278,3 +296,80 @@ def test_lstmvis_export_is_named_after_the_whole_run_directory(tmp_path):
                                       "--out", str(tmp_path / "vis")])
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((tmp_path / "vis" / "lstm.yml").read_text(encoding="utf-8"))["name"] == "exp: lr 0.01"
+
+
+# ----- interrupted dumps leave nothing behind and the previous output whole --------------------------
+
+def _model_and_tokenizer(cell: str = "lstm"):
+    torch.manual_seed(0)
+    tok = CharTokenizer.from_text(TEXT)
+    return CharRNN(CharRNNConfig(tok.vocab_size, cell, num_layers=1, hidden_size=4, embedding_dim=4)), tok
+
+
+def _signalled_after_first_chunk(monkeypatch, signum):
+    """Trace as usual, but have `signum` arrive (as from `kill`) once the first chunk is written."""
+    import signal
+
+    import charrnn.inspect.activations as activations
+
+    real = activations.iter_activations
+
+    def chunks(*args, **kwargs):
+        for n, part in enumerate(real(*args, **kwargs)):
+            if n == 1:
+                signal.raise_signal(signum)
+            yield part
+
+    monkeypatch.setattr(activations, "iter_activations", chunks)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_during_an_npz_dump_removes_its_temporary_file(tmp_path, monkeypatch, signame):
+    import signal
+
+    from charrnn.inspect.activations import dump_activations
+
+    model, tok = _model_and_tokenizer()
+    out = tmp_path / "acts.npz"
+    dump_activations(model, tok, TEXT[:50], out)
+    before = out.read_bytes()
+    _signalled_after_first_chunk(monkeypatch, getattr(signal, signame))
+    with pytest.raises(KeyboardInterrupt):
+        dump_activations(model, tok, TEXT * 3, out, chunk=64)
+    assert [p.name for p in tmp_path.iterdir()] == ["acts.npz"] and out.read_bytes() == before
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_an_interrupted_lstmvis_export_leaves_the_earlier_one_whole(tmp_path, monkeypatch, signame):
+    import signal
+
+    pytest.importorskip("h5py")
+    from charrnn.inspect.activations import dump_activations
+
+    model, tok = _model_and_tokenizer()
+    out = tmp_path / "vis"
+    dump_activations(model, tok, TEXT[:50], out, fmt="lstmvis")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _signalled_after_first_chunk(monkeypatch, getattr(signal, signame))
+    with pytest.raises(KeyboardInterrupt):
+        dump_activations(model, tok, TEXT * 3, out, fmt="lstmvis", chunk=64)
+    assert [p.name for p in tmp_path.iterdir()] == ["vis"]  # no temporary directory left beside it
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_lstmvis_export_replaces_the_earlier_one_whole(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    from charrnn.inspect.activations import dump_activations
+
+    model, tok = _model_and_tokenizer()
+    out = tmp_path / "vis"
+    dump_activations(model, tok, TEXT[:50], out, fmt="lstmvis")
+    dump_activations(model, tok, TEXT[:80], out, fmt="lstmvis")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vis"]
+    with h5py.File(out / "states.hdf5") as f, h5py.File(out / "train.hdf5") as g:
+        assert f["h1"].shape[0] == g["words"].shape[0] == 80  # states and words of the same export
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(CharRNNError, match="holds 'notes.txt'.*give a new one"):
+        dump_activations(model, tok, TEXT[:50], out, fmt="lstmvis")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "states.hdf5").exists()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from charrnn.cli import app
 from charrnn.core.errors import CharRNNError
 from charrnn.inspect.activations import Trace, gate_saturation, kinds_of, load_npz
-from charrnn.inspect.probes import line_position
+from charrnn.inspect.probes import best_probe_cell, in_brackets, in_double_quotes, line_position
 from charrnn.inspect.viewer import MAX_EMBEDDED_VALUES, cell_name, default_kinds, parse_cell, quantise, render_html
 
 runner = CliRunner()
@@ -80,8 +80,9 @@ def test_html_is_self_contained_and_complete():
     assert page.data["chars"] == chars
     best = page.data["probes"]["line_position"][0]
     assert (best["layer"], best["kind"], best["unit"]) == (0, "h", 2) and best["correlation"] > 0.99
-    first = next(iter(page.data["probes"].values()))[0]
-    assert page.data["initial"] == cell_name(first["layer"], first["kind"], first["unit"])  # opens on it
+    found = best_probe_cell(page.data)  # the cell that beats its probe's base rate by the most, if any
+    assert page.data["initial"] == (cell_name(found[1]["layer"], found[1]["kind"], found[1]["unit"]) if found
+                                    else "layer0/h/0")
     values = decoded(page.data)
     assert set(values) == {cell_name(0, k, u) for k in ("h", "r", "z", "n") for u in range(4)}  # small: every kind
     assert np.allclose(values["layer0/h/2"], h[:, 2], atol=(h[:, 2].max() - h[:, 2].min()) / 510 + 1e-6)
@@ -92,13 +93,50 @@ def test_html_is_self_contained_and_complete():
 def test_html_shows_the_ranking_it_is_given():
     trace = lstm_trace(list("ab" * 10))
     # No ranking of these characters gives this: the page must show it as it is, not rank again.
-    ranking = {"probes": {"in_quotes": [{"layer": 0, "kind": "f", "unit": 3, "correlation": 0.123}]},
+    ranking = {"probes": {"in_quotes": [{"layer": 0, "kind": "f", "unit": 3, "correlation": 0.123,
+                                         "accuracy": 0.9, "base_rate": 0.6}]},
                "constant": ["in_comment"], "gate_saturation": {}}
     data = PageReader(render_html(trace, max_chars=5, kinds=("h",), ranking=ranking, ranked_chars=20)).data
     assert data["probes"] == ranking["probes"] and data["constant"] == ["in_comment"]
     assert len(data["chars"]) == 5 and data["ranked_chars"] == 20
     assert set(decoded(data)) == {f"layer0/h/{u}" for u in range(4)} | {"layer0/f/3"}
-    assert data["initial"] == "layer0/f/3"  # the page opens on the first probe's top cell
+    assert data["initial"] == "layer0/f/3"  # the page opens on the ranking's cell that beats its base rate
+
+
+PYTHON = """def area(shape, scale=1.0):
+    # the area of a shape, scaled
+    if shape.kind == "circle":
+        return 3.14159 * (shape.r * scale) ** 2
+    return sum(side * scale for side in shape.sides)
+
+
+print(area(make("square", [2, 2])))
+""" * 10
+
+
+def test_the_page_opens_on_a_probe_with_signal_not_on_quotes_without():
+    # Python source: the quote probe's top cell (r about 0.2) guesses no better than "never in quotes", while
+    # another cell tracks the brackets. The page opens on the brackets cell, and says why.
+    chars = list(PYTHON)
+    T, rng = len(chars), np.random.default_rng(0)
+    h = rng.normal(size=(T, 4)).astype(np.float32)
+    h[:, 0] += 0.9 * in_double_quotes(chars)  # a faint quote signal
+    h[:, 1] = in_brackets(chars) + 0.1 * rng.normal(size=T)  # a bracket cell
+    still = np.full((T, 4), 0.5, np.float32)
+    trace = Trace(chars, np.zeros(T, np.int32), "gru", [{"h": h, "r": still, "z": still, "n": still}],
+                  np.ones(T, np.float32), np.zeros((T, 1), np.int32), np.ones((T, 1), np.float32), ["a"])
+    data = PageReader(render_html(trace)).data
+    quotes = data["probes"]["in_quotes"][0]
+    assert list(data["probes"])[0] == "in_quotes" and quotes["unit"] == 0 and 0.1 < quotes["correlation"] < 0.3
+    assert quotes["accuracy"] - quotes["base_rate"] < 0.02  # no signal: what the page opened on before
+    assert data["initial"] == "layer0/h/1" and "in_brackets" in data["initial_note"]
+
+    # No cell of any probe beats its base rate: the first cell, with a note.
+    ranking = {"probes": {"in_quotes": [dict(quotes, accuracy=quotes["base_rate"])]}, "constant": [],
+               "gate_saturation": {}}
+    data = PageReader(render_html(trace, ranking=ranking)).data
+    assert data["initial"] == "layer0/h/0" and "No probe's cell beats its base rate" in data["initial_note"]
+    assert PageReader(render_html(trace, cell="layer0/h/3")).data["initial_note"] == ""  # --cell: no note
 
 
 def test_quantised_values_decode_back_within_half_a_step():

@@ -23,3 +23,13 @@ def test_streams_must_be_positive(trained_run):
     model, tok, _ = load_model(run)
     with pytest.raises(CharRNNError, match="--streams must be at least 1"):
         evaluate_file(model, tok, corpus, streams=0)
+
+
+def test_progress_counts_the_characters_scored(trained_run):
+    run, corpus = trained_run
+    model, tok, _ = load_model(run)
+    seen = []
+    result = evaluate_file(model, tok, corpus, streams=4, on_progress=lambda done, total: seen.append((done, total)))
+    assert evaluate_file(model, tok, corpus, streams=4).nats_per_char == result.nats_per_char  # nothing else changes
+    dones = [done for done, _ in seen]
+    assert len(seen) > 1 and dones == sorted(dones) and seen[-1] == (result.chars, result.chars)

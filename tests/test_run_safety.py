@@ -4,8 +4,10 @@ full disks. Each test reproduces a way a run used to be lost or corrupted."""
 import errno
 import json
 import os
+import shutil
 import signal
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -242,3 +244,139 @@ def test_a_full_disk_keeps_the_last_checkpoint(corpus, small_mount):
         train(resume_config(run, max_steps=100, eval_every=1), resume=True)
     assert (run / "last.pt").read_bytes() == before["last.pt"]
     assert not list(run.glob(".*.tmp"))
+
+
+# ----- damaged checkpoints, failed resumes and other tasks' runs (issue 20) -------------------------------------
+
+def rewrite(path, change) -> None:
+    """Change a checkpoint's dict, keeping its checksums true (so that what is tested is the change itself)."""
+    from charrnn.core.checkpoint import with_checksums
+
+    ckpt = torch.load(path, weights_only=True)
+    change(ckpt)
+    torch.save(with_checksums(ckpt), path)
+
+
+def test_a_damaged_last_pt_says_that_best_pt_is_intact_and_how_to_resume_from_it(corpus, old_run):
+    (old_run / "last.pt").write_bytes((old_run / "last.pt").read_bytes()[:5000])
+    before = snapshot(old_run)
+    with pytest.raises(CharRNNError, match=r"last.pt' is truncated or damaged .*; best.pt \(step 3\) is intact: resume "
+                                           r"from it with `mv .*last.pt .*last.pt.damaged && charrnn train --resume"):
+        resume_config(old_run, max_steps=5)
+    with pytest.raises(CharRNNError, match="best.pt .* is intact"):
+        train(tiny_config(corpus, old_run, max_steps=5), resume=True)
+    assert snapshot(old_run) == before
+    os.replace(old_run / "last.pt", old_run / "last.pt.damaged")  # what the message says to do
+    assert train(resume_config(old_run, max_steps=5), resume=True).step == 5
+    (old_run / "best.pt").write_text("oops")
+    (old_run / "last.pt").write_bytes(b"")
+    with pytest.raises(CharRNNError, match="last.pt' is empty.*; best.pt is not a charrnn checkpoint: it is a text "
+                                           "file too: put back a good copy of last.pt, or start a new run"):
+        resume_config(old_run)
+
+
+def test_a_flipped_bit_in_the_training_state_is_found_before_resuming(corpus, old_run):
+    import zipfile
+
+    from test_core_checkpoint import flip_a_weight_byte
+
+    first_of_train_state = len(load_checkpoint(old_run / "last.pt")["model_state"])
+    with zipfile.ZipFile(old_run / "last.pt") as z:  # the largest tensor of the optimizer's state
+        sizes = {int(i.filename.rsplit("/", 1)[1]): i.file_size for i in z.infolist() if "/data/" in i.filename}
+    flip_a_weight_byte(old_run / "last.pt", max((k for k in sizes if k >= first_of_train_state), key=sizes.get))
+    before = snapshot(old_run)
+    assert load_checkpoint(old_run / "last.pt")  # the weights are intact: sampling still works
+    with pytest.raises(CharRNNError, match=r"last.pt' is damaged \(the checksum of its training state does not "
+                                           r"match\); best.pt \(step 3\) is intact"):
+        train(resume_config(old_run, max_steps=5), resume=True)
+    assert snapshot(old_run) == before
+
+
+def _hidden_wrong(ckpt):
+    ckpt["train_state"]["task"]["hidden_state"] = [torch.zeros(1, 2, 3)] * 2
+
+
+def _optimizer_of_another_model(ckpt):
+    ckpt["train_state"]["optimizer"]["param_groups"][0]["params"].append(99)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["train_state"].update(step="x"), "training state's step is 'x', not a whole number"),
+    (lambda c: c["train_state"].update(step=-1), "training state's step is -1"),
+    (lambda c: c["train_state"].update(epoch=7), "at epoch 7 after only 3 steps"),
+    (lambda c: c["train_state"].pop("optimizer"), "training state has no optimizer"),
+    (lambda c: c["train_state"].pop("rng"), "training state has no rng"),
+    (lambda c: c["train_state"].pop("task"), "training state has no task"),
+    (lambda c: c["train_state"].update(rng="x"), "rng is 'x', not a list of random states"),
+    (lambda c: c.update(train_state=None), "has no training state to resume from"),
+    (_hidden_wrong, "does not fit the model .*hidden state"),
+    (_optimizer_of_another_model, "does not fit the model"),
+    (lambda c: c["meta"]["train_config"].update(batch_size="4"), "run settings it holds are wrong .*batch_size"),
+    (lambda c: c["meta"]["train_config"].update(hidden_size=48), "weights do not match"),
+])
+def test_a_damaged_training_state_is_refused_before_anything_is_written(corpus, old_run, change, message):
+    rewrite(old_run / "last.pt", change)
+    (old_run / "run.json").unlink()  # the checkpoint's settings decide (run.json is only their copy)
+    files = sorted(p.name for p in old_run.iterdir())
+    before = {name: (old_run / name).read_bytes() for name in files}
+    with pytest.raises(CharRNNError, match=message) as e:
+        train(resume_config(old_run, max_steps=5), resume=True)
+    assert "\n" not in str(e.value) and "best.pt (step 3) is intact" in str(e.value)
+    # No run.json written, nothing else either (but the lock of a refusal that came after taking it).
+    assert sorted(p.name for p in old_run.iterdir() if p.name != ".lock") == files
+    assert {name: (old_run / name).read_bytes() for name in files} == before
+
+
+def test_a_failed_resume_leaves_run_json_and_metrics_untouched(corpus, old_run):
+    before = snapshot(old_run)
+    with pytest.raises(CharRNNError, match="already finished"):
+        train(resume_config(old_run, max_steps=2), resume=True)  # a run at step 3 asked to stop at 2
+    with pytest.raises(CharRNNError, match="--batch-size cannot change when resuming"):
+        resume_config(old_run, batch_size=2)
+    rewrite(old_run / "last.pt", _optimizer_of_another_model)
+    before["last.pt"] = (old_run / "last.pt").read_bytes()
+    with pytest.raises(CharRNNError, match="does not fit the model"):
+        train(resume_config(old_run, max_steps=5), resume=True)
+    assert snapshot(old_run) == before
+
+
+# One run of each task (the release fixtures: a run directory, and checkpoints that become one), and the command
+# that trains each. Every pairing of a command with another task's run is refused with nothing in it changed.
+FIXTURES = Path(__file__).parent / "fixtures" / "release-0.1.0"
+TRAIN = {"lm": ["train"], "caption": ["caption", "train"], "ctc": ["ctc", "train"]}
+
+
+def listing(run) -> dict:
+    """Every file in a run directory (hidden ones too), with its size, mtime and content."""
+    return {str(p.relative_to(run)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+            for p in sorted(run.rglob("*"))}
+
+
+def task_run(tmp_path, task):
+    run = tmp_path / f"{task}-run"
+    if task == "lm":
+        shutil.copytree(FIXTURES / "lm", run)
+    else:
+        run.mkdir()
+        shutil.copy(FIXTURES / f"{task}.pt", run / "last.pt")
+    return run
+
+
+@pytest.mark.parametrize("command, owner", [(c, o) for c in TRAIN for o in TRAIN if c != o])
+def test_resuming_another_tasks_run_changes_nothing_in_it(tmp_path, monkeypatch, command, owner):
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+    from charrnn.tasks import TASKS, run_config_class
+
+    monkeypatch.chdir(tmp_path)  # where ctc would render its default lines
+    run = task_run(tmp_path, owner)
+    before = listing(run)
+    r = CliRunner().invoke(app, [*TRAIN[command], "--resume", str(run), "--max-steps", "5"])
+    assert r.exit_code == 2, r.output
+    assert f"continue it with `{TASKS[owner].train_command} --resume {run}`" in r.stderr
+    with pytest.raises(CharRNNError, match=f"holds {TASKS[owner].what}, not {TASKS[command].what}"):
+        module = __import__(f"charrnn.{command}.task", fromlist=["train"])
+        module.train(run_config_class(command)(out=str(run), max_steps=5), resume=True)
+    assert listing(run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run.name]  # nothing rendered or cached elsewhere

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from charrnn.core.files import atomic_write
+
 TILE, LABEL = 96, 18
 
 
@@ -53,5 +55,6 @@ def attention_grid(pictures: list[tuple[np.ndarray, list[str], torch.Tensor | No
             draw.text((x + TILE // 2, y + TILE + 2), label, fill="black", anchor="ma")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    with atomic_write(path) as f:  # a PNG whatever the name's extension
+        canvas.save(f, format="PNG")
     return path

@@ -7,7 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from charrnn.core.config import Cell, LoopConfig, ModelConfig, check_at_least, check_choice, check_fraction, int_tuple
+from charrnn.core.config import (
+    MAX_CHANNELS,
+    MAX_EMBEDDING_DIM,
+    Cell,
+    LoopConfig,
+    ModelConfig,
+    check_at_least,
+    check_at_most,
+    check_choice,
+    check_fraction,
+    int_tuple,
+)
 from charrnn.core.errors import CharRNNError
 
 Tokens = Literal["char", "word"]
@@ -15,6 +26,12 @@ TOKENS: tuple[str, ...] = get_args(Tokens)
 Encoder = Literal["cnn", "resnet18", "resnet34", "resnet50"]
 ENCODERS: tuple[str, ...] = get_args(Encoder)
 DEFAULT_CAPTION_DATA = "corpora/emoji.zip"
+# Upper bounds (see core/config.py for the shared ones).
+MAX_IMAGE_SIZE = 4096  # captioners are fed 224 to 1024 pixels; one 4096 image is 48 MB in the cache
+MAX_ATTENTION_DIM = 65536  # as wide as a recurrent layer may be
+# Captions, even paragraph-long ones, are a few hundred tokens; a model that never ends one (an untrained
+# one) decodes this many steps for every validation image at each evaluation.
+MAX_CAPTION_LEN = 4096
 
 
 @dataclass(frozen=True)
@@ -34,15 +51,18 @@ class CaptionerConfig(ModelConfig):
     attention_dim: int = 128
 
     def __post_init__(self):
-        object.__setattr__(self, "channels", int_tuple(self.channels, "--channels"))
+        object.__setattr__(self, "channels", int_tuple(self.channels, "--channels", MAX_CHANNELS))
         self.check_recurrent()
         check_choice(self.encoder, ENCODERS, "--encoder")
+        check_at_most(self, ("image_size",), MAX_IMAGE_SIZE)
         smallest = 2 ** len(self.channels) if self.encoder == "cnn" else 32
         if self.image_size < smallest:
             raise CharRNNError(f"--image-size {self.image_size} is too small for the {self.encoder} encoder, which "
                                f"shrinks it {smallest}-fold; use at least {smallest}"
                                + (" or fewer --channels" if self.encoder == "cnn" else ""))
         check_at_least(self, ("embedding_dim", "attention_dim"))
+        check_at_most(self, ("embedding_dim",), MAX_EMBEDDING_DIM)
+        check_at_most(self, ("attention_dim",), MAX_ATTENTION_DIM)
         if self.vocab_size < 2:
             raise CharRNNError("the vocabulary needs at least 2 symbols")
 
@@ -86,6 +106,7 @@ class CaptionTrainConfig(LoopConfig):
         if not 0.0 <= self.scheduled_sampling <= 1.0 or self.doubly_stochastic < 0:
             raise CharRNNError("--scheduled-sampling must be in [0, 1] and --doubly-stochastic at least 0")
         check_at_least(self, ("max_caption_len",))
+        check_at_most(self, ("max_caption_len",), MAX_CAPTION_LEN)
         if self.encoder_weights is not None and self.encoder == "cnn":
             raise CharRNNError("--encoder-weights is for a ResNet encoder: add --encoder resnet18 (or 34, 50)")
         self.model_config(2)  # validates the model fields

@@ -32,14 +32,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from charrnn.core.errors import CharRNNError
+from charrnn.core.rows import BadRow, bad_rows_message, in_file_order
 from charrnn.vision.cache import Stacked, cache_decoded
 from charrnn.vision.dataset import (
-    BadRow,
     DatasetRoot,
     ImageData,
     ImageSplit,
-    bad_rows_message,
-    in_file_order,
     iter_label_lines,
     open_member,  # noqa: F401  (the caption API's way to read a split's file)
     open_root,
@@ -47,9 +45,11 @@ from charrnn.vision.dataset import (
     relabel,
     split_by_unit,
 )
-from charrnn.vision.image import decode_member, flatten
+from charrnn.vision.image import decode_member, flatten, open_image, undecodable
 
-CACHE_VERSION = 1  # bump when the decoding recipe below changes: older caches are then rebuilt
+# Bump when the decoding recipe below changes: older caches are then rebuilt. 2: 16-bit grey is scaled to 8
+# bits (version 1 decoded it as pure white).
+CACHE_VERSION = 2
 SIDES = ("train", "val", "test")  # values in splits.tsv; test images are used by neither side
 
 
@@ -456,7 +456,9 @@ def read_captions(data: str | os.PathLike, *, split: str | None = None, val_dir:
     Validation is the dataset's own split where it has one (Flickr8k's lists, COCO's val file, the first
     column of splits.tsv; `split` names another column, or "random" / "grouped" for a seeded split by image
     or by group), else all of `val_dir`, else a seeded `val_frac` of the images. Bad rows raise one
-    `CharRNNError` line, or with `skip_bad` are left out and listed in `skipped`.
+    `CharRNNError` line, or with `skip_bad` are left out and listed in `skipped`. When there are bad rows,
+    the images of the others are decoded as well, and the error counts those that fail among them (else
+    `cache_images` finds them, and a user would fix the dataset in two rounds).
     """
     if not 0.0 <= val_frac < 1.0:
         raise CharRNNError(f"--val-frac {val_frac} must be in [0, 1)")
@@ -467,8 +469,8 @@ def read_captions(data: str | os.PathLike, *, split: str | None = None, val_dir:
     if other:
         other.bad = relabel(str(Path(val_dir)), other.bad, [other.whole])
     bad = main.bad + (other.bad if other else [])
-    if bad and not skip_bad:
-        raise CharRNNError(bad_rows_message(bad))
+    if bad and not skip_bad:  # with the images that would fail next, so that one error lists every problem
+        raise CharRNNError(bad_rows_message(bad + undecodable([x.whole for x in (main, other) if x])))
     for loaded, where in ((main, data), (other, val_dir)):
         if loaded and not len(loaded.whole):
             skipped = f" ({len(loaded.bad)} bad rows skipped)" if loaded.bad else ""
@@ -489,7 +491,7 @@ def read_captions(data: str | os.PathLike, *, split: str | None = None, val_dir:
 def decode_image(f: BinaryIO, size: int) -> np.ndarray:
     """(size, size, 3) uint8 RGB: EXIF orientation applied, transparency over white, resized (aspect not
     kept) with Lanczos, which keeps thin strokes that bilinear would blur away at small sizes."""
-    with Image.open(f) as im:
+    with open_image(f) as im:
         # JPEG only: decode at 1/2, 1/4 or 1/8 scale while that still leaves twice the target resolution.
         # Several times faster on photos; after the Lanczos filter the difference is a level or two.
         im.draft(None, (2 * size, 2 * size))

@@ -31,7 +31,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, features
 
 from charrnn.core.errors import CharRNNError
-from charrnn.core.files import write_text_atomic
+from charrnn.core.files import atomic_write, write_text_atomic
 
 # Where Debian/Ubuntu (fonts-noto-color-emoji), Fedora and Arch install the font.
 FONT_CANDIDATES = (Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"),
@@ -344,7 +344,7 @@ def zip_dataset(root: Path, archive: Path) -> Path:
     PNGs are stored (already compressed); the text files are deflated.
     """
     files = sorted(p for p in Path(root).rglob("*") if p.is_file())
-    with zipfile.ZipFile(archive, "w") as z:
+    with atomic_write(archive) as f, zipfile.ZipFile(f, "w") as z:  # the zip is closed before it is renamed in
         for p in files:
             info = zipfile.ZipInfo(p.relative_to(root).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from charrnn.caption.data import CaptionSplit, cache_images, read_captions
 from charrnn.caption.decode import EVAL_BATCH, caption_images
 from charrnn.caption.model import Captioner, caption_loss, encode_captions, load_captioner
 from charrnn.core.checkpoint import trained_with
-from charrnn.core.errors import CharRNNError
+from charrnn.core.errors import CharRNNError, check_stop
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -50,12 +51,15 @@ def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict[s
 
 
 @torch.no_grad()
-def teacher_forced_loss(model: Captioner, tokenizer, images, captions: list[list[str]]) -> float:
-    """Mean cross-entropy per token of every reference caption given its image."""
+def teacher_forced_loss(model: Captioner, tokenizer, images, captions: list[list[str]], *,
+                        should_stop: Callable[[], bool] | None = None) -> float:
+    """Mean cross-entropy per token of every reference caption given its image; `should_stop()` is asked
+    before each batch (`StopRequested` when it says so)."""
     device = model.head.weight.device
     pairs = [(k, c) for k, refs in enumerate(captions) for c in refs]
     total, count = 0.0, 0
     for start in range(0, len(pairs), EVAL_BATCH):
+        check_stop(should_stop)
         chunk = pairs[start:start + EVAL_BATCH]
         images_ = torch.from_numpy(np.array(images[[k for k, _ in chunk]])).to(device)
         tokens = encode_captions(tokenizer, [c for _, c in chunk]).to(device)
@@ -67,9 +71,10 @@ def teacher_forced_loss(model: Captioner, tokenizer, images, captions: list[list
 
 def evaluate_captioner(checkpoint: str | os.PathLike, data: str | None = None, *, part: str = "val",
                        beam_size: int = 3, length_alpha: float = 0.0, skip_bad: bool = False,
-                       device: str = "auto") -> dict:
+                       device: str = "auto", on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Corpus BLEU-1..4, CIDEr-D and exact match of greedy and beam-search captions on `data` (the run's own
-    data by default): its validation side as the run split it (`part="val"`) or every image (`"all"`)."""
+    data by default): its validation side as the run split it (`part="val"`) or every image (`"all"`).
+    `on_progress(done, total)` counts images through the three passes: decoding them, greedy, beam search."""
     import tempfile
 
     from charrnn.core.device import resolve_device
@@ -82,14 +87,25 @@ def evaluate_captioner(checkpoint: str | os.PathLike, data: str | None = None, *
     split = read.val if part == "val" and read.val is not None else read.train
     if part == "all" and read.val is not None:
         split = _joined(read.train, read.val)
+    n = len(split)
+
+    def progress(k: int, fraction: float) -> None:
+        """Pass k (0: decoding the images, 1: greedy, 2: beam search) is `fraction` done."""
+        if on_progress is not None:
+            on_progress(k * n + round(fraction * n), 3 * n)
+
     with tempfile.TemporaryDirectory() as tmp:  # decode into a throw-away cache: nothing is left behind
-        images = cache_images(split, Path(tmp) / "images", size=model.config.image_size, skip_bad=skip_bad)
+        images = cache_images(split, Path(tmp) / "images", size=model.config.image_size, skip_bad=skip_bad,
+                              progress=lambda done, total: progress(0, done / max(total, 1)))
         pixels = np.array(images.pixels)
     references = images.captions
     result = {"images": len(pixels), "references": sum(map(len, references)), "data": str(data_path), "part": part}
-    for name, beam in (("greedy", 1), ("beam", beam_size)):
-        decoded = caption_images(model, tokenizer, pixels, max_len=run.max_caption_len, beam_size=beam,
-                                 length_alpha=length_alpha)
+    for k, (name, beam) in enumerate((("greedy", 1), ("beam", beam_size)), 1):
+        decoded = []
+        for start in range(0, len(pixels), EVAL_BATCH):  # the batches caption_images makes: progress after each
+            decoded += caption_images(model, tokenizer, pixels[start:start + EVAL_BATCH], max_len=run.max_caption_len,
+                                      beam_size=beam, length_alpha=length_alpha)
+            progress(k, len(decoded) / len(pixels))
         result[name] = caption_scores([tokenizer.decode(d.tokens) for d in decoded], references)
     result["beam_size"] = beam_size
     return result

@@ -13,6 +13,7 @@ layer. A caption is read between two `<eod>` tokens: the first starts it, the se
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from charrnn.caption.config import CaptionerConfig
-from charrnn.core.checkpoint import load_checkpoint, require_task
+from charrnn.core.checkpoint import checked_config, load_checkpoint, require_task
+from charrnn.core.errors import check_stop
 from charrnn.core.rnn import CELL_CLASSES, init_forget_gate_bias, make_rnn
 from charrnn.core.tokenizer import tokenizer_from_dict
 from charrnn.vision.encoder import make_encoder
@@ -175,8 +177,9 @@ class Decoded:
 
 @torch.no_grad()
 def decode(model: Captioner, images: torch.Tensor, *, bos: int, eos: int, max_len: int, temperature: float = 0.0,
-           generator: torch.Generator | None = None) -> list[Decoded]:
-    """One caption per image: greedy (temperature 0 = always the most likely token) or sampled."""
+           generator: torch.Generator | None = None, should_stop: Callable[[], bool] | None = None) -> list[Decoded]:
+    """One caption per image: greedy (temperature 0 = always the most likely token) or sampled. `should_stop()`
+    is asked before each step (`StopRequested` when it says so): a caption may be long."""
     enc, state = model.encode(images)
     B = images.size(0)
     token = torch.full((B,), bos, dtype=torch.long, device=images.device)
@@ -185,6 +188,7 @@ def decode(model: Captioner, images: torch.Tensor, *, bos: int, eos: int, max_le
     scores = torch.zeros(B, dtype=torch.float64)
     done = torch.zeros(B, dtype=torch.bool)
     for _ in range(max_len):
+        check_stop(should_stop)
         logits, state, alpha = model.step(token, state, enc)
         logp = logits.float().log_softmax(1)
         if temperature > 0:
@@ -206,9 +210,9 @@ def decode(model: Captioner, images: torch.Tensor, *, bos: int, eos: int, max_le
 
 @torch.no_grad()
 def beam_search(model: Captioner, images: torch.Tensor, *, bos: int, eos: int, max_len: int, beam_size: int,
-                length_alpha: float = 0.0) -> list[Decoded]:
+                length_alpha: float = 0.0, should_stop: Callable[[], bool] | None = None) -> list[Decoded]:
     """The most likely caption of each image under a beam of `beam_size` hypotheses (1 = greedy), ranked at the
-    end by log-probability / length ** `length_alpha`."""
+    end by log-probability / length ** `length_alpha`; `should_stop()` is asked before each step, as in `decode`."""
     B, K = images.size(0), beam_size
     enc, state = model.encode(images)
     enc, state = enc.repeat(K), tuple(s.repeat_interleave(K, dim=1) for s in state)
@@ -220,6 +224,7 @@ def beam_search(model: Captioner, images: torch.Tensor, *, bos: int, eos: int, m
     attn: torch.Tensor | None = None  # (B*K, t, N)
     finished = torch.zeros(B * K, dtype=torch.bool, device=device)
     for _ in range(max_len):
+        check_stop(should_stop)
         logits, state, alpha = model.step(token, state, enc)
         logp = logits.float().log_softmax(1)  # (B*K, V)
         logp[finished] = float("-inf")
@@ -262,10 +267,17 @@ def encode_captions(tokenizer, captions: list[str]) -> torch.Tensor:
     return out
 
 
+def check_checkpoint(checkpoint: dict) -> CaptionerConfig:
+    """The model config of a loaded caption checkpoint, checked against its tokenizer and weights before
+    anything is built (see `checked_config`)."""
+    tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
+    return checked_config(checkpoint, CaptionerConfig, Captioner, tokenizer.vocab_size)
+
+
 def load_captioner(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Captioner, object, dict]:
-    """The captioner, tokenizer and checkpoint dict of a caption checkpoint file or run directory."""
-    checkpoint = load_checkpoint(path)
-    require_task(checkpoint, "caption", path)
-    model = Captioner(CaptionerConfig.from_dict(checkpoint["model_config"]))
+    """The captioner, tokenizer and checkpoint dict of a caption checkpoint file or run directory (whose
+    last.pt is read, with a warning, when its best.pt is damaged)."""
+    checkpoint = load_checkpoint(path, check=lambda c: (require_task(c, "caption", path), check_checkpoint(c)))
+    model = Captioner(check_checkpoint(checkpoint))
     model.load_state_dict(checkpoint["model_state"])
     return model.to(device).eval(), tokenizer_from_dict(checkpoint["tokenizer"]), checkpoint

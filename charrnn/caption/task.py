@@ -22,13 +22,15 @@ from charrnn.caption.config import DEFAULT_CAPTION_DATA, CaptionTrainConfig
 from charrnn.caption.data import cache_images, read_captions
 from charrnn.caption.decode import caption_images
 from charrnn.caption.evaluate import caption_scores, teacher_forced_loss
-from charrnn.caption.model import Captioner, caption_loss, encode_captions
+from charrnn.caption.model import Captioner, caption_loss, check_checkpoint, encode_captions
+from charrnn.core.checkpoint import check_weights
 from charrnn.core.distributed import World
 from charrnn.core.errors import CharRNNError
 from charrnn.core.files import bundled
 from charrnn.core.rundir import resume_config as _resume_config
 from charrnn.core.tokenizer import CharTokenizer, WordTokenizer, tokenizer_from_dict
 from charrnn.core.trainer import Event, TrainSummary, run_training
+from charrnn.vision.fingerprint import check_fingerprint
 
 CACHE_FILES = ("train-images.u8", "train-images.json", "val-images.u8", "val-images.json")
 
@@ -101,13 +103,17 @@ class CaptionTask:
                                sample_prob=self.config.scheduled_sampling)
         return loss
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
         was_training = self.model.training
         self.model.eval()
-        hypotheses = [self.tokenizer.decode(d.tokens) for d in
-                      caption_images(self.model, self.tokenizer, self.val_images, max_len=self.config.max_caption_len)]
-        val_loss = teacher_forced_loss(self.model, self.tokenizer, self.val_images, self.val_captions)
-        self.model.train(was_training)
+        try:
+            hypotheses = [self.tokenizer.decode(d.tokens) for d in
+                          caption_images(self.model, self.tokenizer, self.val_images,
+                                         max_len=self.config.max_caption_len, should_stop=should_stop)]
+            val_loss = teacher_forced_loss(self.model, self.tokenizer, self.val_images, self.val_captions,
+                                           should_stop=should_stop)
+        finally:
+            self.model.train(was_training)
         scores = caption_scores(hypotheses, self.val_captions)
         return {"val_loss": val_loss, "bleu4": scores["bleu4"], "bleu1": scores["bleu1"], "cider": scores["cider"],
                 "exact_match": scores["exact_match"]}
@@ -119,15 +125,20 @@ class CaptionTask:
         pass
 
     def meta(self) -> dict:
-        return {"data": self.data_meta["data"], "split_rule": self.data_meta["split_rule"]}
+        return {"data": self.data_meta["data"], "split_rule": self.data_meta["split_rule"],
+                "data_fingerprint": self.data_meta["fingerprint"]}
 
 
 # ----- building, training, resuming -----------------------------------------------------------------
 
-def load_data(config: CaptionTrainConfig, run_dir: Path) -> dict:
-    """Read the dataset, split it, and decode its images once into the run directory's cache."""
+def load_data(config: CaptionTrainConfig, run_dir: Path, trained_on: dict | None = None) -> dict:
+    """Read the dataset, split it, and decode its images once into the run directory's cache. `trained_on` is
+    the fingerprint of the data a resumed run was trained on: data changed since is refused before anything
+    is decoded (`check_fingerprint`)."""
     data = read_captions(config.data, split=config.split, val_dir=config.val_dir, val_frac=config.val_frac,
                          seed=config.seed, skip_bad=config.skip_bad)
+    sides = {"train": (data.train, data.train.captions), "val": (data.val, data.val.captions) if data.val else None}
+    fingerprint = check_fingerprint(trained_on, sides, items="images", labels="captions")
     train = cache_images(data.train, run_dir / "train-images", size=config.image_size, skip_bad=config.skip_bad)
     val = (cache_images(data.val, run_dir / "val-images", size=config.image_size, skip_bad=config.skip_bad)
            if data.val is not None else None)
@@ -135,7 +146,8 @@ def load_data(config: CaptionTrainConfig, run_dir: Path) -> dict:
     notes = [f"skipped {skipped} bad rows (--skip-bad)"] if skipped else []
     return {"train_images": train.pixels, "train_captions": train.captions,
             "val_images": val.pixels if val else None, "val_captions": val.captions if val else [],
-            "meta": {"data": str(config.data), "split_rule": data.split_rule, "notes": notes}}
+            "meta": {"data": str(config.data), "split_rule": data.split_rule, "notes": notes,
+                     "fingerprint": fingerprint}}
 
 
 def build(config: CaptionTrainConfig, *, checkpoint: dict | None, world: World, device: torch.device) -> CaptionTask:
@@ -144,7 +156,12 @@ def build(config: CaptionTrainConfig, *, checkpoint: dict | None, world: World, 
         data_path = bundled(DEFAULT_CAPTION_DATA)
     config = replace(config, data=str(data_path.resolve()) if data_path.exists() else str(data_path),
                      out=str(config.run_dir))
-    data = load_data(config, config.run_dir)
+    if checkpoint is not None:  # the weights against the model this run's settings build, before the data is read
+        vocab_size = check_checkpoint(checkpoint).vocab_size
+        check_weights(checkpoint["model_state"], lambda: Captioner(config.model_config(vocab_size)),
+                      checkpoint.get("source", config.run_dir))
+    trained_on = (checkpoint.get("meta") or {}).get("data_fingerprint") if checkpoint is not None else None
+    data = load_data(config, config.run_dir, trained_on)
     if checkpoint is not None:
         tokenizer = tokenizer_from_dict(checkpoint["tokenizer"])
     else:

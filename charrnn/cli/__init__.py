@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
-from charrnn.cli import inspect, tools
+from charrnn.cli import inspect, render, tools
 from charrnn.cli.render import fail
-from charrnn.core.errors import CharRNNError
+from charrnn.core.errors import CharRNNError, CharRNNWarning
 from charrnn.tasks import TASKS
 
 
@@ -33,8 +36,9 @@ class OneLineErrors(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):
         try:
-            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                                  standalone_mode=False, **extra)
+            with _warnings_as_lines():
+                result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                      standalone_mode=False, **extra)
         except CharRNNError as e:
             fail(str(e), 2)
         except OSError as e:  # an --out that cannot be written, a full disk: the user's to fix, not a bug
@@ -47,6 +51,10 @@ class OneLineErrors(TyperGroup):
             fail(f"{e.format_message()} (see --help)", code)
         except (typer.Abort, KeyboardInterrupt):
             fail("aborted", 130)
+        except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+            if not _out_of_memory(e):
+                raise
+            fail(_memory_advice(self, sys.argv[1:] if args is None else list(args), e), 2)
         sys.exit(result if isinstance(result, int) else 0)
 
     # Typer turns a Ctrl-C while it parses (it may be importing pydantic then) or runs a command into a
@@ -58,6 +66,62 @@ class OneLineErrors(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         with _ctrl_c_as_abort():
             return super().invoke(ctx)
+
+
+# The settings that size what a command allocates, most effective first; an allocation failure names the first
+# four its command has. The configs bound each (core/config.py), but not their product.
+MEMORY_SETTINGS = ("batch_size", "num_samples", "beam_size", "image_size", "max_width", "height", "seq_len",
+                   "hidden_size", "eval_streams", "num_layers", "embedding_dim", "attention_dim", "channels",
+                   "max_caption_len", "max_chars")
+# How allocators say they failed: PyTorch's CPU allocator ("can't allocate memory: you tried to allocate N
+# bytes", "not enough memory"), CUDA and MPS ("out of memory"), and the system's ENOMEM text.
+_OUT_OF_MEMORY = ("out of memory", "can't allocate", "not enough memory", "cannot allocate memory")
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or any(s in str(e).lower() for s in _OUT_OF_MEMORY)
+
+
+def _memory_advice(group: TyperGroup, args: list[str], e: BaseException) -> str:
+    """One line for an allocation failure: how much was asked for, when the allocator said, and the flags of
+    the command that ran (found by walking `args` down the command tree) that would make it smaller."""
+    command = group
+    for word in args:
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is not None:
+            command = sub
+        elif not word.startswith("-"):
+            break
+    names = {p.name for p in getattr(command, "params", [])}
+    flags = [f"--{n.replace('_', '-')}" for n in MEMORY_SETTINGS if n in names][:4]
+    asked = re.search(r"allocate (\d+) bytes", str(e))
+    asked_text = re.search(r"allocate ([\d.]+ [KMGT]i?B)", str(e))
+    detail = (f" (asked for {int(asked.group(1)) / 1e9:.1f} GB)" if asked else
+              f" (asked for {asked_text.group(1)})" if asked_text else "")
+    fix = (f"lower {', '.join(flags[:-1])} or {flags[-1]}" if len(flags) > 1 else f"lower {flags[0]}" if flags
+           else "use a smaller model or input")
+    return f"out of memory{detail}: {fix}"
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """The library's warnings (`CharRNNWarning`: a damaged best.pt read from last.pt instead) as one line each on
+    stderr, every time; other warnings as Python shows them."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, CharRNNWarning):
+            return default(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        if render.err.is_terminal:
+            render.err.print(Text.assemble(("warning: ", "bold yellow"), text), soft_wrap=True)
+        else:
+            print(f"warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CharRNNWarning)
+        warnings.showwarning = show
+        yield
 
 
 @contextlib.contextmanager

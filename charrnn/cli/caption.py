@@ -7,16 +7,22 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
 
-from charrnn.caption.config import CaptionTrainConfig, Encoder, Tokens
+from charrnn.caption.config import (
+    MAX_ATTENTION_DIM,
+    MAX_CAPTION_LEN,
+    MAX_IMAGE_SIZE,
+    CaptionTrainConfig,
+    Encoder,
+    Tokens,
+)
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given
 from charrnn.core.config import check_length_alpha, check_seed
 from charrnn.core.errors import CharRNNError
 
 app = typer.Typer(help="Describe images: a CNN encoder and a recurrent decoder (with soft attention).\n\n"
-                       "Example: charrnn caption sample cat.png",
+                       "Example: charrnn caption sample corpora/examples/monkey.png",
                   no_args_is_help=True)
 
 # ----- options only captioning has, and the shared ones in captioning's words (the rest: options.py) -----
@@ -43,7 +49,8 @@ SplitOpt = Annotated[str | None, typer.Option(
 CaptionValFracOpt = Annotated[float, typer.Option(
     "--val-frac", help="Images held out for validation when the dataset has no split of its own (by image).")]
 TokensOpt = Annotated[Tokens, typer.Option("--tokens", help="Decode characters (open vocabulary) or words.")]
-ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="Images are resized to this square side.")]
+ImageSizeOpt = Annotated[int, typer.Option(
+    "--image-size", max=MAX_IMAGE_SIZE, help="Images are resized to this square side.")]
 EncoderOpt = Annotated[Encoder, typer.Option(
     "--encoder", help="The project's CNN, or a torchvision ResNet (needs torchvision; random weights unless "
                       "--encoder-weights).")]
@@ -53,12 +60,14 @@ FreezeEncoderOpt = Annotated[bool, typer.Option(
     "--freeze-encoder", help="Train the decoder only; the encoder keeps its weights.", show_default=False)]
 AttentionOpt = Annotated[bool, typer.Option(
     "--attention/--no-attention", help="Soft attention over the CNN's grid at every step (Show, Attend and Tell).")]
-AttentionDimOpt = Annotated[int, typer.Option("--attention-dim", help="Size of the attention's hidden layer.")]
+AttentionDimOpt = Annotated[int, typer.Option(
+    "--attention-dim", min=1, max=MAX_ATTENTION_DIM, help="Size of the attention's hidden layer.")]
 DoublyStochasticOpt = Annotated[float, typer.Option(
     "--doubly-stochastic", help="Weight of the penalty for grid cells the caption never attends to.")]
 ScheduledSamplingOpt = Annotated[float, typer.Option(
     "--scheduled-sampling", help="Probability of feeding the model its own previous token while training.")]
-MaxCaptionLenOpt = Annotated[int, typer.Option("--max-caption-len", help="Longest caption decoded, in tokens.")]
+MaxCaptionLenOpt = Annotated[int, typer.Option(
+    "--max-caption-len", min=1, max=MAX_CAPTION_LEN, help="Longest caption decoded, in tokens.")]
 
 
 @app.command("train")
@@ -114,7 +123,7 @@ def train_command(
 ) -> None:
     """Train a captioner (no arguments: the bundled emoji set, with attention, for 5 minutes).
 
-    Example: charrnn caption train corpora/emoji.zip --split grouped --out checkpoints/emoji-caption --time-budget 10
+    Example: charrnn caption train corpora/emoji.zip --split grouped --out checkpoints/emoji-grouped --time-budget 10
     """
     from charrnn.caption.task import resume_config, train
 
@@ -150,10 +159,12 @@ def sample_command(
 ) -> None:
     """Describe images with a trained captioner (none given: the shipped emoji captioner).
 
-    Example: charrnn caption sample checkpoints/emoji-caption cat.png --beam-size 3 --show-attention att.png
+    Example: charrnn caption sample checkpoints/emoji-caption corpora/examples/bear.png --show-attention att.png
     """
-    from charrnn.caption.decode import describe_images
+    from charrnn.caption.decode import describe_images, iter_descriptions
+    from charrnn.core.files import check_output
 
+    options.require_stdout()
     check_seed(seed)
     check_length_alpha(length_alpha)
     checkpoint, images = options.model_and_inputs(paths, "caption")
@@ -162,15 +173,15 @@ def sample_command(
     if num_samples > 1 and (temperature == 0 or beam_size > 1):
         raise CharRNNError("--num-samples above 1 needs --temperature above 0 and no --beam-size: "
                            "greedy and beam search give one caption")
-    result = describe_images(checkpoint, images, beam_size=beam_size, length_alpha=length_alpha,
-                             temperature=temperature, num_samples=num_samples, seed=seed, device=device,
-                             attention_png=show_attention)
+    if show_attention is not None:
+        check_output(show_attention, option="--show-attention", inputs=[checkpoint, *images])
+    settings = dict(beam_size=beam_size, length_alpha=length_alpha, temperature=temperature,
+                    num_samples=num_samples, seed=seed, device=device, attention_png=show_attention)
     if json_output:
-        render.print_json(result)
+        render.print_json(describe_images(checkpoint, images, **settings))
         return
-    for item in result["images"]:
-        for caption in item["captions"]:
-            print(f"{item['image']}\t{caption}")
+    for item in iter_descriptions(checkpoint, images, **settings):  # each caption printed as it comes
+        print(f"{item['image']}\t{item['caption']}", flush=True)
     if show_attention is not None:
         render.err.print(f"wrote {show_attention}", markup=False)
 
@@ -195,12 +206,14 @@ def eval_command(
     from charrnn.caption.evaluate import evaluate_captioner
 
     check_length_alpha(length_alpha)
-    result = evaluate_captioner(checkpoint, data, part=part, beam_size=beam_size, length_alpha=length_alpha,
-                                skip_bad=skip_bad, device=device)
+    with render.progress_bar("captioning") as on_progress:
+        result = evaluate_captioner(options.model_path(checkpoint, "caption"), data, part=part, beam_size=beam_size,
+                                    length_alpha=length_alpha, skip_bad=skip_bad, device=device,
+                                    on_progress=on_progress)
     if json_output:
         render.print_json(result)
         return
-    table = Table(title=f"{result['images']:,} images, {result['references']:,} references ({part})")
+    table = render.Table(title=f"{result['images']:,} images, {result['references']:,} references ({part})")
     for name in ("decoding", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "exact match %"):
         table.add_column(name, justify="right")
     for decoding in ("greedy", "beam"):
@@ -213,7 +226,8 @@ def eval_command(
 @app.command("make-emoji")
 def make_emoji_command(
     out: Annotated[Path, typer.Argument(metavar="DIR", help="A new (or empty) directory for the dataset.")],
-    size: Annotated[int, typer.Option("--size", help="Side of the square images, in pixels.")] = 64,
+    size: Annotated[int, typer.Option(
+        "--size", max=MAX_IMAGE_SIZE, help="Side of the square images, in pixels.")] = 64,
     font: Annotated[Path | None, typer.Option(
         "--font", help="The Noto Color Emoji font file. \\[default: the installed fonts-noto-color-emoji]",
         show_default=False)] = None,
@@ -230,7 +244,13 @@ def make_emoji_command(
     Example: charrnn caption make-emoji emoji --zip emoji.zip
     """
     from charrnn.caption.emoji import make_emoji_dataset, zip_dataset
+    from charrnn.core.files import check_output
 
+    if zip_to is not None:
+        check_output(zip_to, option="--zip", inputs=[p for p in (font, emoji_test) if p is not None])
+        if zip_to.resolve().is_relative_to(out.resolve()):
+            raise CharRNNError(f"--zip {str(zip_to)!r} lies in the dataset directory {str(out)!r}, which it would "
+                               "pack into itself; put it outside")
     with render.transient_progress() as progress:
         task = progress.add_task("rendering", total=None)
         summary = make_emoji_dataset(out, size=size, font=font, emoji_test=emoji_test, seed=seed,

@@ -8,16 +8,23 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
 
 from charrnn.cli import options, render
 from charrnn.cli.options import config_options, given
 from charrnn.core.errors import CharRNNError
-from charrnn.ctc.config import DEFAULT_CHAR_BONUS, DEFAULT_LINES, DEFAULT_LM_WEIGHT, CTCTrainConfig
+from charrnn.ctc.config import (
+    DEFAULT_CHAR_BONUS,
+    DEFAULT_LINES,
+    DEFAULT_LM_WEIGHT,
+    MAX_HEIGHT,
+    MAX_WIDTH,
+    CTCTrainConfig,
+)
 
 app = typer.Typer(help="Read text lines: a CNN + bidirectional RNN trained with CTC, decoded greedily or by prefix "
                        "beam search fused with a charrnn language model.\n\n"
-                       "Example: charrnn ctc decode line.png --beam-size 8", no_args_is_help=True)
+                       "Example: charrnn ctc decode corpora/examples/line-print.png --beam-size 8",
+                  no_args_is_help=True)
 
 # ----- options only ctc has, and the shared ones in ctc's words (the rest: options.py) ------------------
 
@@ -51,11 +58,13 @@ ValFracOpt = Annotated[float, typer.Option(
     "--val-frac", help="Lines held out for validation when DATA has no split of its own (seeded, by line).")]
 IamOkOnlyOpt = Annotated[bool, typer.Option(
     "--iam-ok-only", help="IAM: drop the lines whose segmentation IAM marked 'err'.", show_default=False)]
-HeightOpt = Annotated[int, typer.Option("--height", help="Lines are resized to this height, keeping their aspect.")]
+HeightOpt = Annotated[int, typer.Option(
+    "--height", max=MAX_HEIGHT, help="Lines are resized to this height, keeping their aspect.")]
 MaxWidthOpt = Annotated[int, typer.Option(
-    "--max-width", help="Widest line in pixels (at --height); a wider one is squeezed to it.")]
+    "--max-width", max=MAX_WIDTH, help="Widest line in pixels (at --height); a wider one is squeezed to it.")]
 LmOpt = Annotated[str | None, typer.Option(
-    "--lm", metavar="RUN", help="A charrnn language model (run directory or checkpoint) fused into the beam search.")]
+    "--lm", metavar="RUN", help="A charrnn language model fused into the beam search: a run directory, a checkpoint "
+                                "file, or shipped (the one that ships with charrnn).")]
 LmWeightOpt = Annotated[float, typer.Option(
     "--lm-weight", min=0.0, help="alpha: each character adds alpha x log p_LM(character | text so far).")]
 CharBonusOpt = Annotated[float, typer.Option(
@@ -70,7 +79,9 @@ ShowAlignmentOpt = Annotated[Path | None, typer.Option(
 def _fusion(lm: str | None, lm_weight: float, char_bonus: float, lm_unknown: str):
     from charrnn.ctc.decode import Fusion
 
-    return Fusion(lm, lm_weight, char_bonus, lm_unknown) if lm is not None else None
+    if lm is None:
+        return None
+    return Fusion(str(options.model_path(lm, "lm")), lm_weight, char_bonus, lm_unknown)
 
 
 @app.command("train")
@@ -117,7 +128,7 @@ def train_command(
 ) -> None:
     """Train a line reader (no arguments: lines rendered from the bundled tiny-shakespeare text, for 5 minutes).
 
-    Example: charrnn ctc train --time-budget 5
+    Example: charrnn ctc train --time-budget 10 --out checkpoints/lines-ctc-10min
     """
     from charrnn.ctc.task import resume_config, train
 
@@ -164,13 +175,17 @@ def decode_command(
     """Read line images (no model given: the shipped reader): greedy, or prefix beam search (--beam-size),
     fused with a language model (--lm).
 
-    Example: charrnn ctc decode checkpoints/tinyshakespeare-lines-ctc line.png --lm checkpoints/tinyshakespeare
+    Example: charrnn ctc decode checkpoints/tinyshakespeare-lines-ctc corpora/examples/line-print.png --lm shipped
     """
+    from charrnn.core.files import check_output
     from charrnn.ctc.decode import decode_files
 
+    options.require_stdout()
     checkpoint, images = options.model_and_inputs(paths, "ctc")
     if not images:
         raise CharRNNError("give the line images to read after the run directory or checkpoint")
+    if show_alignment is not None:
+        check_output(show_alignment, option="--show-alignment", inputs=[checkpoint, *images, *([lm] if lm else [])])
     if lm is not None and beam_size == 1:
         beam_size = 8  # fusion happens inside the beam search: a language model asks for a beam
     fusion = _fusion(lm, lm_weight, char_bonus, lm_unknown)
@@ -207,12 +222,13 @@ def eval_command(
     from charrnn.ctc.evaluate import evaluate_reader
 
     fusion = _fusion(lm, lm_weight, char_bonus, lm_unknown)
-    result = evaluate_reader(checkpoint, data, beam_size=beam_size, fusion=fusion,
-                             skip_bad=skip_bad, device=device)
+    with render.progress_bar("scoring lines") as on_progress:
+        result = evaluate_reader(options.model_path(checkpoint, "ctc"), data, beam_size=beam_size,
+                                 fusion=fusion, skip_bad=skip_bad, device=device, on_progress=on_progress)
     if json_output:
         render.print_json(result)
         return
-    table = Table(title=f"{result['lines']:,} lines of {result['data']}")
+    table = render.Table(title=f"{result['lines']:,} lines of {result['data']}")
     for name in ("decoding", "CER %", "WER %", "lines exact %", "lines/s"):
         table.add_column(name, justify="right")
     names = {"greedy": "greedy", "beam": f"beam {beam_size}",
@@ -244,15 +260,14 @@ def tune_lm_command(
     """
     from charrnn.ctc.evaluate import tune_lm
 
-    with render.transient_progress() as progress:
-        bar = progress.add_task("decoding with each (alpha, beta)", total=None)
-        result = tune_lm(checkpoint, lm, data, beam_size=beam_size, max_lines=max_lines, lm_unknown=lm_unknown,
-                         skip_bad=skip_bad, device=device,
-                         on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
+    with render.progress_bar("decoding with each (alpha, beta)") as on_progress:
+        result = tune_lm(options.model_path(checkpoint, "ctc"), str(options.model_path(lm, "lm")), data,
+                         beam_size=beam_size, max_lines=max_lines, lm_unknown=lm_unknown, skip_bad=skip_bad,
+                         device=device, on_progress=on_progress)
     if json_output:
         render.print_json(result)
         return
-    table = Table(title=f"beam {beam_size} + LM on {result['lines']:,} lines (greedy CER "
+    table = render.Table(title=f"beam {beam_size} + LM on {result['lines']:,} lines (greedy CER "
                         f"{100 * result['greedy']['cer']:.2f}%)")
     for name in ("alpha (--lm-weight)", "beta (--char-bonus)", "CER %", "WER %"):
         table.add_column(name, justify="right")
@@ -302,8 +317,10 @@ def make_lines_command(
 
     Example: charrnn ctc make-lines corpora/tinyshakespeare.txt lines --count 20000
     """
+    from charrnn.core.files import check_output
     from charrnn.ctc.linegen import make_lines
 
+    check_output(out, option="DIR", directory=True)  # a run directory, say: make-lines checks the rest
     min_chars, max_chars = old_min_chars or min_chars, old_max_chars or max_chars
     with render.transient_progress() as progress:
         bar = progress.add_task("rendering lines", total=None)

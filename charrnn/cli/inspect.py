@@ -34,8 +34,20 @@ def _read_text(text_file: Path | None, text: str | None, encoding: str) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
+    from charrnn.core.files import write_text_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_text_atomic(path, text)
+
+
+def _check_outputs(inputs: list[Path], **outputs: Path | None) -> None:
+    """Refuse, before any work, outputs ({option: path}) that would destroy an input, a run's file or each other."""
+    from charrnn.core.files import check_distinct, check_output
+
+    for option, path in outputs.items():
+        if path is not None:
+            check_output(path, option=option, inputs=inputs)
+    check_distinct(outputs)
 
 
 @app.command("dump")
@@ -62,28 +74,46 @@ def dump_command(
 ) -> None:
     """Record every hidden state, cell state and gate of every layer for each character of a text.
 
-    Example: charrnn dump checkpoints/tinyshakespeare play.txt --out acts.npz
+    Example: charrnn dump checkpoints/tinyshakespeare heldout.txt --out acts.npz
     """
     from charrnn.core.checkpoint import run_name
     from charrnn.core.device import resolve_device
     from charrnn.core.text import normalize_newlines
-    from charrnn.inspect.activations import dump_activations
+    from charrnn.inspect.activations import dump_activations, npz_path
     from charrnn.lm.model import load_model
     from charrnn.lm.task import trained_newline
 
     checkpoint, text_file = _model_and_text(paths)
+    _check_dump_out(out, fmt, [p for p in (checkpoint, text_file) if p is not None])
     source = _read_text(text_file, text, encoding)
     model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))
     source = normalize_newlines(source, trained_newline(ckpt))  # line ends as the model's corpus was read
-    summary = dump_activations(model, tokenizer, source, out, fmt=fmt, dtype=dtype, name=run_name(checkpoint),
-                               top_k=top_k, map_unknown=map_unknown,
-                               source={"checkpoint": str(checkpoint), "text": str(text_file or "--text")})
+    try:
+        summary = dump_activations(model, tokenizer, source, out, fmt=fmt, dtype=dtype, name=run_name(checkpoint),
+                                   top_k=top_k, map_unknown=map_unknown,
+                                   source={"checkpoint": str(checkpoint), "text": str(text_file or "--text")})
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: the temporary file is gone, an earlier one intact
+        render.fail(f"interrupted; nothing was written to {npz_path(out) if fmt == 'npz' else out}", 130)
     if json_output:
         render.print_json(summary)
     else:
         render.err.print(f"traced {summary['chars']:,} characters through {summary['cell']} {summary['num_layers']}x"
                          f"{summary['hidden_size']} ({', '.join(summary['kinds'])} per layer) -> {summary['out']}",
                          markup=False)
+
+
+def _check_dump_out(out: Path, fmt: str, inputs: list[Path]) -> None:
+    """Refuse, before any work, a dump's --out that would destroy an input, a run's file or a user's directory."""
+    from charrnn.core.files import check_output
+    from charrnn.inspect.activations import check_lstmvis_dir, npz_path
+
+    if fmt == "lstmvis":
+        check_output(out, option="--out", inputs=inputs, directory=True)
+        check_lstmvis_dir(out)
+        return
+    if out.suffix == ".pt":  # --out RUN/best.pt would write RUN/best.pt.npz: surely not what was meant
+        check_output(out, option="--out", inputs=inputs)
+    check_output(npz_path(out), option="--out", inputs=inputs)
 
 
 def _model_and_text(paths: list[Path] | None) -> tuple[Path, Path | None]:
@@ -157,8 +187,9 @@ def viz_command(
 
     The page embeds the first --max-chars characters. --json prints {"out", "bytes", "chars", "kinds", "cell"}.
 
-    Example: charrnn viz acts.npz --cell layer0/c/110 --kinds all --out cells.html
+    Example: charrnn viz acts.npz --cell layer0/h/110 --kinds all --out cells.html
     """
+    _check_outputs(paths, **{"--out": out})
     if len(paths) == 1 and paths[0].suffix == ".npz":
         from charrnn.inspect.activations import load_npz
 
@@ -191,12 +222,22 @@ def _trace_text(checkpoint: Path, text_file: Path | None, *, max_chars: int, enc
     return trace
 
 
+def _task_of(path: Path) -> str | None:
+    """The task of the model `path` names (a run directory or .pt file), else None."""
+    if not (path.is_dir() or path.suffix == ".pt"):
+        return None
+    from charrnn.core.checkpoint import load_checkpoint
+
+    return load_checkpoint(path).get("task")
+
+
 @app.command("cells")
 def cells_command(
     paths: Annotated[list[Path], typer.Argument(
         metavar="[CHECKPOINT] TEXT_FILE | ACTIVATIONS", show_default=False,
         help="A text to analyse, after a run directory or .pt file (left out: the shipped tinyshakespeare "
-             "model); or a .npz from charrnn dump.")],
+             "model); or a .npz from charrnn dump. On a classify run: labelled texts (default: its test part), "
+             "to find the units that track each label.")],
     top: options.TopOpt = 5,
     max_chars: options.MaxCharsOpt = 20000,
     html_out: Annotated[Path | None, typer.Option(
@@ -224,6 +265,14 @@ def cells_command(
     from charrnn.inspect.plot import saturation_svg
     from charrnn.inspect.probes import rank_cells
 
+    if paths and _task_of(paths[0]) == "classify":  # which unit tracks the label, on labelled texts
+        from charrnn.cli.classify import print_label_units
+
+        if len(paths) > 2:
+            raise CharRNNError("on a classify run, cells takes the run and at most one labelled data set")
+        return print_label_units(paths[0], paths[1] if len(paths) == 2 else None, top=top, device=device,
+                                 json_output=json_output)
+    _check_outputs(paths, **{"--html": html_out, "--plot": plot})
     if len(paths) == 1 and paths[0].suffix == ".npz":
         trace = load_npz(paths[0], max_chars=max_chars)
     else:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import shlex
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +22,7 @@ from charrnn.lm.config import LMTrainConfig
 app = typer.Typer()
 
 SAMPLE_TEMPERATURE = 0.8  # of the sample printed after training and of `charrnn sample`
+SAMPLE_BATCH = 256  # samples generated side by side; more are generated a batch after another, each printed when done
 HINT_PRIME_CHARS = 20  # the longest prime the hint after training suggests
 
 
@@ -74,7 +77,7 @@ def train_command(
 ) -> None:
     """Train a character-level language model (no arguments: a GRU on the bundled tiny-shakespeare for 5 minutes).
 
-    Example: charrnn train corpora/tinyshakespeare.txt --cell lstm --hidden-size 256 --time-budget 10
+    Example: charrnn train corpora/tinyshakespeare.txt --cell lstm --time-budget 10 --out checkpoints/shakespeare-lstm
     """
     from charrnn.lm.task import train
 
@@ -161,7 +164,8 @@ def load_torch() -> None:
 def sample_command(
     checkpoint: Annotated[Path | None, typer.Argument(
         metavar="[CHECKPOINT]", show_default=False,
-        help="Run directory (uses best.pt) or checkpoint file. \\[default: the shipped tinyshakespeare model]")
+        help="Run directory (uses best.pt), checkpoint file, or shipped. \\[default: the shipped tinyshakespeare "
+             "model]")
     ] = None,
     prime: Annotated[str, typer.Option(
         "--prime", "-p", parser=unescape, show_default=False,
@@ -210,6 +214,7 @@ def sample_command(
 
     # Every option is checked before the checkpoint is read and before anything is written, so that
     # `> out.txt` never keeps the start of a refused command's output.
+    options.require_stdout()
     settings = SampleSettings(temperature=0.0 if greedy else temperature, top_k=top_k, top_p=top_p)
     check_seed(seed)
     if beam_size > 1:
@@ -218,10 +223,7 @@ def sample_command(
         check_beam_options(length, beam_size, length_alpha)
     else:
         check_sample_options(length, num_samples)
-    if checkpoint is None:
-        from charrnn.core.pretrained import pretrained
-
-        checkpoint = pretrained("lm")
+    checkpoint = options.model_path(checkpoint, "lm")  # left out, or `shipped`: the shipped model
     model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))
     prime = normalize_newlines(prime, trained_newline(ckpt))  # a CRLF typed for a model that never saw a \r
     if beam_size > 1:
@@ -232,32 +234,54 @@ def sample_command(
         else:
             print(prime + text)
         return
+    generator = make_generator(model, seed)
+
+    def batch(start: int) -> tuple[int, Iterator[list[str]]]:
+        count = min(SAMPLE_BATCH, num_samples - start)
+        return count, iter_sample(model, tokenizer, prime=prime, length=length, settings=settings, num_samples=count,
+                                  stop=stop, stop_at_eod=not no_stop_at_eod, generator=generator,
+                                  map_unknown=map_unknown)
+
     # iter_sample reads the prime at the call: an unknown character fails before the prime is printed.
-    stream = iter_sample(model, tokenizer, prime=prime, length=length, settings=settings, num_samples=num_samples,
-                         stop=stop, stop_at_eod=not no_stop_at_eod, generator=make_generator(model, seed),
-                         map_unknown=map_unknown)
-    print_samples(stream, prime, num_samples, json_output)
+    first = batch(0)
+    rest = (batch(start) for start in range(SAMPLE_BATCH, num_samples, SAMPLE_BATCH))
+    print_samples(itertools.chain([first], rest), prime, num_samples, json_output)
 
 
-def print_samples(stream, prime: str, num_samples: int, json_output: bool) -> None:
-    """One sample streams to stdout as it is generated; several, or --json, are collected and printed whole."""
+def print_samples(batches, prime: str, num_samples: int, json_output: bool) -> None:
+    """One sample streams to stdout as it is generated. Several are generated a batch at a time (`batches`
+    yields (samples, stream) per batch) and printed as each batch ends, one after another, each under a rule when
+    stdout is a terminal (in a file or a pipe they follow one another; --json keeps them apart). --json
+    collects them all and prints one object."""
     if num_samples == 1 and not json_output:
         sys.stdout.write(prime)
-        for pieces in stream:
+        for pieces in next(iter(batches))[1]:
             sys.stdout.write(pieces[0])
             sys.stdout.flush()
         sys.stdout.write("\n")
         return
-    texts = [""] * num_samples
+    collected, done, rules = [], 0, sys.stdout.isatty()
+    for count, stream in batches:
+        texts = _join_pieces(stream, count)
+        if json_output:
+            collected += texts
+            continue
+        for text in texts:
+            done += 1
+            if rules:
+                render.out.rule(f"sample {done}/{num_samples}")
+            print(prime + text, flush=True)
+    if json_output:
+        render.print_json({"samples": collected, "prime": prime})
+
+
+def _join_pieces(stream, count: int) -> list[str]:
+    """The `count` whole texts of a batch of samples, from the pieces `iter_sample` yields step by step."""
+    parts: list[list[str]] = [[] for _ in range(count)]
     for pieces in stream:
         for k, piece in enumerate(pieces):
-            texts[k] += piece
-    if json_output:
-        render.print_json({"samples": texts, "prime": prime})
-        return
-    for k, text in enumerate(texts):
-        render.err.rule(f"sample {k + 1}/{num_samples}")
-        print(prime + text, flush=True)
+            parts[k].append(piece)
+    return ["".join(p) for p in parts]
 
 
 # ----- eval -----------------------------------------------------------------------------------------
@@ -278,7 +302,7 @@ def eval_command(
 
     --json prints {"nats_per_char", "bits_per_char", "perplexity", "chars", "unknown_chars"}.
 
-    Example: charrnn eval checkpoints/tinyshakespeare corpora/tinyshakespeare.txt --json
+    Example: charrnn eval checkpoints/tinyshakespeare heldout.txt --json
     """
     load_torch()
     from charrnn.core.device import resolve_device
@@ -286,9 +310,10 @@ def eval_command(
     from charrnn.lm.model import load_model
     from charrnn.lm.task import trained_newline
 
-    model, tokenizer, ckpt = load_model(checkpoint, resolve_device(device))
-    result = evaluate_file(model, tokenizer, text_file, encoding=encoding, map_unknown=map_unknown, streams=streams,
-                           newline=trained_newline(ckpt))
+    model, tokenizer, ckpt = load_model(options.model_path(checkpoint, "lm"), resolve_device(device))
+    with render.progress_bar("scoring") as on_progress:
+        result = evaluate_file(model, tokenizer, text_file, encoding=encoding, map_unknown=map_unknown,
+                               streams=streams, newline=trained_newline(ckpt), on_progress=on_progress)
     if json_output:
         render.print_json(result.to_dict())
     else:

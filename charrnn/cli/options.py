@@ -17,13 +17,27 @@ Torch-free on purpose: `charrnn --help` loads this module and nothing heavy.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from charrnn.core.config import DEFAULT_TIME_BUDGET, Cell, Newline, Optimizer, Precision, Schedule
+from charrnn.core.config import (
+    DEFAULT_TIME_BUDGET,
+    MAX_BATCH_SIZE,
+    MAX_EMBEDDING_DIM,
+    MAX_HIDDEN_SIZE,
+    MAX_NUM_LAYERS,
+    Cell,
+    Newline,
+    Optimizer,
+    Precision,
+    Schedule,
+)
+from charrnn.core.errors import CharRNNError
+from charrnn.lm.config import MAX_EVAL_STREAMS, MAX_SEQ_LEN
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "0": "\0"}
 
@@ -56,18 +70,35 @@ def config_options(ctx: typer.Context, config_class: type) -> dict:
 
 # ----- shared by several commands -----------------------------------------------------------------
 
-def model_and_inputs(paths: list[Path], task: str) -> tuple[Path, list[Path]]:
-    """The model a command was given and its inputs. The first path is the model when it is a run directory
-    or a .pt file; otherwise the model shipped for `task` (see charrnn.core.pretrained) reads every path."""
-    if paths and (paths[0].is_dir() or paths[0].suffix == ".pt"):
-        return paths[0], list(paths[1:])
-    from charrnn.core.pretrained import pretrained
+def require_stdout() -> None:
+    """Refuse, before any work, a command whose result goes to stdout when stdout is closed (`>&-`)."""
+    if sys.stdout is None:
+        raise CharRNNError("standard output is closed (>&-), so the result would be lost; send it to a file "
+                           "(> out.txt) or to /dev/null")
 
+
+def model_and_inputs(paths: list[Path], task: str) -> tuple[Path, list[Path]]:
+    """The model a command was given and its inputs. The first path is the model when it is a run directory,
+    a .pt file or a shipped model's name (`shipped`); otherwise the model shipped for `task` (see
+    charrnn.core.pretrained) reads every path."""
+    from charrnn.core.pretrained import is_checkpoint, pretrained, resolve_model
+
+    if paths and is_checkpoint(paths[0]):
+        return resolve_model(paths[0], task), list(paths[1:])
     return pretrained(task), list(paths)
 
 
+def model_path(path: str | Path | None, task: str | None) -> Path:
+    """A command's model as given: a run directory or checkpoint file, or a shipped model's name (`shipped`: the
+    one of `task`, or `shipped:TASK`); None (left out): the model shipped for `task`."""
+    from charrnn.core.pretrained import pretrained, resolve_model
+
+    return pretrained(task) if path is None else resolve_model(path, task)
+
+
 CheckpointArg = Annotated[Path, typer.Argument(
-    metavar="CHECKPOINT", help="Run directory (uses best.pt) or checkpoint file.", show_default=False)]
+    metavar="CHECKPOINT", show_default=False,
+    help="Run directory (uses best.pt), checkpoint file, or shipped (the model that ships with charrnn).")]
 DeviceOpt = Annotated[str, typer.Option(
     "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[Precision, typer.Option(
@@ -85,8 +116,11 @@ MapUnknownOpt = Annotated[bool, typer.Option(
     "--map-unknown",
     help="Read characters the model never saw as <unk> (eval leaves them unscored) instead of failing.")]
 TopOpt = Annotated[int, typer.Option("--top", min=1, help="Top cells listed per probe.")]
-MaxCharsOpt = Annotated[int, typer.Option(
-    "--max-chars", min=2, help="Read only the first N characters of the text (or of the activations file).")]
+def max_chars_option(text: str):
+    return Annotated[int, typer.Option("--max-chars", min=2, help=text)]
+
+
+MaxCharsOpt = max_chars_option("Read only the first N characters of the text (or of the activations file).")
 TemperatureOpt = Annotated[float, typer.Option(
     "--temperature", "-t", min=0.0,
     help="Sampling temperature: below 1 safer, above 1 more varied; 0 = the most likely token each step.")]
@@ -143,7 +177,7 @@ def resume_option(inputs: str):
 
 
 def batch_size_option(text: str):
-    return Annotated[int, typer.Option("--batch-size", help=text)]
+    return Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help=text)]
 
 
 def patience_option(metric: str):
@@ -182,7 +216,8 @@ EpochsOpt = Annotated[float | None, typer.Option(
     "--epochs", help="Stop after this many passes over the training data.")]
 TimeBudgetOpt = Annotated[float | None, typer.Option(
     "--time-budget", metavar="MINUTES",
-    help="Stop after this many minutes (training and periodic evaluation). "
+    help="Minutes for the whole run: training, its evaluations and the final evaluation (training stops "
+         "early enough to leave the final one as long as the last evaluation took). "
          f"\\[default: {DEFAULT_TIME_BUDGET:g} when no other stop is given]")]
 EvalEveryOpt = Annotated[int, typer.Option(
     "--eval-every", help="Evaluate on the whole validation split and checkpoint every N steps.")]
@@ -194,15 +229,18 @@ CompileOpt = Annotated[bool, typer.Option(
 # ----- the recurrent model: every training command ------------------------------------------------------
 
 def hidden_size_option(text: str):
-    return Annotated[int, typer.Option("--hidden-size", help=text)]
+    return Annotated[int, typer.Option("--hidden-size", min=1, max=MAX_HIDDEN_SIZE, help=text)]
 
 
 def embedding_dim_option(text: str):
-    return Annotated[int, typer.Option("--embedding-dim", help=text)]
+    """--embedding-dim; no lower bound here: 0 is one-hot input to the language model, too small for a captioner
+    (each config says so)."""
+    return Annotated[int, typer.Option("--embedding-dim", max=MAX_EMBEDDING_DIM, help=text)]
 
 
 CellOpt = Annotated[Cell, typer.Option("--cell", help="Recurrent cell: rnn (tanh), lstm or gru.")]
-NumLayersOpt = Annotated[int, typer.Option("--num-layers", help="Stacked recurrent layers.")]
+NumLayersOpt = Annotated[int, typer.Option(
+    "--num-layers", min=1, max=MAX_NUM_LAYERS, help="Stacked recurrent layers.")]
 HiddenSizeOpt = hidden_size_option("Units per recurrent layer.")  # lm, caption (ctc's are per direction)
 DropoutOpt = Annotated[float, typer.Option("--dropout", help="Dropout between layers and before the output.")]
 
@@ -230,11 +268,12 @@ TestFracOpt = Annotated[float, typer.Option(
     "--test-frac", help="Fraction at the very end held out for a test split (never used in training).")]
 EmbeddingDimOpt = embedding_dim_option("Character embedding size; 0 = one-hot input.")
 SeqLenOpt = Annotated[int, typer.Option(
-    "--seq-len", help="Characters per step: gradients are truncated every seq_len steps, the state is carried.")]
+    "--seq-len", min=1, max=MAX_SEQ_LEN,
+    help="Characters per step: gradients are truncated every seq_len steps, the state is carried.")]
 UseCachedCorpusOpt = Annotated[bool, typer.Option(
     "--use-cached-corpus", show_default=False,
     help="With --resume: go on training on the text the run started with (its encoded copy in the run directory) "
          "even if the corpus file has changed or is gone.")]
 EvalStreamsOpt = Annotated[int, typer.Option(
-    "--eval-streams",
+    "--eval-streams", min=1, max=MAX_EVAL_STREAMS,
     help="Validation text is read as this many parallel contiguous pieces (state carried in each).")]

@@ -5,31 +5,94 @@ Nothing here computes anything: each function takes a library result and draws i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+import rich.table
+from rich.console import Console, ConsoleDimensions
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
-err = Console(stderr=True, highlight=False)  # progress, summaries, diagnostics
-out = Console()  # a command's result
+OFF_TERMINAL_WIDTH = 1000  # columns of a console writing to a pipe or a file: wide enough that no table is cut
+
+
+class _Console(Console):
+    """A Rich console that shows data as it is. Markup and emoji codes are off: a path, a run name or a
+    library message holding `[/]`, `[bold]` or `:cat:` is printed as written, not read as styling (or a
+    MarkupError); the few styled words are `Text` with a style. With `wide_off_terminal`, writing to a pipe or
+    a file it is OFF_TERMINAL_WIDTH wide, so `charrnn bench | cat` is not cut at 80 columns with "…"."""
+
+    def __init__(self, *, wide_off_terminal: bool = False, **kwargs):
+        super().__init__(markup=False, emoji=False, **kwargs)
+        self.wide_off_terminal = wide_off_terminal
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self.is_terminal or not self.wide_off_terminal:
+            return size
+        return ConsoleDimensions(max(size.width, OFF_TERMINAL_WIDTH), size.height)
+
+
+class Table(rich.table.Table):
+    """A Rich table whose title, headers and cells are plain text (never markup, see `_Console`), and whose
+    cells fold onto a second line where the console is too narrow instead of ending in "…". It is at least as
+    wide as its title, so a title that is a path is not broken."""
+
+    def __init__(self, *headers: str, title: str | None = None, **kwargs):
+        if title is not None:
+            kwargs.setdefault("min_width", len(title))
+        super().__init__(*(_plain(h) for h in headers), title=None if title is None else _plain(title), **kwargs)
+
+    def add_column(self, header="", *args, **kwargs) -> None:
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(_plain(header), *args, **kwargs)
+
+    def add_row(self, *cells, **kwargs) -> None:
+        super().add_row(*(_plain(c) for c in cells), **kwargs)
+
+
+def _plain(value):
+    return Text(value, overflow="fold") if isinstance(value, str) else value
+
+
+err = _Console(stderr=True, highlight=False)  # progress, summaries, diagnostics (its rules span its width)
+out = _Console(wide_off_terminal=True)  # a command's result: tables that scripts read
 
 
 def transient_progress() -> Progress:
     """A progress bar on stderr that leaves nothing behind. Off a terminal there is none: Rich would leave a
-    blank line, above an error's one line too."""
-    return Progress(console=err, transient=True, disable=not err.is_terminal)
+    blank line, above an error's one line too. The description is plain text (it may name a file)."""
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
+                    TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """An `on_progress(done, total)` callback for a library function, drawn as a transient bar on stderr
+    (none off a terminal) while the block runs."""
+    with transient_progress() as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 def fail(message: str, code: int) -> NoReturn:
-    """One line on stderr (red on a terminal), then exit with `code`."""
+    """One line on stderr (red on a terminal), then exit with `code`. The message is printed as it is (it
+    may hold a path with brackets)."""
     message = " ".join(str(message).split())
     if err.is_terminal:
-        err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+        err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     else:
         print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
@@ -64,9 +127,9 @@ class TrainView:
     def __init__(self, console: Console = err):
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(bar_width=28),
-            TextColumn("step {task.fields[step]}"), TextColumn("loss {task.fields[loss]}"),
-            TextColumn("val {task.fields[val]}"), TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.description}", style="bold", markup=False), BarColumn(bar_width=28),
+            TextColumn("step {task.fields[step]}", markup=False), TextColumn("loss {task.fields[loss]}", markup=False),
+            TextColumn("val {task.fields[val]}", markup=False), TextColumn("{task.fields[rate]}", markup=False),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=console, transient=False, refresh_per_second=4)
         self.task = None
@@ -121,13 +184,21 @@ def summary_table(s: dict) -> Table:
     table = Table(title="training summary", show_header=False)
     rows = [("run directory", s["run_dir"]), ("stopped by", s["stop_reason"]),
             ("steps", f"{s['step']:,} ({s['epoch']:.2f} epochs)"), ("time", f"{s['elapsed_s'] / 60:.2f} min"),
-            ("speed", f"{s['rate']:,.0f} {s['unit']}/s"), ("parameters", f"{s['num_parameters']:,}"),
+            ("speed", _speed(s)),
+            ("parameters", f"{s['num_parameters']:,}"),
             ("last train loss", number(s["train_loss"])), ("validation loss", number(s["val_loss"])),
             (f"best {s['selection']}",
              f"{number(s['best'])} at step {s['best_step']}" if s["best"] is not None else "-")]
     for k, v in rows:
         table.add_row(k, str(v))
     return table
+
+
+def _speed(s: dict) -> str:
+    """The run's average speed (this session's items over its training time), then the latest."""
+    if s.get("average_rate") is None:
+        return f"{s['rate']:,.0f} {s['unit']}/s lately"
+    return f"{s['average_rate']:,.0f} {s['unit']}/s on average (lately {s['rate']:,.0f})"
 
 
 def key_value_table(title: str, values: dict) -> Table:

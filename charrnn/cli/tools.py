@@ -2,29 +2,82 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from charrnn.cli import options, render
+from charrnn.core.errors import CharRNNError
 
 app = typer.Typer()
 
 
 @app.command("info")
-def info_command(checkpoint: options.CheckpointArg, json_output: options.JsonOpt = False) -> None:
+def info_command(
+    checkpoint: Annotated[Path | None, typer.Argument(
+        metavar="[CHECKPOINT]", show_default=False,
+        help="Run directory (uses best.pt), checkpoint file, or a shipped model: shipped:lm, shipped:caption, "
+             "shipped:ctc.")] = None,
+    shipped: Annotated[bool, typer.Option(
+        "--shipped", help="List the models that ship with charrnn instead; each one's name goes where a run "
+                          "directory would.")] = False,
+    json_output: options.JsonOpt = False,
+) -> None:
     """Show a checkpoint's task, model, vocabulary, training progress and the device it was trained on.
 
     Example: charrnn info checkpoints/tinyshakespeare --json
     """
     from charrnn.core.checkpoint import checkpoint_info
 
-    info = checkpoint_info(checkpoint)
+    if shipped or checkpoint is None:
+        if checkpoint is not None:
+            raise CharRNNError("give a CHECKPOINT or --shipped, not both")
+        if not shipped:
+            raise CharRNNError("give the run directory or checkpoint to describe, or --shipped to list the "
+                               "shipped models")
+        _show_shipped(json_output)
+        return
+    info = checkpoint_info(options.model_path(checkpoint, None))
     if json_output:
-        render.print_json(info)
+        render.print_json(info)  # JSON escapes control characters itself
     else:
-        render.out.print(render.info_table(info))
+        render.out.print(render.info_table(printable(info)))
+
+
+# Characters a terminal acts on instead of showing: C0 and C1 controls (ESC starts the sequences that set the
+# window title or clear the screen; 0x9b is a one-byte CSI), DEL, and the bidirectional overrides and isolates
+# that make text read differently from what it is.
+_UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value):
+    """`value` (nested dicts, lists) with every string's terminal controls written as escapes (\\x1b, \\u202e):
+    a checkpoint's strings are whatever its file says, and must not drive the terminal they are shown on."""
+    if isinstance(value, str):
+        return _UNSHOWN.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable(v) for v in value]
+    return value
+
+
+def _show_shipped(json_output: bool) -> None:
+    from charrnn.core.pretrained import shipped_models
+
+    models = shipped_models()
+    if json_output:
+        render.print_json({"models": models})
+        return
+    table = render.Table(title="models shipped with charrnn (give the name where a run directory would go)")
+    for name in ("name", "task", "file", "size", "what it is"):
+        table.add_column(name)
+    for m in models:
+        size = "-" if m["bytes"] is None else f"{m['bytes'] / 1e6:.1f} MB"
+        table.add_row(m["name"], m["task"], Path(m["file"]).name, size, m["what"])
+    render.out.print(table)
 
 
 @app.command("bench")

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import shlex
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import IO
 
-from charrnn.core.checkpoint import BEST, LAST, load_checkpoint
-from charrnn.core.config import LoopConfig
+from charrnn.core.checkpoint import BEST, LAST, CheckpointError, load_checkpoint
+from charrnn.core.config import LoopConfig, type_problems
 from charrnn.core.distributed import world_from_env
 from charrnn.core.errors import CharRNNError
 from charrnn.core.files import write_text_atomic
@@ -194,6 +197,35 @@ class RunDir:
                 return p
         raise CharRNNError(f"--resume {str(self.path)!r}: not a run directory (it holds neither {LAST} nor {BEST})")
 
+    def read_checkpoint(self, check: Callable[[dict], None] | None = None) -> tuple[Path, dict]:
+        """The checkpoint to resume from (`resume_checkpoint`), read and checked (`check(ckpt)` is the caller's
+        own test). A damaged one is one line that also says whether the run's best.pt is intact and how to
+        resume from it: never silently, since that goes back to an earlier step."""
+        path = self.resume_checkpoint()
+        try:
+            return path, load_checkpoint(path, check=check)
+        except CheckpointError as damaged:
+            raise self.cannot_resume(damaged, check) from None
+
+    def cannot_resume(self, damaged: CheckpointError, check: Callable[[dict], None] | None = None) -> CharRNNError:
+        """The error for a resume from a damaged checkpoint: what is wrong, and what the run has to resume from
+        instead (its best.pt when that is intact, read with `check`), with the command."""
+        return CharRNNError(f"{damaged}; {self._other_checkpoint(damaged.path, check)}")
+
+    def _other_checkpoint(self, damaged: Path, check: Callable[[dict], None] | None) -> str:
+        keep = f"put back a good copy of {damaged.name}, or start a new run with --out"
+        if damaged.resolve() != self.last.resolve() or not self.best.is_file():
+            return f"the run has no other checkpoint to resume from: {keep}"
+        try:
+            ckpt = load_checkpoint(self.best, check=check)
+        except CheckpointError as e:
+            return f"{BEST} {e.reason} too: {keep}"
+        row = TASKS.get(ckpt["task"])
+        step = (ckpt.get("train_state") or {}).get("step", "?")
+        moved = shlex.quote(str(damaged) + ".damaged")
+        return (f"{BEST} (step {step}) is intact: resume from it with `mv {shlex.quote(str(damaged))} {moved} && "
+                f"{row.train_command if row else 'charrnn train'} --resume {shlex.quote(str(self.path))}`")
+
     def saved_config(self, checkpoint: dict, config_type: type[LoopConfig]) -> dict:
         """The run's settings as its checkpoint recorded them, refusing a run.json edited since then."""
         settings = (checkpoint.get("meta") or {}).get("train_config")
@@ -264,6 +296,17 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     return out
 
 
+def run_keeping(path: str | os.PathLike) -> Path | None:
+    """The run directory that keeps `path` as one of its files (a checkpoint, run.json, metrics.jsonl, the loss
+    curve, the lock, a task's cache), else None: an output written there would destroy part of the run."""
+    p = Path(path).resolve()
+    names = {*RUN_FILES, LOCK_FILE, *(name for row in TASKS.values() for name in row.cache_files)}
+    run = RunDir(p.parent)
+    if p.name in names and (run.holds_run() or (run.path / RUN_FILE).is_file()):
+        return p.parent
+    return None
+
+
 def check_task(checkpoint: dict, config_type: type[LoopConfig], run_dir: Path) -> None:
     """Refuse to resume a run of another task (before anything is read or written for it)."""
     wanted, found = task_of_config(config_type), TASKS.get(checkpoint.get("task"))
@@ -282,9 +325,20 @@ def resume_config(run_dir: str | os.PathLike, config_type: type[LoopConfig], ove
     run = RunDir(run_dir)
     if world_from_env().is_main:  # under torchrun, rank 0 may hold the lock already: it is this run's own
         run.check_unlocked()
-    checkpoint = load_checkpoint(run.resume_checkpoint())
+    path, checkpoint = run.read_checkpoint()
     check_task(checkpoint, config_type, run.path)
     saved = run.saved_config(checkpoint, config_type)
+    names = {f.name for f in fields(config_type)}
+    saved = {k: v for k, v in saved.items() if k in names}
+    problems = type_problems(config_type, saved)
+    try:
+        if not problems:
+            config_type(**saved)
+    except CharRNNError as e:
+        problems = [str(e)]
+    if problems:
+        raise run.cannot_resume(CheckpointError(path, f"is damaged: the run settings it holds are wrong "
+                                                      f"({'; '.join(problems[:2])})"))
     fixed = sorted(k for k in overrides if k not in config_type.RESUMABLE)
     if fixed:
         raise CharRNNError(f"{_flags(fixed)} cannot change when resuming (the run directory fixes them); "
@@ -295,6 +349,6 @@ def resume_config(run_dir: str | os.PathLike, config_type: type[LoopConfig], ove
     if overrides.get("time_budget") is not None:
         # A budget given on resume is more time on top of what the run has already spent.
         spent = (checkpoint.get("meta") or {}).get("elapsed_s", 0.0)
+        spent = spent if isinstance(spent, (int, float)) and math.isfinite(spent) and spent > 0 else 0.0
         overrides["time_budget"] = spent / 60 + overrides["time_budget"]
-    names = {f.name for f in fields(config_type)}
-    return config_type(**{**{k: v for k, v in saved.items() if k in names}, **overrides, "out": str(run.path)})
+    return config_type(**{**saved, **overrides, "out": str(run.path)})

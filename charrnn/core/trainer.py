@@ -15,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -29,13 +29,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from charrnn.core import distributed
-from charrnn.core.checkpoint import BEST, LAST, atomic_save, build_checkpoint, load_checkpoint
+from charrnn.core.checkpoint import BEST, LAST, CheckpointError, atomic_save, build_checkpoint, verify_checksum
 from charrnn.core.config import LoopConfig
 from charrnn.core.device import autocast, resolve_device, resolve_precision, seed_everything
 from charrnn.core.distributed import World
-from charrnn.core.errors import CharRNNError
+from charrnn.core.errors import CharRNNError, StopRequested
 from charrnn.core.files import write_text_atomic
-from charrnn.core.rundir import LOCK_FILE, RunDir
+from charrnn.core.rundir import LOCK_FILE, RunDir, check_task
+from charrnn.core.signals import STOP_SIGNALS, raise_on_signals, stop_on_signals  # noqa: F401 - importable here too
 from charrnn.core.svg import loss_curve_svg
 
 Event = Callable[[dict], None]
@@ -75,8 +76,10 @@ class Task(Protocol):
         """The scalar loss of batch `i` of `epoch`, computed with `forward` (the wrapped model). Batches are
         addressed by (epoch, i) alone, so a resumed run reads exactly the batches it would have read."""
 
-    def evaluate(self) -> dict[str, float]:
-        """Validation metrics (rank 0 only), including "val_loss" and the selection metric."""
+    def evaluate(self, should_stop: Callable[[], bool]) -> dict[str, float]:
+        """Validation metrics (rank 0 only), including "val_loss" and the selection metric. Asks `should_stop()`
+        between batches (and between the steps of a free-running decoding) and raises `StopRequested` when it
+        says so, so that a signal during a long evaluation stops the run as one during a step does."""
 
     def train_state(self) -> dict:
         """What the task carries between steps, gathered from every process (all of them call this)."""
@@ -102,7 +105,8 @@ class TrainSummary:
     selection: str
     best: float | None
     best_step: int | None
-    rate: float  # items per second, lately
+    rate: float  # items per second, lately (the last second or so)
+    average_rate: float | None = None  # items per second over this session's training time (evaluations left out)
     unit: str
     num_parameters: int
     message: str = ""
@@ -126,6 +130,11 @@ class Position:
     best_step: int | None = None
     last_val_loss: float | None = None
     evals_since_best: int = 0
+    # The model at `step` was evaluated. False after a step, and in a checkpoint written by an interrupted run
+    # (its evaluation, if one was due, is done when the run resumes); True in checkpoints from before it existed,
+    # which were all written after an evaluation.
+    evaluated: bool = False
+    eval_s: float | None = None  # how long the last evaluation took: the time budget keeps that for the final one
 
 
 # ----- optimisation -------------------------------------------------------------------------------
@@ -167,47 +176,7 @@ def learning_rate(config: LoopConfig, step: int, epoch: int, progress: float) ->
     return config.lr * (config.min_lr_frac + (1 - config.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-# ----- signals and random state -------------------------------------------------------------------
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-@contextlib.contextmanager
-def _handling(handler) -> Iterator[None]:
-    """`handler` for every stop signal while the block runs (only the main thread can install handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def raise_on_signals():
-    """While setting a run up (encoding a corpus, say), SIGTERM and SIGHUP interrupt at once, as Ctrl-C does,
-    so that the files being written are cleaned up by their `finally` blocks instead of left behind."""
-    return _handling(_interrupt)
-
-
-@contextlib.contextmanager
-def stop_on_signals(event: threading.Event) -> Iterator[None]:
-    """While active, Ctrl-C, SIGTERM (batch schedulers, Kubernetes, `timeout`) and SIGHUP ask the loop to
-    stop after the current step with a checkpoint; a second signal interrupts at once."""
-
-    def handler(signum, frame):
-        if event.is_set():
-            raise KeyboardInterrupt
-        event.set()
-
-    with _handling(handler):
-        yield
+# ----- random state (the stop signals: charrnn.core.signals) ----------------------------------
 
 
 def rng_state() -> dict:
@@ -231,21 +200,32 @@ def set_rng_state(s: dict) -> None:
 
 
 class Throughput:
-    """Items per second over the last second or so (the first step counts on its own)."""
+    """Items per second: `rate` over the last second or so (the first step counts on its own), and `average`
+    over all the training time since it was made. The time from a `restart` (after an evaluation) to the next
+    step is training time too; the evaluation before it is not."""
 
     def __init__(self):
         self.rate = 0.0
+        self.total_items, self.total_s = 0, 0.0
         self.restart()
 
     def restart(self) -> None:
-        self.since, self.items = time.perf_counter(), 0
+        self.since = self.last = time.perf_counter()
+        self.items = 0
 
     def add(self, items: int) -> None:
-        self.items += items
         now = time.perf_counter()
+        self.items += items
+        self.total_items += items
+        self.total_s += now - self.last
+        self.last = now
         if now - self.since >= 1.0 or self.rate == 0.0:
             self.rate = self.items / (now - self.since)
-            self.restart()
+            self.since, self.items = now, 0
+
+    @property
+    def average(self) -> float | None:
+        return self.total_items / self.total_s if self.total_s > 0 else None
 
 
 # ----- the loop -----------------------------------------------------------------------------------
@@ -267,6 +247,7 @@ class Trainer:
         self.history: list[float] = []
         self.last_loss: float | None = None
         self.message = ""
+        self._evaluation_stopped = False
         self.t_start = time.perf_counter()
         c = self.config
         self.time_budget_s = c.time_budget * 60 if c.time_budget is not None else None
@@ -279,7 +260,8 @@ class Trainer:
         self.optimizer.load_state_dict(ts["optimizer"])
         self.pos = Position(step=ts["step"], epoch=ts["epoch"], elapsed_s=ts["elapsed_s"], best=ts["best"],
                             best_step=ts["best_step"], last_val_loss=ts["last_val_loss"],
-                            evals_since_best=ts["evals_since_best"])
+                            evals_since_best=ts["evals_since_best"], evaluated=ts.get("evaluated", True),
+                            eval_s=ts.get("eval_s"))
         self.task.load_train_state(ts["task"])
         rngs = ts["rng"]
         set_rng_state(rngs[self.world.rank] if len(rngs) == self.world.size else rngs[0])
@@ -292,7 +274,9 @@ class Trainer:
         self.forward = forward
 
     def _check_not_finished(self) -> None:
-        if self._stop_rule() in (StopReason.MAX_STEPS, StopReason.EPOCHS, StopReason.TIME_BUDGET):
+        # A run stopped during its final evaluation is not finished: resuming it does that evaluation.
+        finished = self._stop_rule() in (StopReason.MAX_STEPS, StopReason.EPOCHS, StopReason.TIME_BUDGET)
+        if finished and self.pos.evaluated:
             raise CharRNNError(
                 f"the run in {self.run_dir} already finished (step {self.pos.step}, "
                 f"{self.pos.elapsed_s / 60:.1f} minutes): give a larger --max-steps (counted from the run's "
@@ -309,14 +293,24 @@ class Trainer:
             p = max(p, step / c.max_steps)
         if self.max_epoch_steps:
             p = max(p, step / self.max_epoch_steps)
-        if self.time_budget_s:
-            p = max(p, elapsed / self.time_budget_s)
+        budget = self._training_budget_s()
+        if budget is not None:
+            p = max(p, elapsed / budget if budget > 0 else 1.0)
         return p
+
+    def _training_budget_s(self) -> float | None:
+        """The time budget less the time the final evaluation is expected to take (as long as the last
+        evaluation took), so that the run, its final evaluation and checkpoint included, ends within the
+        budget. Before any evaluation nothing is known, and nothing is kept."""
+        if self.time_budget_s is None:
+            return None
+        return self.time_budget_s - (self.pos.eval_s or 0.0)
 
     def _stop_rule(self, elapsed: float | None = None) -> StopReason | None:
         """The stopping rule that applies now, if any; rank 0's clock and signals decide for every rank."""
         elapsed = self.pos.elapsed_s if elapsed is None else elapsed
-        timed_out = self.time_budget_s is not None and elapsed >= self.time_budget_s
+        budget = self._training_budget_s()
+        timed_out = budget is not None and elapsed >= budget
         timed_out, interrupted = distributed.broadcast_flags(self.world, [timed_out, self.stop.is_set()],
                                                              self.device)
         step, c = self.pos.step, self.config
@@ -372,6 +366,7 @@ class Trainer:
             return StopReason.DIVERGED
         self.optimizer.step()
         self.pos.step += 1
+        self.pos.evaluated = False
         self.last_loss = loss_value
         self.history.append(loss_value)
         self._log_step(log, i, loss_value, lr, grad_norm)
@@ -392,14 +387,25 @@ class Trainer:
     # --- evaluation and checkpoints ---
 
     def _evaluate(self, log) -> StopReason | None:
-        """Evaluate, log, save best/last. Returns DIVERGED (nothing saved) or PATIENCE when it is time to stop."""
+        """Evaluate, log, save best/last. Returns DIVERGED (nothing saved), PATIENCE when it is time to stop, or
+        INTERRUPTED (nothing saved) when a stop was asked for during the evaluation."""
         names = [LAST]
         if self.task.has_validation:
             # Computed once, on rank 0, and agreed: every rank then takes the same decisions.
-            with autocast(self.precision, self.device):  # bf16 halved its cost and moved the loss by ~3e-5
-                metrics = self.task.evaluate() if self.world.is_main else {}
-            val_loss, value = distributed.broadcast_floats(
-                self.world, [metrics.get("val_loss", 0.0), metrics.get(self.task.selection, 0.0)], self.device)
+            metrics, stopped, started = {}, False, time.perf_counter()
+            if self.world.is_main:
+                try:
+                    with autocast(self.precision, self.device):  # bf16 halved its cost and moved the loss by ~3e-5
+                        metrics = self.task.evaluate(should_stop=self.stop.is_set)
+                except StopRequested:
+                    stopped = self._evaluation_stopped = True
+                    self.model.train()
+            val_loss, value, stopped, eval_s = distributed.broadcast_floats(
+                self.world, [metrics.get("val_loss", 0.0), metrics.get(self.task.selection, 0.0), float(stopped),
+                             time.perf_counter() - started], self.device)
+            if stopped:
+                return StopReason.INTERRUPTED
+            self.pos.eval_s = eval_s
             if self._exploded(val_loss) or not math.isfinite(value):
                 self.message = self._divergence_message(val_loss, "validation")
                 return StopReason.DIVERGED
@@ -410,6 +416,7 @@ class Trainer:
                           f"best_{self.task.selection}": self.pos.best, "elapsed_s": round(self.elapsed(), 3)}
                 log.write(record)
                 self.emit(record)
+        self.pos.evaluated = True
         self._save(names)
         self._draw_curve()
         if self.config.patience is not None and self.pos.evals_since_best >= self.config.patience:
@@ -473,32 +480,40 @@ class Trainer:
         self.model.train()
         with stop_on_signals(self.stop), self.run_dir.metrics_log(self.world.is_main) as log:
             reason = self._run_steps(log)
-            if reason is not StopReason.DIVERGED and not (self.pos.step > 0 and self._evaluated_at_this_step):
-                # The final model is always evaluated and saved; only a divergence there changes the outcome.
-                if self._evaluate(log) is StopReason.DIVERGED:
-                    reason = StopReason.DIVERGED
+            if reason not in (StopReason.DIVERGED, StopReason.INTERRUPTED) and not self.pos.evaluated:
+                # The final model is evaluated and saved; a divergence or a stop there changes the outcome.
+                final = self._evaluate(log)
+                if final in (StopReason.DIVERGED, StopReason.INTERRUPTED):
+                    reason = final
+            if reason is StopReason.INTERRUPTED and not self.pos.evaluated:
+                # Saved as it is, promptly: an evaluation that was due, or cut short, is done on resume.
+                self._save([LAST])
+                self._draw_curve()
         if reason is StopReason.DIVERGED:
             self._draw_curve()
         elif reason is StopReason.INTERRUPTED:
-            self.message = f"interrupted at step {self.pos.step} (a checkpoint was written)"
+            cut = "; the evaluation it stopped is done when the run resumes" if self._evaluation_stopped else ""
+            self.message = f"interrupted at step {self.pos.step} (a checkpoint was written{cut})"
         return self._summary(reason)
 
     @property
-    def _evaluated_at_this_step(self) -> bool:
-        return self.pos.step % self.config.eval_every == 0
+    def _evaluation_due(self) -> bool:
+        """An evaluation is due at this step (every --eval-every steps) and not yet done: after the step, or
+        in a run stopped during it (done first on resume)."""
+        return not self.pos.evaluated and self.pos.step > 0 and self.pos.step % self.config.eval_every == 0
 
     def _run_steps(self, log) -> StopReason:
         while True:
-            reason = self._stop_rule(self.elapsed()) or self._train_step(log)
-            if reason:
-                return reason
-            if self._evaluated_at_this_step:
+            if self._evaluation_due:
                 reason = self._evaluate(log)
                 if reason is StopReason.PATIENCE:
                     self.message = f"{self.task.selection} has not improved for {self.config.patience} evaluations"
                 if reason:
                     return reason
                 self.throughput.restart()
+            reason = self._stop_rule(self.elapsed()) or self._train_step(log)
+            if reason:
+                return reason
 
     def _emit_start(self, resumed: bool) -> None:
         description, notes = self.task.describe()
@@ -515,6 +530,7 @@ class Trainer:
             run_dir=str(self.run_dir), step=pos.step, epoch=round(pos.step / self.task.steps_per_epoch, 4),
             elapsed_s=self.elapsed(), stop_reason=reason, train_loss=self.last_loss, val_loss=pos.last_val_loss,
             selection=self.task.selection, best=pos.best, best_step=pos.best_step, rate=self.throughput.rate,
+            average_rate=self.throughput.average,
             unit=self.task.unit, num_parameters=count_parameters(self.model), message=self.message,
             history=self.history)
         self.emit({"kind": "end", **summary.to_dict()})
@@ -548,6 +564,13 @@ def run_training(config: LoopConfig, build_task: BuildTask, *, task_files: tuple
         if run_dir.writes(path, task_files):
             raise CharRNNError(f"{path!r} is a file the run writes in {str(run_dir)!r}; rename it, or choose "
                                "another --out")
+    if resume:
+        # Read before the lock is taken, so that a run of another task, or a damaged checkpoint, is refused
+        # with nothing in the run directory touched (its lock file included).
+        path, checkpoint = _resume_checkpoint(run_dir)
+        stamp = _stamp(path)
+        with contextlib.suppress(KeyError):  # a run config that is no task's (a test's) has nothing to check
+            check_task(checkpoint, type(config), run_dir.path)
     existed = run_dir.path.exists()
     try:
         with raise_on_signals(), contextlib.ExitStack() as stack:
@@ -556,10 +579,11 @@ def run_training(config: LoopConfig, build_task: BuildTask, *, task_files: tuple
                 stack.enter_context(run_dir.locked())
                 run_dir.remove_leftovers()
             run_dir.check_files(task_files)
-            checkpoint = _resume_checkpoint(run_dir) if resume else None
+            if resume and _stamp(run_dir.resume_checkpoint()) != stamp:  # changed while the lock was awaited
+                path, checkpoint = _resume_checkpoint(run_dir)
             if not resume:
                 run_dir.check_new(overwrite)
-            return _train(config, build_task, run_dir, checkpoint, world, stack,
+            return _train(config, build_task, run_dir, (path, checkpoint) if resume else None, world, stack,
                           emit=(on_event or _ignore) if world.is_main else _ignore, stop=stop or threading.Event(),
                           new_run=task_files if not resume and world.is_main else None, overwrite=overwrite)
     except OSError as e:  # a full disk, a read-only directory, a file that cannot be read
@@ -567,9 +591,9 @@ def run_training(config: LoopConfig, build_task: BuildTask, *, task_files: tuple
         raise CharRNNError(f"{e.filename or run_dir}: {e.strerror or e}{kept}") from None
 
 
-def _train(config: LoopConfig, build_task: BuildTask, run_dir: RunDir, checkpoint: dict | None, world: World,
-           stack: contextlib.ExitStack, *, emit: Event, stop: threading.Event, new_run: tuple[str, ...] | None,
-           overwrite: bool) -> TrainSummary:
+def _train(config: LoopConfig, build_task: BuildTask, run_dir: RunDir, resume_from: tuple[Path, dict] | None,
+           world: World, stack: contextlib.ExitStack, *, emit: Event, stop: threading.Event,
+           new_run: tuple[str, ...] | None, overwrite: bool) -> TrainSummary:
     device = _process_device(world, config.device)
     precision = resolve_precision(config.precision, device)
     if config.batch_size % world.size:
@@ -583,17 +607,34 @@ def _train(config: LoopConfig, build_task: BuildTask, run_dir: RunDir, checkpoin
         keep = run_dir.start_new_run(new_run, overwrite)
         stack.callback(run_dir.settle_new_run, new_run, keep)
     seed_everything(config.seed)
-    task = build_task(config, checkpoint=checkpoint, world=world, device=device)
-    if world.is_main:  # a resumed run's too: what may change on resume (a longer budget, say) is current
-        run_dir.write_config(task.config)
+    checkpoint = resume_from[1] if resume_from else None
+    try:
+        task = build_task(config, checkpoint=checkpoint, world=world, device=device)
+    except CheckpointError as damaged:  # the task's own checks of a resumed checkpoint (its weights' shapes)
+        if resume_from is None:
+            raise
+        raise run_dir.cannot_resume(damaged, check_train_state) from None
     trainer = Trainer(task, run_dir, world=world, device=device, precision=precision, emit=emit, stop=stop)
-    if checkpoint is not None:
-        trainer.restore(checkpoint["train_state"])
+    if resume_from is not None:
+        _restore(trainer, run_dir, *resume_from)
+    if world.is_main:  # a resumed run's too (once it is sure to go on): what may change on resume is current
+        run_dir.write_config(task.config)
     summary = trainer.fit(resumed=checkpoint is not None)
     # Every rank is done talking before any tears the group down: without this, a gloo rank that was still
     # finishing sometimes aborted at exit ("terminate called without an active exception", exit -6).
     distributed.barrier(world)
     return summary
+
+
+def _restore(trainer: Trainer, run_dir: RunDir, path: Path, checkpoint: dict) -> None:
+    """Continue from `checkpoint`, refusing (before run.json or metrics.jsonl is touched) a training state
+    that does not fit the model, and a run that has already finished."""
+    try:
+        trainer.restore(checkpoint["train_state"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        reason = f"is damaged: its training state does not fit the model ({str(e).splitlines()[0][:120]})"
+        raise run_dir.cannot_resume(CheckpointError(path, reason), check_train_state) from None
+    trainer._check_not_finished()
 
 
 def _ignore(event: dict) -> None:
@@ -608,12 +649,72 @@ def _remove_if_unused(run_dir: RunDir, existed: bool) -> None:
             run_dir.path.rmdir()
 
 
-def _resume_checkpoint(run_dir: RunDir) -> dict:
-    path = run_dir.resume_checkpoint()
-    checkpoint = load_checkpoint(path)
-    if not checkpoint.get("train_state"):
-        raise CharRNNError(f"{str(path)!r} has no training state to resume from")
-    return checkpoint
+def _resume_checkpoint(run_dir: RunDir) -> tuple[Path, dict]:
+    """The checkpoint a resume continues from, its training state checked (`check_train_state`)."""
+    return run_dir.read_checkpoint(check_train_state)
+
+
+def _stamp(path: Path) -> tuple:
+    st = path.stat()
+    return path, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _is_rng(v) -> bool:
+    return (isinstance(v, dict) and isinstance(v.get("torch"), torch.Tensor) and isinstance(v.get("cuda"), list)
+            and isinstance(v.get("numpy"), list) and len(v["numpy"]) == 5 and isinstance(v["numpy"][1], torch.Tensor)
+            and isinstance(v.get("python"), list) and len(v["python"]) == 3)
+
+
+# What a resume reads of a checkpoint's train_state (`Trainer._train_state`), and what each must be.
+TRAIN_STATE: dict[str, tuple[Callable[[object], bool], str]] = {
+    "step": (_is_count, "a whole number, 0 or more"),
+    "epoch": (_is_count, "a whole number, 0 or more"),
+    "elapsed_s": (lambda v: _is_number(v) and v >= 0, "a number of seconds"),
+    "best": (lambda v: v is None or _is_number(v), "a number or null"),
+    "best_step": (lambda v: v is None or _is_count(v), "a step or null"),
+    "last_val_loss": (lambda v: v is None or _is_number(v), "a number or null"),
+    "evals_since_best": (_is_count, "a whole number, 0 or more"),
+    "optimizer": (lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
+                  and isinstance(v.get("param_groups"), list) and all(isinstance(g, dict) for g in v["param_groups"]),
+                  "an optimizer's state (state and param_groups)"),
+    "rng": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_is_rng, v)), "a list of random states"),
+    "task": (lambda v: isinstance(v, dict), "a dict"),
+}
+OPTIONAL_TRAIN_STATE = {"evaluated": (lambda v: isinstance(v, bool), "true or false"),
+                        "eval_s": (lambda v: v is None or _is_number(v), "a number or null")}
+
+
+def _shown(value) -> str:
+    return f"a {type(value).__name__}" if isinstance(value, (dict, list, tuple)) else repr(value)[:40]
+
+
+def check_train_state(checkpoint: dict) -> None:
+    """Refuse a checkpoint whose training state a resume cannot use, before anything is built or written:
+    none (an exported model), a checksum that does not match, a field missing or of the wrong type."""
+    path = checkpoint.get("source", "the checkpoint")
+    ts = checkpoint.get("train_state")
+    if not ts:
+        raise CheckpointError(path, "has no training state to resume from (it holds the model only)")
+    verify_checksum(checkpoint, "train_state", path)
+    for name, (ok, what) in TRAIN_STATE.items():
+        if name not in ts:
+            raise CheckpointError(path, f"is damaged: its training state has no {name}")
+        if not ok(ts[name]):
+            raise CheckpointError(path, f"is damaged: its training state's {name} is {_shown(ts[name])}, not {what}")
+    for name, (ok, what) in OPTIONAL_TRAIN_STATE.items():
+        if name in ts and not ok(ts[name]):
+            raise CheckpointError(path, f"is damaged: its training state's {name} is {_shown(ts[name])}, not {what}")
+    if ts["epoch"] > ts["step"]:
+        raise CheckpointError(path, f"is damaged: its training state is at epoch {ts['epoch']} after only "
+                                    f"{ts['step']} steps")
 
 
 def _process_device(world: World, name: str) -> torch.device:

@@ -6,13 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from charrnn.core.config import Cell, LoopConfig, ModelConfig, check_fraction, int_tuple
+from charrnn.core.config import MAX_CHANNELS, Cell, LoopConfig, ModelConfig, check_at_most, check_fraction, int_tuple
 from charrnn.core.errors import CharRNNError
 
 DEFAULT_LINES = "checkpoints/tinyshakespeare-lines"  # where `ctc train` renders lines when given no data
 # Shallow fusion's defaults: what `ctc tune-lm` chose for the shipped reader and LM (README, ctc results).
 DEFAULT_LM_WEIGHT, DEFAULT_CHAR_BONUS = 0.25, 2.0
 WIDTH_POOLS = 2  # the reader's first two blocks halve the width, the rest keep it: a frame per 4 pixel columns
+# Upper bounds (see core/config.py for the shared ones).
+MAX_HEIGHT = 1024  # lines are read at 32 to 128 pixels high
+MAX_WIDTH = 65536  # 40 times the default 1600: a line 64 times as long as high even at --height 1024
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,9 @@ class LineReaderConfig(ModelConfig):
     dropout: float = 0.0
 
     def __post_init__(self):
-        object.__setattr__(self, "channels", int_tuple(self.channels, "--channels"))
+        object.__setattr__(self, "channels", int_tuple(self.channels, "--channels", MAX_CHANNELS))
         self.check_recurrent()
+        check_at_most(self, ("height",), MAX_HEIGHT)
         if len(self.channels) < WIDTH_POOLS:
             raise CharRNNError(f"--channels needs at least {WIDTH_POOLS} blocks, got {len(self.channels)}")
         if self.height < 2 ** len(self.channels):
@@ -69,6 +73,7 @@ class CTCTrainConfig(LoopConfig):
         check_fraction(self.val_frac, "--val-frac")
         if self.max_width < 2 ** WIDTH_POOLS:
             raise CharRNNError(f"--max-width must be at least {2 ** WIDTH_POOLS} pixels, got {self.max_width}")
+        check_at_most(self, ("max_width",), MAX_WIDTH)
         self.model_config(2)  # validates the model fields
 
     def model_config(self, vocab_size: int) -> LineReaderConfig:

@@ -35,21 +35,19 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from charrnn.core.errors import CharRNNError
+from charrnn.core.rows import BadRow, bad_rows_message, in_file_order
 from charrnn.vision.cache import SideBySide, cache_decoded
 from charrnn.vision.dataset import (
-    BadRow,
     DatasetRoot,
     ImageData,
     ImageSplit,
-    bad_rows_message,
-    in_file_order,
     iter_label_lines,
     open_root,
     path_inside,
     relabel,
     split_by_unit,
 )
-from charrnn.vision.image import decode_member, flatten
+from charrnn.vision.image import decode_member, flatten, open_image, undecodable
 
 CACHE_VERSION = 1  # bump when the decoding recipe below changes: older caches are then rebuilt
 LABELS = "labels.tsv"
@@ -244,7 +242,10 @@ def read_lines(data: str | os.PathLike, *, val_dir: str | os.PathLike | None = N
     Validation is a make-lines set's val/ when it has one, else `val_dir` (its val/ if it is a make-lines
     set, all of it otherwise; training then uses all of `data`, or its train/), else a seeded `val_frac` of
     the lines (whole forms for IAM). Bad rows raise one `CharRNNError` line, or with `skip_bad` are left
-    out and listed in `skipped`.
+    out and listed in `skipped`. When there are bad rows, the images of the lines that would be used are
+    decoded as well, and the error counts those that fail among them (else `cache_lines` finds them, and a
+    user would fix the dataset in two rounds); whether a line is too narrow depends on the reader's
+    --height, so that is still found by `cache_lines`.
     """
     if not 0.0 <= val_frac < 1.0:
         raise CharRNNError(f"--val-frac {val_frac} must be in [0, 1)")
@@ -253,8 +254,9 @@ def read_lines(data: str | os.PathLike, *, val_dir: str | os.PathLike | None = N
     if other:
         other.bad = relabel(str(Path(val_dir)), other.bad, [other.train, other.val])
     bad = in_file_order(main.bad + (other.bad if other else []))
-    if bad and not skip_bad:
-        raise CharRNNError(bad_rows_message(bad))
+    if bad and not skip_bad:  # with the images that would fail next, so that one error lists every problem
+        used = [main.train, (other.train if other.val is None else other.val) if other else main.val]
+        raise CharRNNError(bad_rows_message(bad + undecodable([s for s in used if s is not None])))
     for loaded, where in ((main, data), (other, val_dir)):
         if loaded and not len(loaded.train):
             skipped = f" ({len(loaded.bad)} bad rows skipped)" if loaded.bad else ""
@@ -279,11 +281,9 @@ def load_line_image(f_or_path: BinaryIO | str | os.PathLike, height: int, max_wi
     white, resized with Lanczos to `height` keeping the aspect ratio, w = round(W * height / H) (at least
     1). A line wider than `max_width` is squeezed to it, not cropped: cropping would cut off characters
     that the transcript still names."""
-    with Image.open(f_or_path) as im:
+    with open_image(f_or_path) as im:
         im = ImageOps.exif_transpose(im)
-        if im.mode.startswith("I;16"):  # 16-bit grayscale: convert("L") would clip every level above 255 to white
-            im = im.convert("I").point(lambda v: v / 256).convert("L")
-        im = flatten(im).convert("L")
+        im = flatten(im).convert("L")  # 16-bit grey scaled, transparency over white
         width = min(max(round(im.width * height / im.height), 1), max_width)
         im = im.resize((width, height), Image.Resampling.LANCZOS)
     return 255 - np.asarray(im, dtype=np.uint8)
@@ -299,7 +299,8 @@ def _too_narrow(width: int, text: str, frames: Callable[[int], int], max_width: 
     need, have = frames_needed(text), int(frames(width))
     if have >= need:
         return None
-    fix = "raise --max-width" if width == max_width else "check its transcript"
+    fix = ("raise --max-width" if width == max_width else
+           "check the image: a line of text is wider than it is tall" if have == 0 else "check its transcript")
     return (f"{width} pixels wide gives {have} CTC frames, but its {len(text)}-character transcript needs "
             f"{need}; {fix}")
 

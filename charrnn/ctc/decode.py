@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from charrnn.core.checkpoint import load_checkpoint, trained_with
-from charrnn.core.errors import CharRNNError
+from charrnn.core.errors import CharRNNError, check_stop
 from charrnn.core.tokenizer import CharTokenizer
-from charrnn.ctc.config import DEFAULT_CHAR_BONUS, DEFAULT_LM_WEIGHT, CTCTrainConfig
+from charrnn.ctc.config import DEFAULT_CHAR_BONUS, DEFAULT_LM_WEIGHT, WIDTH_POOLS, CTCTrainConfig
 from charrnn.ctc.data import LineImages
 from charrnn.ctc.model import LineReader, ctc_loss, labels, load_reader, targets, text_of
 from charrnn.ctc.search import BLANK, Prefix, greedy_decode
-from charrnn.lm.model import CharRNN, model_from_checkpoint
+from charrnn.lm.model import CharRNN, check_checkpoint, model_from_checkpoint
 from charrnn.lm.sample import primed
 from charrnn.lm.stepper import Stepper
 
@@ -181,10 +181,14 @@ def load_char_lm(path: str | os.PathLike, labels: Sequence[str], *, unknown: str
     What `checkpoint.load_model` does, with a refusal of other tasks' checkpoints (a reader, a captioner)
     that says what --lm wants: its own message would point at the command that reads them.
     """
-    ckpt = load_checkpoint(path)
-    if ckpt.get("task") != "lm":
-        raise CharRNNError(f"--lm {str(path)!r} holds a {ckpt.get('task')!r} model, not a language model; "
-                           "give --lm a checkpoint or run directory of `charrnn train`")
+
+    def check(ckpt: dict) -> None:
+        if ckpt.get("task") != "lm":
+            raise CharRNNError(f"--lm {str(path)!r} holds a {ckpt.get('task')!r} model, not a language model; "
+                               "give --lm a checkpoint or run directory of `charrnn train`")
+        check_checkpoint(ckpt)
+
+    ckpt = load_checkpoint(path, check=check)
     model, tokenizer = model_from_checkpoint(ckpt, device)
     return CharLM(model, tokenizer, labels, unknown=unknown, floor=floor)
 
@@ -199,13 +203,16 @@ class Outputs:
 
 
 @torch.no_grad()
-def run_reader(model: LineReader, tokenizer: CharTokenizer, images: LineImages) -> Outputs:
-    """Run the reader over every line of `images`, in batches of similar widths."""
+def run_reader(model: LineReader, tokenizer: CharTokenizer, images: LineImages, *,
+               should_stop: Callable[[], bool] | None = None) -> Outputs:
+    """Run the reader over every line of `images`, in batches of similar widths; `should_stop()` is asked
+    before each batch (`StopRequested` when it says so)."""
     device = model.head.weight.device
     order = np.argsort(images.widths(), kind="stable")
     per_line: list[torch.Tensor | None] = [None] * len(images)
     total, chars = 0.0, 0
     for start in range(0, len(order), EVAL_BATCH):
+        check_stop(should_stop)
         rows = order[start:start + EVAL_BATCH]
         pixels, widths = images.batch(rows)
         log_probs, lengths = model(torch.from_numpy(pixels).to(device), torch.from_numpy(widths).to(device))
@@ -223,9 +230,11 @@ def greedy_texts(tokenizer: CharTokenizer, log_probs: list[torch.Tensor]) -> lis
     return [text_of(tokenizer, greedy_decode(lp[:, None], torch.tensor([len(lp)]))[0]) for lp in log_probs]
 
 
-def read_images(model: LineReader, tokenizer: CharTokenizer, images: LineImages) -> tuple[list[str], float]:
-    """The greedy reading of every line of `images` and the mean CTC loss per character."""
-    out = run_reader(model, tokenizer, images)
+def read_images(model: LineReader, tokenizer: CharTokenizer, images: LineImages, *,
+                should_stop: Callable[[], bool] | None = None) -> tuple[list[str], float]:
+    """The greedy reading of every line of `images` and the mean CTC loss per character (`should_stop` as in
+    `run_reader`)."""
+    out = run_reader(model, tokenizer, images, should_stop=should_stop)
     return greedy_texts(tokenizer, out.log_probs), out.loss
 
 
@@ -249,10 +258,10 @@ class Fusion:
 def beam_texts(tokenizer: CharTokenizer, log_probs: list[torch.Tensor], *, beam_size: int, lm=None,
                lm_weight: float = 0.0, char_bonus: float = 0.0) -> list[str]:
     """Prefix beam search over each line's valid frames, fused with `lm` (a CharLM) when given."""
-    from charrnn.ctc.search import search_lines
+    from charrnn.ctc.search import best_labellings
 
-    found = search_lines(log_probs, beam_size=beam_size, lm=lm, lm_weight=lm_weight, char_bonus=char_bonus)
-    return [text_of(tokenizer, list(hypotheses[0].labels)) if hypotheses else "" for hypotheses in found]
+    found = best_labellings(log_probs, beam_size=beam_size, lm=lm, lm_weight=lm_weight, char_bonus=char_bonus)
+    return [text_of(tokenizer, list(labels)) for labels in found]
 
 
 def char_lm(fusion: Fusion | None, tokenizer: CharTokenizer, device):
@@ -264,17 +273,17 @@ def char_lm(fusion: Fusion | None, tokenizer: CharTokenizer, device):
 
 
 def lines_from_files(paths: list[Path], height: int, max_width: int) -> LineImages:
-    """Image files as a LineImages, each decoded exactly as the training cache decodes it."""
+    """Image files as a LineImages, each decoded exactly as the training cache decodes it. A line narrower
+    than the reader's narrowest (4 pixels at `height`: 1 to 3 from a tiny or a very tall image) is padded on
+    the right with blank paper, which reads as nothing, rather than refused."""
     from charrnn.ctc.data import LineSplit, load_line_image
+    from charrnn.vision.image import read_image_file
 
+    narrowest = 2 ** WIDTH_POOLS  # the first blocks' pooling leaves no frame of anything narrower
     lines = []
-    for path in paths:
-        try:
-            lines.append(load_line_image(path, height, max_width))
-        except FileNotFoundError:
-            raise CharRNNError(f"no such image: {str(path)!r}") from None
-        except (OSError, ValueError) as e:  # Pillow: not an image, truncated, unsupported
-            raise CharRNNError(f"{str(path)!r} cannot be read as an image ({e})") from None
+    for path in paths:  # missing, not an image, truncated, too many pixels: one line naming it
+        line = read_image_file(path, lambda f: load_line_image(f, height, max_width))
+        lines.append(np.pad(line, ((0, 0), (0, max(narrowest - line.shape[1], 0)))))  # ink high: 0 is paper
     offsets = np.cumsum([0] + [line.shape[1] for line in lines]).astype(np.int64)
     split = LineSplit(Path("."), [str(p) for p in paths], [""] * len(paths), [(str(p), None) for p in paths])
     return LineImages(np.concatenate(lines, axis=1), offsets, split, list(range(len(paths))), [], False)

@@ -440,7 +440,7 @@ def make_line(text: str, fonts: list[LineFont], *, seed: int, part: int, index: 
     lacks = f"; it cannot draw {''.join(sorted(missing)[:20])!r}" if missing else ""
     raise CharRNNError(f"found no line of whole words, {min_chars}-{max_chars} characters long, in {what} that the "
                        f"font {font.name!r} can draw, in {MAX_TRIES} tries{lacks}; give a longer text, other "
-                       "--min-chars/--max-chars, or fonts that cover the text's characters")
+                       "--min-line-chars/--max-line-chars, or fonts that cover the text's characters")
 
 
 def _check_numbers(count: int, val_count: int, seed: int, min_chars: int, max_chars: int, workers: int) -> None:
@@ -453,7 +453,8 @@ def _check_numbers(count: int, val_count: int, seed: int, min_chars: int, max_ch
     if seed < 0:
         raise CharRNNError(f"--seed {seed} must be 0 or more")
     if not 1 <= min_chars <= max_chars:
-        raise CharRNNError(f"--min-chars {min_chars} and --max-chars {max_chars} must satisfy 1 <= min <= max")
+        raise CharRNNError(f"--min-line-chars {min_chars} and --max-line-chars {max_chars} must satisfy "
+                           "1 <= min <= max")
 
 
 def _choose_fonts(fonts: list[str] | None, val_fonts: list[str] | None) -> tuple[list[LineFont], list[LineFont]]:

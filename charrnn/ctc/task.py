@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charrnn.core.batches import epoch_batches
+from charrnn.core.checkpoint import check_weights
 from charrnn.core.distributed import World
 from charrnn.core.errors import CharRNNError
 from charrnn.core.rundir import resume_config as _resume_config
@@ -29,9 +31,9 @@ from charrnn.ctc.config import DEFAULT_LINES, CTCTrainConfig
 from charrnn.ctc.data import LineImages, cache_lines, read_lines
 from charrnn.ctc.decode import read_images
 from charrnn.ctc.evaluate import error_rates
-from charrnn.ctc.model import LineReader, ctc_loss, frames, targets
+from charrnn.ctc.model import LineReader, check_checkpoint, ctc_loss, frames, targets
+from charrnn.vision.fingerprint import check_fingerprint
 
-SORT_WINDOW = 50  # batches whose lines are sorted by width together: short padding, still shuffled
 CACHE_FILES = ("train-lines.npy", "train-lines.json", "val-lines.npy", "val-lines.json")
 
 
@@ -76,18 +78,10 @@ class CTCTask:
     def start_epoch(self, epoch: int) -> None:
         pass  # batches are a function of (epoch, i)
 
-    def _epoch_plan(self, epoch: int) -> list[np.ndarray]:
-        """The epoch's batches of line indices: a function of (seed, epoch), so the same after a resume."""
+    def _epoch_plan(self, epoch: int) -> np.ndarray:
+        """The epoch's batches of line indices, lines of similar widths together (`core.batches`)."""
         if self._plan[0] != epoch:
-            rng = np.random.default_rng([self.config.seed, epoch])
-            B, widths = self.config.batch_size, self.train.widths()
-            order = rng.permutation(len(self.train))[: self.steps_per_epoch * B]
-            window = SORT_WINDOW * B
-            for start in range(0, len(order), window):  # sort by width inside each window
-                part = order[start:start + window]
-                order[start:start + window] = part[np.argsort(widths[part], kind="stable")]
-            batches = order.reshape(self.steps_per_epoch, B)
-            self._plan = (epoch, batches[rng.permutation(self.steps_per_epoch)])
+            self._plan = (epoch, epoch_batches(self.train.widths(), self.config.batch_size, self.config.seed, epoch))
         return self._plan[1]
 
     def loss(self, forward: Callable, epoch: int, i: int) -> torch.Tensor:
@@ -97,11 +91,13 @@ class CTCTask:
         log_probs, lengths = forward(torch.from_numpy(pixels).to(self.device), torch.from_numpy(widths).to(self.device))
         return ctc_loss(log_probs, lengths, [self.targets[r] for r in rows])
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
         was_training = self.model.training
         self.model.eval()
-        texts, loss = read_images(self.model, self.tokenizer, self.val)
-        self.model.train(was_training)
+        try:
+            texts, loss = read_images(self.model, self.tokenizer, self.val, should_stop=should_stop)
+        finally:
+            self.model.train(was_training)
         rates = error_rates(texts, self.val.split.texts)
         return {"val_loss": loss, "cer": rates["cer"], "wer": rates["wer"],
                 "line_accuracy": rates["line_accuracy"]}
@@ -113,15 +109,20 @@ class CTCTask:
         pass
 
     def meta(self) -> dict:
-        return {"data": self.data_meta["data"], "split_rule": self.data_meta["split_rule"]}
+        return {"data": self.data_meta["data"], "split_rule": self.data_meta["split_rule"],
+                "data_fingerprint": self.data_meta["fingerprint"]}
 
 
 # ----- building, training, resuming -----------------------------------------------------------------
 
-def load_data(config: CTCTrainConfig, run_dir: Path) -> dict:
-    """Read the line dataset, split it, and decode its images once into the run directory's cache."""
+def load_data(config: CTCTrainConfig, run_dir: Path, trained_on: dict | None = None) -> dict:
+    """Read the line dataset, split it, and decode its images once into the run directory's cache. `trained_on`
+    is the fingerprint of the data a resumed run was trained on: data changed since is refused before anything
+    is decoded (`check_fingerprint`)."""
     data = read_lines(config.data, val_dir=config.val_dir, val_frac=config.val_frac, seed=config.seed,
                       iam_ok_only=config.iam_ok_only, skip_bad=config.skip_bad)
+    sides = {"train": (data.train, data.train.texts), "val": (data.val, data.val.texts) if data.val else None}
+    fingerprint = check_fingerprint(trained_on, sides, items="line images", labels="transcripts")
     sizes = dict(height=config.height, max_width=config.max_width, frames=frames, skip_bad=config.skip_bad)
     train = cache_lines(data.train, run_dir / "train-lines", **sizes)
     val = cache_lines(data.val, run_dir / "val-lines", **sizes) if data.val is not None else None
@@ -132,7 +133,7 @@ def load_data(config: CTCTrainConfig, run_dir: Path) -> dict:
         notes.append(f"validation transcripts hold {len(data.unseen)} characters no training line has, which the "
                      f"reader can never output: {shown}")
     return {"train": train, "val": val, "meta": {"data": str(config.data), "split_rule": data.split_rule,
-                                                 "notes": notes}}
+                                                 "notes": notes, "fingerprint": fingerprint}}
 
 
 DEFAULT_LINE_COUNT = 20_000  # training lines of the default set (and a tenth as many in val/ and val-heldout/)
@@ -156,12 +157,20 @@ def default_lines(on_progress: Callable[[int, int], None] | None = None) -> Path
 
 
 def build(config: CTCTrainConfig, *, checkpoint: dict | None, world: World, device: torch.device) -> CTCTask:
+    if checkpoint is not None:  # the weights against the model this run's settings build, before any data is read
+        vocab_size = check_checkpoint(checkpoint).vocab_size
+        check_weights(checkpoint["model_state"], lambda: LineReader(config.model_config(vocab_size)),
+                      checkpoint.get("source", config.run_dir))
+        if config.data is None:  # every run records its data; the default lines are rendered for new runs only
+            raise CharRNNError(f"the settings of the run in {str(config.run_dir)!r} do not say what data it trained "
+                               "on; it cannot be resumed: start a new run with --out")
     if config.data is None:
         config = replace(config, data=str(default_lines().resolve()))
     data_path = Path(config.data)
     config = replace(config, data=str(data_path.resolve()) if data_path.exists() else str(data_path),
                      out=str(config.run_dir))
-    data = load_data(config, config.run_dir)
+    trained_on = (checkpoint.get("meta") or {}).get("data_fingerprint") if checkpoint is not None else None
+    data = load_data(config, config.run_dir, trained_on)
     if checkpoint is not None:
         tokenizer = CharTokenizer.from_dict(checkpoint["tokenizer"])
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,8 @@ from torch import nn
 
 from charrnn.core.cells import GATES, gru_step, layer_weights, lstm_step, rnn_step
 from charrnn.core.errors import CharRNNError
+from charrnn.core.files import replace_directory
+from charrnn.core.signals import raise_on_signals
 from charrnn.core.tokenizer import CharTokenizer
 from charrnn.inspect.npz import NpzArchive, NpzFormatError, write_npz
 from charrnn.lm.model import CharRNN
@@ -37,6 +40,8 @@ DTYPES = ("float32", "float16")
 CHUNK = 2048  # characters traced, and rows written, at a time
 SATURATION_LOW, SATURATION_HIGH = 0.1, 0.9  # Karpathy, Johnson & Fei-Fei (2015), section 4.3
 SIGMOID_GATES = ("i", "f", "o", "r", "z")  # g (lstm) and n (gru) are tanh candidates, not gates
+TANH_CANDIDATES = ("g", "n")
+LSTMVIS_FILES = ("states.hdf5", "train.hdf5", "train.dict", "lstm.yml")
 
 
 def trace_layer(cell: str, rnn: nn.RNNBase, layer: int, x: torch.Tensor, h: torch.Tensor,
@@ -229,6 +234,10 @@ def dump_activations(model: CharRNN, tokenizer: CharTokenizer, text: str | bytes
     names); `dtype` float16 halves the file; `source` (the checkpoint and text traced, by name) is kept in the
     .npz's metadata for the viewer's title. Returns the summary of `describe`, with "out", "format" and
     "dtype".
+
+    The file (or the LSTMVis directory) appears whole or not at all: until the trace is complete it is
+    written beside `out` under a temporary name, and Ctrl-C, SIGTERM or SIGHUP remove it (they raise
+    KeyboardInterrupt here), leaving an earlier `out` as it was.
     """
     if fmt not in ("npz", "lstmvis"):
         raise CharRNNError(f"format {fmt!r}: choose npz or lstmvis")
@@ -303,7 +312,7 @@ def _write_npz(o: TraceOutline, parts: Iterable[TraceChunk], path: Path, dtype: 
               "top_probs": ((T, K), np.dtype(np.float32)),
               **{f"layer{l}_{k}": ((T, H), np.dtype(dtype)) for l in range(o.num_layers) for k in o.kinds}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with write_npz(path, layout) as f:
+    with raise_on_signals(), write_npz(path, layout) as f:
         for name, values in whole.items():
             f.write(name, values)
         for part in parts:
@@ -405,14 +414,46 @@ def save_lstmvis(trace: Trace, out_dir: str | os.PathLike, name: str = "charrnn"
     return _write_lstmvis(trace.outline(), trace.chunks(chunk), Path(out_dir), name, dtype)
 
 
+def check_lstmvis_dir(out: str | os.PathLike) -> None:
+    """Refuse an LSTMVis output that is a file, or a directory holding anything but an earlier export (the
+    export replaces the whole directory, so a file of the user's there would be lost)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CharRNNError(f"--out {str(out)!r} is a file; --format lstmvis writes a directory")
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if p.name not in LSTMVIS_FILES)
+        if others:
+            raise CharRNNError(f"--out {str(out)!r} holds {others[0]!r}, which is no part of an LSTMVis export; "
+                               "an export replaces its whole directory: give a new one (or an earlier export)")
+
+
 def _write_lstmvis(o: TraceOutline, parts: Iterable[TraceChunk], out: Path, name: str, dtype: str) -> Path:
-    """states.hdf5 has one (T, H) dataset per layer and kind, created at full size and filled a chunk at a time."""
+    """The project directory, written beside `out` under a temporary name, then put in its place whole."""
     _check_dtype(dtype)
     try:
-        import h5py
+        import h5py  # noqa: F401 - checked before any work
     except ImportError:
         raise CharRNNError("--format lstmvis needs h5py: pip install 'charrnn[lstmvis]' (or h5py)") from None
-    out.mkdir(parents=True, exist_ok=True)
+    check_lstmvis_dir(out)
+    out = out.resolve() if out.is_symlink() else out  # a link to a directory: replace what it points to
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with raise_on_signals():
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process of the same id
+        try:
+            tmp.mkdir()
+            _write_lstmvis_files(o, parts, tmp, name, dtype)
+            replace_directory(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_lstmvis_files(o: TraceOutline, parts: Iterable[TraceChunk], out: Path, name: str, dtype: str) -> None:
+    """states.hdf5 has one (T, H) dataset per layer and kind, created at full size and filled a chunk at a time."""
+    import h5py
+
     with h5py.File(out / "states.hdf5", "w") as f:
         datasets = [{k: f.create_dataset(f"{k}{l + 1}", shape=(o.length, o.hidden_size), dtype=dtype) for k in o.kinds}
                     for l in range(o.num_layers)]
@@ -423,13 +464,20 @@ def _write_lstmvis(o: TraceOutline, parts: Iterable[TraceChunk], out: Path, name
     with h5py.File(out / "train.hdf5", "w") as f:
         f.create_dataset("words", data=o.ids.astype(np.int64))
     with open(out / "train.dict", "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(f"{escape_symbol(symbol)} {i}\n" for i, symbol in enumerate(o.vocabulary))
+        f.writelines(dict_line(symbol, i) for i, symbol in enumerate(o.vocabulary))
     (out / "lstm.yml").write_text(_lstmvis_config(o, name), encoding="utf-8")
-    return out
+
+
+def dict_line(symbol: str, i: int) -> str:
+    """One line of train.dict: the symbol, a space, its id. LSTMVis splits a line on whitespace, except one
+    that starts with a space, which its loader reads as the space symbol: so the space is written as itself
+    (escaped, it showed as `\\u0020` in every word), and every other symbol with `escape_symbol`."""
+    return f"{symbol if symbol == ' ' else escape_symbol(symbol)} {i}\n"
 
 
 def escape_symbol(symbol: str) -> str:
-    """`symbol` as one readable field free of whitespace, for the `.dict` LSTMVis reads with `line.split()`.
+    """`symbol` as one readable field free of whitespace, for the `.dict` LSTMVis reads with `line.split()`
+    (the space alone is written as itself: see `dict_line`).
 
     A backslash, any character `str.split` splits on (form feed, U+00A0, U+3000, ...) and any other
     invisible character is written as a Python escape (`\\\\`, `\\n`, `\\f`, `\\u3000`), so no symbol loses
@@ -455,9 +503,9 @@ def _lstmvis_config(o: TraceOutline, name: str) -> str:
     for l in range(o.num_layers):
         for k in o.kinds:
             fields = {"type": "output" if k == "h" else "state", "layer": l + 1, "path": f"{k}{l + 1}"}
-            # h is tanh-bounded and gates lie in [0, 1]: neither is squashed again. c is unbounded, so LSTMVis
-            # applies its default tanh.
-            if k == "h":
+            # h and the tanh candidates (g, n) lie in [-1, 1] and the gates in [0, 1]: none is squashed again.
+            # c is unbounded, so LSTMVis applies its default tanh.
+            if k == "h" or k in TANH_CANDIDATES:
                 fields["transform"] = "none"
             elif k in SIGMOID_GATES:
                 fields.update(unsigned=True, transform="none")

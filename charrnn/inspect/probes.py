@@ -140,6 +140,24 @@ def threshold_accuracy(values: np.ndarray, labels: np.ndarray) -> float:
     return float(best / n)
 
 
+# A cell whose threshold accuracy beats its probe's base rate by less than this says nothing about the probe
+# (the viewer greys such rows): accuracy 0.998 is no signal where always guessing the commoner class gets 0.998.
+MIN_GAIN = 0.02
+
+
+def best_probe_cell(ranking: dict) -> tuple[str, dict] | None:
+    """The binary probe of a `rank_cells` result whose best-ranked cell beats the probe's base rate by the
+    most (at least MIN_GAIN), with that cell's row; None when no cell of any probe does. Among a probe's
+    ranked cells the one with the best accuracy counts; ties go to the earlier probe and cell."""
+    best, best_gain = None, MIN_GAIN
+    for name, rows in ranking["probes"].items():
+        for row in rows:
+            gain = row["accuracy"] - row["base_rate"] if "accuracy" in row else -1.0
+            if gain > best_gain or (best is None and gain >= best_gain):
+                best, best_gain = (name, row), gain
+    return best
+
+
 def rank_cells(trace: Trace, top: int = 5, probes: dict | None = None) -> dict:
     """For every probe, the cells (any layer, any recorded kind) with the largest |correlation| with it.
 

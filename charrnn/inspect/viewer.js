@@ -453,7 +453,7 @@ function drawProbes() {
     head.querySelector("button").onclick = () => stack(names);
     cells.forEach((r, k) => {
       let label = `${names[k]}  r ${r.correlation >= 0 ? "+" : ""}${r.correlation.toFixed(2)}`;
-      const weak = r.accuracy !== undefined && r.accuracy - r.base_rate < 0.02;
+      const weak = r.accuracy !== undefined && r.accuracy - r.base_rate < D.min_gain;
       if (r.accuracy !== undefined) label += `  acc ${r.accuracy.toFixed(3)} (base ${r.base_rate.toFixed(3)})`;
       const b = box.appendChild(cellButton(names[k], label));
       if (weak) { b.classList.add("weak"); b.title = "no better than always guessing the commoner class"; }
@@ -512,6 +512,7 @@ $("subtitle").textContent = `${D.cell_type}, ${D.num_layers} layer(s) \u00d7 ${D
 const list = $("cells");
 for (const name of CELLS.keys()) list.appendChild(document.createElement("option")).value = name;
 $("pick").placeholder = `e.g. ${D.initial}`;
+$("opennote").textContent = D.initial_note;
 $("pick").addEventListener("change", e => pick(e.target.value));
 $("pick").addEventListener("keydown", e => { if (e.key === "Enter") pick(e.target.value); });
 $("prev").onclick = () => step(-1);

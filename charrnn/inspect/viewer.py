@@ -26,7 +26,7 @@ import numpy as np
 
 from charrnn.core.errors import CharRNNError
 from charrnn.inspect.activations import SIGMOID_GATES, Trace
-from charrnn.inspect.probes import PROBES, rank_cells
+from charrnn.inspect.probes import MIN_GAIN, PROBES, best_probe_cell, rank_cells
 
 # The page embeds every recorded kind while it holds at most this many values (1 byte each, 4/3 in base64),
 # else only h and c: a 1x128 LSTM with all six kinds fits 20,000 characters.
@@ -110,10 +110,11 @@ def page_data(trace: Trace, *, max_chars: int | None = None, kinds: Sequence[str
         ranking, ranked_chars = rank_cells(window, top=top), window.length
     kinds = default_kinds(window, window.length) if kinds is None else tuple(kinds)
     extra = [(r["layer"], r["kind"], r["unit"]) for rows in ranking["probes"].values() for r in rows]
-    first = next(iter(extra), (0, "h", 0))  # the first probe's top cell
     if cell is not None:
-        first = parse_cell(cell, window)
-        extra.append(first)
+        first, note = parse_cell(cell, window), ""
+    else:
+        first, note = _opening_cell(ranking, kinds[0] if kinds else "h")
+    extra.append(first)
     initial = cell_name(*first)
     return {
         "title": title, "cell_type": window.cell, "num_layers": len(window.layers),
@@ -124,8 +125,20 @@ def page_data(trace: Trace, *, max_chars: int | None = None, kinds: Sequence[str
         "next_prob": _rounded(window.next_prob),
         "series": _blocks(window, kinds, extra),
         "probes": ranking["probes"], "constant": ranking["constant"], "probe_notes": _probe_notes(),
-        "ranked_chars": ranked_chars or trace.length, "initial": initial,
+        "ranked_chars": ranked_chars or trace.length, "initial": initial, "initial_note": note, "min_gain": MIN_GAIN,
     }
+
+
+def _opening_cell(ranking: dict, first_kind: str) -> tuple[tuple[int, str, int], str]:
+    """The cell a page opens on, and why: the cell that tracks a probe best beyond its base rate (a probe
+    with no signal in the text, such as quotes in Python source, is passed over); else the first cell."""
+    found = best_probe_cell(ranking)
+    if found is None:
+        return (0, first_kind, 0), (f"No probe's cell beats its base rate by {MIN_GAIN:g} in this text, so the page "
+                                    "opens on the first cell: select text to find the cells that track it.")
+    probe, r = found
+    return (r["layer"], r["kind"], r["unit"]), (f"Opened on the cell that tracks {probe} best: accuracy "
+                                                f"{r['accuracy']:.3f} against a base rate of {r['base_rate']:.3f}.")
 
 
 def render_html(trace: Trace, *, max_chars: int | None = None, kinds: Sequence[str] | None = None, top: int = 5,
@@ -137,7 +150,8 @@ def render_html(trace: Trace, *, max_chars: int | None = None, kinds: Sequence[s
     of every probe and `cell` are embedded whatever their kind. `ranking` (what `probes.rank_cells`
     returned, over `ranked_chars` characters) is shown as it is, so the page agrees with the table of
     `charrnn cells`; without it, the `top` cells per probe are ranked on the characters shown. The page
-    opens on `cell` (a name like `layer0/c/110`), else on the first probe's top cell.
+    opens on `cell` (a name like `layer0/c/110`), else on the ranked cell whose threshold accuracy beats its
+    probe's base rate by the most (`probes.best_probe_cell`), else on the first cell, with a note saying so.
     """
     return html_page(page_data(trace, max_chars=max_chars, kinds=kinds, top=top, title=title, ranking=ranking,
                                ranked_chars=ranked_chars, cell=cell))
@@ -170,6 +184,7 @@ __STYLE__
 <button id="next" title="next unit" aria-label="next unit">&#9654;</button></div>
 <datalist id="cells"></datalist>
 <div id="pickmsg" role="alert"></div>
+<div id="opennote" class="hint"></div>
 <label for="scale">Colour scale</label>
 <select id="scale">
 <option value="auto">auto: states centred, gates 0 to 1</option>

@@ -6,10 +6,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from charrnn.core.config import NEWLINES, Cell, LoopConfig, ModelConfig, Newline, check_at_least, check_choice
+from charrnn.core.config import (
+    MAX_EMBEDDING_DIM,
+    NEWLINES,
+    Cell,
+    LoopConfig,
+    ModelConfig,
+    Newline,
+    check_at_least,
+    check_at_most,
+    check_choice,
+)
 from charrnn.core.errors import CharRNNError
 
 DEFAULT_CORPUS = "corpora/tinyshakespeare.txt"
+# Upper bounds (see core/config.py for the shared ones): a step's activations grow with both.
+MAX_SEQ_LEN = 65536  # 512 times the default; at --batch-size 32 and --hidden-size 512 ~25 GB of activations
+MAX_EVAL_STREAMS = 65536  # the validation text is cut into this many pieces, one state each: as --batch-size
 
 
 @dataclass(frozen=True)
@@ -27,6 +40,7 @@ class CharRNNConfig(ModelConfig):
         self.check_recurrent()
         if self.embedding_dim < 0:
             raise CharRNNError(f"--embedding-dim must be 0 (one-hot) or more, got {self.embedding_dim}")
+        check_at_most(self, ("embedding_dim",), MAX_EMBEDDING_DIM)
         if self.vocab_size < 2:
             raise CharRNNError("the vocabulary needs at least 2 symbols")
 
@@ -63,6 +77,8 @@ class LMTrainConfig(LoopConfig):
     def __post_init__(self):
         super().__post_init__()
         check_at_least(self, ("seq_len", "eval_streams"))
+        check_at_most(self, ("seq_len",), MAX_SEQ_LEN)
+        check_at_most(self, ("eval_streams",), MAX_EVAL_STREAMS)
         if not (0.0 <= self.val_frac < 1.0 and 0.0 <= self.test_frac < 1.0 and self.val_frac + self.test_frac < 1.0):
             raise CharRNNError(f"--val-frac {self.val_frac} and --test-frac {self.test_frac} must each be in [0, 1) "
                                "and leave some text to train on (their sum below 1)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.core.config import Newline
-from charrnn.core.errors import CharRNNError
+from charrnn.core.errors import CharRNNError, check_stop
 from charrnn.core.tokenizer import CharTokenizer
 from charrnn.lm.data import iter_encoded
 from charrnn.lm.model import CharRNN
@@ -41,13 +42,17 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model: CharRNN, ids: np.ndarray | torch.Tensor, streams: int = 16, seq_len: int = 256,
-             burn_in: int = 256, unk_id: int | None = None) -> EvalResult:
+             burn_in: int = 256, unk_id: int | None = None,
+             should_stop: Callable[[], bool] | None = None,
+             on_progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Mean cross-entropy (nats/char) of predicting every character of `ids` from the ones before it.
 
     Every character after the first is scored exactly once, with the hidden state carried. To use more
     than one core the text is cut into `streams` contiguous pieces run side by side; each piece first
     reads (unscored) the `burn_in` characters before it, so it starts with a warm state, not a cold one.
     `streams=1` is a single pass over the whole text. Targets equal to `unk_id` are not scored.
+    `should_stop()` is asked before each chunk of `seq_len` characters; when it says so, `StopRequested`.
+    `on_progress(done, total)` is called after each chunk with the characters scored so far (about) and in all.
     """
     was_training = model.training
     model.eval()
@@ -84,6 +89,7 @@ def evaluate(model: CharRNN, ids: np.ndarray | torch.Tensor, streams: int = 16, 
     total = torch.zeros((), dtype=torch.float64, device=device)
     scored = unknown = 0
     for t in range(0, chunk, seq_len):
+        check_stop(should_stop)
         # Built chunk by chunk from the array, so memory does not grow with the text.
         xy, real = window(t, min(seq_len, chunk - t))
         x, y = xy[:, :-1].to(device), xy[:, 1:].to(device)
@@ -95,24 +101,29 @@ def evaluate(model: CharRNN, ids: np.ndarray | torch.Tensor, streams: int = 16, 
         losses = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")  # (S, T)
         total += (losses * real.to(device)).sum(dtype=torch.float64)
         scored += int(real.sum())
+        if on_progress is not None:
+            on_progress(min(M, S * (t + seq_len)), M)
     model.train(was_training)
     return EvalResult(float(total) / max(scored, 1), scored, unknown)
 
 
 def evaluate_file(model: CharRNN, tokenizer: CharTokenizer, path: str | os.PathLike, encoding: str = "utf-8",
-                  map_unknown: bool = False, streams: int = 16, newline: Newline = "keep") -> EvalResult:
+                  map_unknown: bool = False, streams: int = 16, newline: Newline = "keep",
+                  on_progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Score every character of a text file, starting from the start-of-document state, its line ends read as
     `newline` says (as the model's corpus was: see `lm.trained_newline`).
 
     Characters the model never saw raise a `CharRNNError` listing them, or with `map_unknown` are read
-    as `<unk>` and left out of the score (counted in `unknown_chars`).
+    as `<unk>` and left out of the score (counted in `unknown_chars`). `on_progress(done, total)`: characters
+    scored so far and in all, after each chunk of the text.
     """
     if streams < 1:
         raise CharRNNError(f"--streams must be at least 1, got {streams}")
     ids = np.concatenate(list(iter_encoded(path, tokenizer, encoding, map_unknown=map_unknown, newline=newline)))
     if len(ids) < 2:
         raise CharRNNError(f"{str(path)!r} has no characters to score")
-    result = evaluate(model, ids, streams=streams, unk_id=tokenizer.unk_id if map_unknown else None)
+    result = evaluate(model, ids, streams=streams, unk_id=tokenizer.unk_id if map_unknown else None,
+                      on_progress=on_progress)
     if result.chars == 0:  # a loss of 0 over nothing scored would read as a perfect model
         raise CharRNNError(f"every character of {str(path)!r} is unknown to this model, so nothing can be scored; "
                            "evaluate a text in the model's own alphabet (see charrnn info)")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.core.checkpoint import load_checkpoint, require_task
+from charrnn.core.checkpoint import CheckpointError, checked_config, load_checkpoint, require_task
 from charrnn.core.rnn import State, make_rnn
 from charrnn.core.tokenizer import CharTokenizer
 from charrnn.lm.config import CharRNNConfig
@@ -56,18 +56,27 @@ class CharRNN(nn.Module):
         return logits, (tuple(new) if isinstance(new, tuple) else (new,))
 
 
+def check_checkpoint(ckpt: dict) -> CharRNNConfig:
+    """The model config of a loaded language-model checkpoint, checked against its tokenizer and weights
+    before anything is built (see `checked_config`)."""
+    if ckpt["tokenizer"].get("kind", "char") != "char":
+        raise CheckpointError(ckpt.get("source", "the checkpoint"), "is damaged: its tokenizer is not a character "
+                                                                     "tokenizer, which a language model reads")
+    tokenizer = CharTokenizer.from_dict(ckpt["tokenizer"])
+    return checked_config(ckpt, CharRNNConfig, CharRNN, tokenizer.vocab_size)
+
+
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, CharTokenizer]:
     """Rebuild the model (in eval mode, on `device`) and tokenizer stored in a loaded checkpoint."""
-    config = CharRNNConfig.from_dict(ckpt["model_config"])
-    model = CharRNN(config)
+    model = CharRNN(check_checkpoint(ckpt))
     model.load_state_dict(ckpt["model_state"])
     model.to(device).eval()
     return model, CharTokenizer.from_dict(ckpt["tokenizer"])
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[CharRNN, CharTokenizer, dict]:
-    """The language model, tokenizer and checkpoint dict from a checkpoint file or run directory."""
-    ckpt = load_checkpoint(path)
-    require_task(ckpt, "lm", path)
+    """The language model, tokenizer and checkpoint dict from a checkpoint file or run directory (whose
+    last.pt is read, with a warning, when its best.pt is damaged)."""
+    ckpt = load_checkpoint(path, check=lambda c: (require_task(c, "lm", path), check_checkpoint(c)))
     model, tokenizer = model_from_checkpoint(ckpt, device)
     return model, tokenizer, ckpt

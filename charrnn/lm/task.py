@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.core import distributed
+from charrnn.core.checkpoint import check_weights
 from charrnn.core.config import Newline
 from charrnn.core.distributed import World
 from charrnn.core.errors import CharRNNError
@@ -39,7 +40,7 @@ from charrnn.lm.data import (
     ids_sha256,
 )
 from charrnn.lm.evaluate import evaluate
-from charrnn.lm.model import CharRNN
+from charrnn.lm.model import CharRNN, check_checkpoint
 
 
 def default_corpus_path() -> Path:
@@ -92,15 +93,20 @@ class LanguageModelTask:
         self.state = tuple(s.float() for s in detach_state(new_state))
         return loss
 
-    def evaluate(self) -> dict[str, float]:
-        result = evaluate(self.model, self.val_ids, self.config.eval_streams)
+    def evaluate(self, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+        result = evaluate(self.model, self.val_ids, self.config.eval_streams, should_stop=should_stop)
         return {"val_loss": result.nats_per_char, "val_bpc": result.bits_per_char, "val_ppl": result.perplexity}
 
     def train_state(self) -> dict:
         return {"hidden_state": list(distributed.gather_rows(self.world, self.state))}
 
     def load_train_state(self, state: dict) -> None:
-        self.state = tuple(s[:, self.rows].to(self.device) for s in state["hidden_state"])
+        hidden = state["hidden_state"]
+        shape = (self.config.num_layers, self.config.batch_size, self.config.hidden_size)  # (L, B, H), all streams
+        if not (isinstance(hidden, list) and len(hidden) == self.model.num_state_tensors
+                and all(isinstance(s, torch.Tensor) and tuple(s.shape) == shape for s in hidden)):
+            raise ValueError(f"its hidden state is not {self.model.num_state_tensors} tensor(s) of shape {shape}")
+        self.state = tuple(s[:, self.rows].to(self.device) for s in hidden)
 
     def meta(self) -> dict:
         return {"corpus": str(self.corpus.source), "corpus_sha256": self.corpus.sha256}
@@ -113,6 +119,10 @@ def build(config: LMTrainConfig, *, checkpoint: dict | None, world: World, devic
         corpus_path = default_corpus_path()
     if checkpoint is not None:  # a run from before --newline goes on reading its corpus as it did
         config = replace(config, newline=trained_newline(checkpoint))
+        # The weights against the model this run's settings build, before the corpus is read.
+        vocab_size = check_checkpoint(checkpoint).vocab_size
+        check_weights(checkpoint["model_state"], lambda: CharRNN(config.model_config(vocab_size)),
+                      checkpoint.get("source", config.run_dir))
     if world.is_main:
         corpus = _corpus(config, corpus_path, checkpoint)
     distributed.barrier(world)  # rank 0 has encoded the corpus: the others find it cached

@@ -26,7 +26,7 @@ import numpy as np
 
 from charrnn.core.errors import CharRNNError
 from charrnn.core.files import atomic_write, write_text_atomic
-from charrnn.vision.dataset import BadRow, bad_rows_message
+from charrnn.core.rows import BadRow, bad_rows_message
 
 NPY_HEADER = 128  # bytes; fixed so that it can be rewritten once the total width is known (a multiple of 64)
 
@@ -107,8 +107,10 @@ class SideBySide:
         return {"offsets": self.offsets}
 
     def is_complete(self, array_path: Path, meta: dict) -> bool:
-        pixels = np.load(array_path, mmap_mode="r")
-        return pixels.shape == (self.height, meta["offsets"][-1]) and len(meta["offsets"]) == len(meta["kept"]) + 1
+        pixels, offsets = np.load(array_path, mmap_mode="r"), meta["offsets"]
+        return (pixels.shape == (self.height, offsets[-1]) and len(offsets) == len(meta["kept"]) + 1
+                and offsets[0] == 0 and all(type(o) is int for o in offsets)
+                and all(a < b for a, b in zip(offsets, offsets[1:])))  # every line at least a pixel wide
 
     def load(self, array_path: Path, meta: dict) -> np.ndarray:
         return np.load(array_path, mmap_mode="r")
@@ -131,11 +133,23 @@ def cache_files(cache_path: Path, suffix: str) -> tuple[Path, Path]:
     return stem.with_name(stem.name + suffix), stem.with_name(stem.name + ".json")
 
 
-def read_sidecar(array_path: Path, meta_path: Path, key: dict, layout: Layout) -> dict | None:
-    """The sidecar of a complete cache made from `key`, or None (missing, torn, edited or out of date)."""
+def _accounts_for(meta: dict, count: int) -> bool:
+    """Whether the sidecar's items add up: `kept` is increasing indices below `count`, and every other item
+    is a well-formed bad row in `skipped` (what `_decode_into` writes). An edited one is not trusted."""
+    kept, skipped = meta["kept"], meta["skipped"]
+    return (isinstance(kept, list) and isinstance(skipped, list) and len(kept) + len(skipped) == count
+            and all(type(i) is int and 0 <= i < count for i in kept) and all(a < b for a, b in zip(kept, kept[1:]))
+            and all(isinstance(b, dict) and set(b) == {"file", "line", "reason"} and isinstance(b["file"], str)
+                    and isinstance(b["reason"], str) and (b["line"] is None or type(b["line"]) is int)
+                    for b in skipped))
+
+
+def read_sidecar(array_path: Path, meta_path: Path, key: dict, layout: Layout, count: int) -> dict | None:
+    """The sidecar of a complete cache of `count` items made from `key`, or None (missing, torn, edited, out of
+    date, or not matching its array): the cache is then decoded again."""
     try:
         meta = json.loads(meta_path.read_text())
-        if meta["key"] != key or not layout.is_complete(array_path, meta):
+        if meta["key"] != key or not _accounts_for(meta, count) or not layout.is_complete(array_path, meta):
             return None
         return meta
     except (OSError, ValueError, KeyError, TypeError, IndexError):
@@ -188,7 +202,7 @@ def cache_decoded(cache_path: str | os.PathLike, layout: Layout, key: dict, coun
     """
     array_path, meta_path = cache_files(Path(cache_path), layout.suffix)
     array_path.parent.mkdir(parents=True, exist_ok=True)
-    meta = read_sidecar(array_path, meta_path, key, layout)
+    meta = read_sidecar(array_path, meta_path, key, layout, count)
     reused = meta is not None
     if not reused:
         meta = _decode_into(array_path, meta_path, key, layout, count, decode, skip_bad, progress, none_kept)

@@ -9,7 +9,6 @@ dataset is found and reported in the same words by both.
 
 from __future__ import annotations
 
-import codecs
 import io
 import os
 import posixpath
@@ -24,37 +23,9 @@ from typing import BinaryIO, Generic, TypeVar
 import numpy as np
 
 from charrnn.core.errors import CharRNNError
-from charrnn.core.text import SNIFF_BYTES, guess_8bit_encoding, sniff_wide_encoding
+from charrnn.core.rows import BadRow, decoded_lines
 
 HEADER_FIELDS = {"filename", "file", "image", "image_name"}  # a first line starting with one of these is a header
-
-
-# ----- bad rows ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BadRow:
-    """One unusable row: the label file it is in (a path inside the dataset), its 1-based line (None in a
-    JSON file, whose lines mean nothing), and what is wrong with it."""
-
-    file: str
-    line: int | None
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file} line {self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
-
-
-def in_file_order(bad: Iterable[BadRow]) -> list[BadRow]:
-    return sorted(bad, key=lambda b: (b.file, b.line or 0))
-
-
-def bad_rows_message(bad: list[BadRow]) -> str:
-    """One line: the first two bad rows (in file and line order) and how many more there are."""
-    first = in_file_order(bad)
-    if len(first) == 1:
-        return f"{first[0]}; fix it or pass --skip-bad"
-    more = f" (and {len(first) - 2} more)" if len(first) > 2 else ""
-    return f"{len(first)} bad rows: {first[0]}; {first[1]}{more}; fix them or pass --skip-bad"
 
 
 # ----- splits and the dataset read ------------------------------------------------------------------------
@@ -209,35 +180,8 @@ def path_inside(folder: str, name: str) -> str | None:
 
 # ----- label files ------------------------------------------------------------------------------------------
 
-def _iconv_name(codec: str) -> str:
-    """iconv's name for a Python codec name: utf-16-le is UTF-16LE."""
-    return codec.upper().replace("-LE", "LE").replace("-BE", "BE")
-
-
 def _is_header(text: str) -> bool:
     return re.split(r"[\t,|]", text, maxsplit=1)[0].strip().lower() in HEADER_FIELDS
-
-
-def _decoded_lines(root: DatasetRoot, name: str, bad: list[BadRow]) -> Iterator[tuple[int, str]]:
-    data = root.read_bytes(name)
-    wide = sniff_wide_encoding(data[:SNIFF_BYTES])
-    if wide:
-        raise CharRNNError(f"{name} is {wide.upper()} text, not UTF-8; re-save it as UTF-8 "
-                           f"(e.g. iconv -f {_iconv_name(wide)} -t UTF-8)")
-    data = data.removeprefix(codecs.BOM_UTF8)
-    guess = None
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            guess = guess or guess_8bit_encoding(data)
-            bad.append(BadRow(name, number, f"byte 0x{raw[e.start]:02x} (byte {e.start + 1} of the line) is not "
-                                            f"UTF-8; the file looks like {guess}: convert it with "
-                                            f"iconv -f {guess} -t UTF-8"))
-            continue
-        text = text.rstrip("\r")
-        if text.strip():
-            yield number, text
 
 
 def iter_label_lines(root: DatasetRoot, name: str, bad: list[BadRow], *,
@@ -249,7 +193,7 @@ def iter_label_lines(root: DatasetRoot, name: str, bad: list[BadRow], *,
     the whole file; a UTF-16 or UTF-32 file (`sniff_wide_encoding`) is refused at once since none of its
     lines would decode.
     """
-    for k, (number, text) in enumerate(_decoded_lines(root, name, bad)):
+    for k, (number, text) in enumerate(decoded_lines(root.read_bytes(name), name, bad)):
         if not (header and k == 0 and _is_header(text)):
             yield number, text
 

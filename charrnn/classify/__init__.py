@@ -1,0 +1,1 @@
+"""Text classification (many-to-one): a character encoder pooled into one label per text."""
