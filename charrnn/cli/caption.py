@@ -17,7 +17,6 @@ from charrnn.caption.config import (
     Tokens,
 )
 from charrnn.cli import options, render
-from charrnn.cli.options import config_options, given
 from charrnn.core.config import check_length_alpha, check_seed
 from charrnn.core.errors import CharRNNError
 
@@ -127,15 +126,7 @@ def train_command(
     """
     from charrnn.caption.task import resume_config, train
 
-    values = config_options(ctx, CaptionTrainConfig)
-    if resume is None:
-        config = CaptionTrainConfig(**values)
-    else:
-        user_given = given(ctx)
-        if user_given & {"data", "out"} or overwrite:
-            raise CharRNNError("--resume continues a run in its own directory on its own data: drop DATA, --out "
-                               "and --overwrite")
-        config = resume_config(resume, **{k: v for k, v in values.items() if k in user_given})
+    config = options.run_config(ctx, CaptionTrainConfig, resume, overwrite, resume_config)
     summary = render.train_and_report(train, config, resume=resume is not None, overwrite=overwrite,
                                       json_output=json_output, command="caption train")
     if summary is not None and not json_output:

@@ -11,7 +11,6 @@ import typer
 
 from charrnn.classify.config import DEFAULT_DATA, ClassifyTrainConfig, Format, Pool
 from charrnn.cli import options, render
-from charrnn.cli.options import config_options, given
 from charrnn.core.errors import CharRNNError
 
 app = typer.Typer(help="Label whole texts (many-to-one): a character RNN read over the text, pooled, and a label "
@@ -110,15 +109,7 @@ def train_command(
     """
     from charrnn.classify.task import resume_config, train
 
-    values = config_options(ctx, ClassifyTrainConfig)
-    if resume is None:
-        config = ClassifyTrainConfig(**values)
-    else:
-        user_given = given(ctx)
-        if user_given & {"data", "out"} or overwrite:
-            raise CharRNNError("--resume continues a run in its own directory on its own data: drop DATA, --out "
-                               "and --overwrite")
-        config = resume_config(resume, **{k: v for k, v in values.items() if k in user_given})
+    config = options.run_config(ctx, ClassifyTrainConfig, resume, overwrite, resume_config)
     summary = render.train_and_report(train, config, resume=resume is not None, overwrite=overwrite,
                                       json_output=json_output, command="classify train")
     if summary is not None and not json_output:

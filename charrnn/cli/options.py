@@ -68,6 +68,20 @@ def config_options(ctx: typer.Context, config_class: type) -> dict:
     return {k: v for k, v in ctx.params.items() if k in names}
 
 
+def run_config(ctx: typer.Context, config_class: type, resume: Path | None, overwrite: bool, resume_config):
+    """The run config a task's train command was given (a task whose DATA is its `data` field): a new run's
+    from its options, or with --resume the run's own, with the options the user gave (`resume_config`, the
+    task's, refuses those that cannot change)."""
+    values = config_options(ctx, config_class)
+    if resume is None:
+        return config_class(**values)
+    user_given = given(ctx)
+    if user_given & {"data", "out"} or overwrite:
+        raise CharRNNError("--resume continues a run in its own directory on its own data: drop DATA, --out "
+                           "and --overwrite")
+    return resume_config(resume, **{k: v for k, v in values.items() if k in user_given})
+
+
 # ----- shared by several commands -----------------------------------------------------------------
 
 def require_stdout() -> None:

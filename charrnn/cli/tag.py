@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 import typer
 
 from charrnn.cli import options, render
-from charrnn.cli.options import config_options, given
 from charrnn.core.errors import CharRNNError
 from charrnn.tag.config import DEFAULT_DATA, Derive, TagTrainConfig
 
@@ -97,15 +96,7 @@ def train_command(
     """
     from charrnn.tag.task import resume_config, train
 
-    values = config_options(ctx, TagTrainConfig)
-    if resume is None:
-        config = TagTrainConfig(**values)
-    else:
-        user_given = given(ctx)
-        if user_given & {"data", "out"} or overwrite:
-            raise CharRNNError("--resume continues a run in its own directory on its own data: drop DATA, --out "
-                               "and --overwrite")
-        config = resume_config(resume, **{k: v for k, v in values.items() if k in user_given})
+    config = options.run_config(ctx, TagTrainConfig, resume, overwrite, resume_config)
     summary = render.train_and_report(train, config, resume=resume is not None, overwrite=overwrite,
                                       json_output=json_output, command="tag train")
     if summary is not None and not json_output:
