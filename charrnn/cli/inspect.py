@@ -223,12 +223,13 @@ def _trace_text(checkpoint: Path, text_file: Path | None, *, max_chars: int, enc
 
 
 def _task_of(path: Path) -> str | None:
-    """The task of the model `path` names (a run directory or .pt file), else None."""
-    if not (path.is_dir() or path.suffix == ".pt"):
-        return None
+    """The task of the model `path` names (a run directory, a .pt file or a shipped model's name), else None."""
     from charrnn.core.checkpoint import load_checkpoint
+    from charrnn.core.pretrained import is_checkpoint
 
-    return load_checkpoint(path).get("task")
+    if not is_checkpoint(path):
+        return None
+    return load_checkpoint(options.model_path(path, "lm")).get("task")
 
 
 @app.command("cells")
@@ -270,8 +271,8 @@ def cells_command(
 
         if len(paths) > 2:
             raise CharRNNError("on a classify run, cells takes the run and at most one labelled data set")
-        return print_label_units(paths[0], paths[1] if len(paths) == 2 else None, top=top, device=device,
-                                 json_output=json_output)
+        return print_label_units(options.model_path(paths[0], "lm"), paths[1] if len(paths) == 2 else None,
+                                 top=top, device=device, json_output=json_output)
     _check_outputs(paths, **{"--html": html_out, "--plot": plot})
     if len(paths) == 1 and paths[0].suffix == ".npz":
         trace = load_npz(paths[0], max_chars=max_chars)
