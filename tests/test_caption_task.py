@@ -10,8 +10,9 @@ from PIL import Image, ImageDraw
 from charrnn.caption.config import CaptionerConfig, CaptionTrainConfig
 from charrnn.caption.decode import caption_images
 from charrnn.caption.evaluate import caption_scores
-from charrnn.caption.model import Captioner, beam_search, caption_loss, decode
+from charrnn.caption.model import Captioner, caption_loss
 from charrnn.caption.task import resume_config, train
+from charrnn.core.decoding import beam_search, decode
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 30, 220), "black": (0, 0, 0),
            "orange": (250, 150, 0)}

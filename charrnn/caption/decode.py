@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from charrnn.caption.config import CaptionTrainConfig
-from charrnn.caption.model import Captioner, Decoded, beam_search, decode, load_captioner
+from charrnn.caption.model import Captioner, load_captioner
+from charrnn.core.decoding import Decoded, beam_search, decode
 from charrnn.core.errors import CharRNNError
 
 EVAL_BATCH = 128

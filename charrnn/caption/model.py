@@ -13,7 +13,6 @@ layer. A caption is read between two `<eod>` tokens: the first starts it, the se
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +21,6 @@ from torch import nn
 
 from charrnn.caption.config import CaptionerConfig
 from charrnn.core.checkpoint import checked_config, load_checkpoint, require_task
-from charrnn.core.errors import check_stop
 from charrnn.core.rnn import CELL_CLASSES, init_forget_gate_bias, make_rnn
 from charrnn.core.tokenizer import tokenizer_from_dict
 from charrnn.vision.encoder import make_encoder
@@ -164,98 +162,6 @@ def caption_loss(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, p
     coverage = (alphas.float() * real[:, :, None]).sum(1) * alphas.size(2) / real.sum(1, keepdim=True)  # (B, N)
     penalty = ((1.0 - coverage) ** 2).mean()
     return ce + doubly_stochastic * penalty, ce.detach()
-
-
-# ----- decoding -----------------------------------------------------------------------------------
-
-@dataclass
-class Decoded:
-    tokens: list[int]  # without the start and end tokens
-    attention: torch.Tensor | None  # (len(tokens) + 1, N): the weights used to choose each token and the end
-    score: float  # log-probability (beam search: divided by length ** length_alpha)
-
-
-@torch.no_grad()
-def decode(model: Captioner, images: torch.Tensor, *, bos: int, eos: int, max_len: int, temperature: float = 0.0,
-           generator: torch.Generator | None = None, should_stop: Callable[[], bool] | None = None) -> list[Decoded]:
-    """One caption per image: greedy (temperature 0 = always the most likely token) or sampled. `should_stop()`
-    is asked before each step (`StopRequested` when it says so): a caption may be long."""
-    enc, state = model.encode(images)
-    B = images.size(0)
-    token = torch.full((B,), bos, dtype=torch.long, device=images.device)
-    out = [[] for _ in range(B)]
-    attn: list[list[torch.Tensor]] = [[] for _ in range(B)]
-    scores = torch.zeros(B, dtype=torch.float64)
-    done = torch.zeros(B, dtype=torch.bool)
-    for _ in range(max_len):
-        check_stop(should_stop)
-        logits, state, alpha = model.step(token, state, enc)
-        logp = logits.float().log_softmax(1)
-        if temperature > 0:
-            token = torch.multinomial((logp / temperature).softmax(1), 1, generator=generator)[:, 0]
-        else:
-            token = logp.argmax(1)
-        for b in torch.nonzero(~done).flatten().tolist():
-            scores[b] += float(logp[b, token[b]])
-            if alpha is not None:
-                attn[b].append(alpha[b].cpu())
-            if int(token[b]) == eos:
-                done[b] = True
-            else:
-                out[b].append(int(token[b]))
-        if bool(done.all()):
-            break
-    return [Decoded(out[b], torch.stack(attn[b]) if attn[b] else None, float(scores[b])) for b in range(B)]
-
-
-@torch.no_grad()
-def beam_search(model: Captioner, images: torch.Tensor, *, bos: int, eos: int, max_len: int, beam_size: int,
-                length_alpha: float = 0.0, should_stop: Callable[[], bool] | None = None) -> list[Decoded]:
-    """The most likely caption of each image under a beam of `beam_size` hypotheses (1 = greedy), ranked at the
-    end by log-probability / length ** `length_alpha`; `should_stop()` is asked before each step, as in `decode`."""
-    B, K = images.size(0), beam_size
-    enc, state = model.encode(images)
-    enc, state = enc.repeat(K), tuple(s.repeat_interleave(K, dim=1) for s in state)
-    device = images.device
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start as the same empty caption: keep one
-    token = torch.full((B * K,), bos, dtype=torch.long, device=device)
-    history = torch.zeros((B * K, 0), dtype=torch.long, device=device)
-    attn: torch.Tensor | None = None  # (B*K, t, N)
-    finished = torch.zeros(B * K, dtype=torch.bool, device=device)
-    for _ in range(max_len):
-        check_stop(should_stop)
-        logits, state, alpha = model.step(token, state, enc)
-        logp = logits.float().log_softmax(1)  # (B*K, V)
-        logp[finished] = float("-inf")
-        logp[finished, eos] = 0.0  # a finished caption stays as it is, at no cost
-        total = (scores.view(-1, 1) + logp).view(B, -1)  # (B, K*V)
-        scores, flat = total.topk(K, dim=1)
-        V = logp.size(1)
-        rows = (flat // V + torch.arange(B, device=device)[:, None] * K).flatten()  # which beam each came from
-        token = (flat % V).flatten()
-        state = tuple(s[:, rows] for s in state)
-        history = torch.cat([history[rows], token[:, None]], dim=1)
-        if alpha is not None:
-            step_alpha = alpha[rows][:, None]
-            attn = step_alpha if attn is None else torch.cat([attn[rows], step_alpha], dim=1)
-        finished = finished[rows] | (token == eos)
-        if bool(finished.all()):
-            break
-    return [_best_beam(history[b * K:(b + 1) * K], scores[b], attn[b * K:(b + 1) * K] if attn is not None else None,
-                       eos, length_alpha) for b in range(B)]
-
-
-def _best_beam(history: torch.Tensor, scores: torch.Tensor, attn: torch.Tensor | None, eos: int,
-               length_alpha: float) -> Decoded:
-    candidates = []
-    for k in range(history.size(0)):
-        ids = history[k].tolist()
-        n = ids.index(eos) if eos in ids else len(ids)
-        normalised = float(scores[k]) / max(n + 1, 1) ** length_alpha
-        candidates.append((normalised, -k, ids[:n], None if attn is None else attn[k, : n + 1].cpu()))
-    best = max(candidates, key=lambda c: (c[0], c[1]))
-    return Decoded(best[2], best[3], best[0])
 
 
 def encode_captions(tokenizer, captions: list[str]) -> torch.Tensor:
