@@ -156,6 +156,11 @@ def test_commands(tsv, tmp_path):
     assert [p["text"] for p in predictions] == ["Schmidt", "Rossi"] and len(predictions[0]["top"]) == 2
     r = runner.invoke(app, ["classify", "predict", run], input="Weber\nSmith\n")
     assert r.exit_code == 0 and [line.split("\t")[0] for line in r.stdout.splitlines()] == ["Weber", "Smith"]
+    (tmp_path / "names.txt").write_text("Weber\n\nSmith\r\n", encoding="utf-8")
+    r = runner.invoke(app, ["classify", "predict", run, "--file", str(tmp_path / "names.txt")])
+    assert r.exit_code == 0 and [line.split("\t")[0] for line in r.stdout.splitlines()] == ["Weber", "Smith"]
+    r = runner.invoke(app, ["classify", "predict", run, "Weber", "--file", str(tmp_path / "names.txt")])
+    assert r.exit_code == 2 and "not both" in r.stderr
     r = runner.invoke(app, ["classify", "eval", run, "--json", "--confusion", str(tmp_path / "c.svg")])
     assert r.exit_code == 0, r.output
     scores = json.loads(r.stdout)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from charrnn.core.config import Cell, LoopConfig, ModelConfig, check_at_least, check_choice, check_fraction
+from charrnn.core.config import Cell, LoopConfig, ModelConfig, check_at_least, check_choice, check_split
 from charrnn.core.errors import CharRNNError
 
 Pool = Literal["last", "mean", "max", "attention"]
@@ -74,11 +74,7 @@ class ClassifyTrainConfig(LoopConfig):
     def __post_init__(self):
         super().__post_init__()
         check_choice(self.format, FORMATS, "--format")
-        check_fraction(self.val_frac, "--val-frac")
-        check_fraction(self.test_frac, "--test-frac")
-        if self.val_frac + self.test_frac >= 1:
-            raise CharRNNError(f"--val-frac {self.val_frac} and --test-frac {self.test_frac} leave nothing to train "
-                               "on; make their sum less than 1")
+        check_split(self.val_frac, self.test_frac)
         if not 1 <= self.max_chars <= MAX_CHARS:
             raise CharRNNError(f"--max-chars must be between 1 and {MAX_CHARS:,}, got {self.max_chars}")
         if self.freeze and self.init_from is None:

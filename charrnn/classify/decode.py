@@ -13,7 +13,7 @@ import torch
 from charrnn.classify.evaluate import predict_ids
 from charrnn.classify.model import Classifier, load_classifier
 from charrnn.core import svg
-from charrnn.core.batches import pad
+from charrnn.core.batches import in_batches, pad
 from charrnn.core.errors import CharRNNError
 from charrnn.core.tokenizer import CharTokenizer
 
@@ -37,23 +37,13 @@ def iter_predictions(model: Classifier, tokenizer: CharTokenizer, texts: Iterabl
     """{"text", "label", "probability", "top": [...]} of each text, in order, classified a batch at a time so
     that a long stream of texts answers as it goes."""
     top_k = check_top_k(top_k, model.config.labels)
-    batch: list[str] = []
-
-    def flush() -> Iterator[dict]:
+    for batch in in_batches(texts, PREDICT_BATCH):
+        if not all(batch):
+            raise CharRNNError("an empty text has no label; give at least one character")
         ids = [tokenizer.encode(t[:max_chars], map_unknown=True) for t in batch]
         for text, probs in zip(batch, predict_ids(model, ids, tokenizer.eod_id)):
             top = _ranked(probs, model.config.labels, top_k)
             yield {"text": text, "label": top[0]["label"], "probability": top[0]["probability"], "top": top}
-
-    for text in texts:
-        if not text:
-            raise CharRNNError("an empty text has no label; give at least one character")
-        batch.append(text)
-        if len(batch) == PREDICT_BATCH:
-            yield from flush()
-            batch = []
-    if batch:
-        yield from flush()
 
 
 def predict_texts(checkpoint: str | os.PathLike, texts: list[str], *, top_k: int = 1,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -123,25 +122,13 @@ def _table(title: str, *headers: str):
     return table
 
 
-def _texts(given_texts: list[str], file: Path | None) -> list[str] | None:
-    if file is not None:
-        if given_texts:
-            raise CharRNNError("give the texts on the command line or with --file, not both")
-        try:
-            return [line.rstrip("\r") for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError as e:
-            raise CharRNNError(f"--file {str(file)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return given_texts or None
-
-
 @app.command("predict")
 def predict_command(
     args: Annotated[list[str] | None, typer.Argument(
         metavar="[CHECKPOINT] TEXT...", show_default=False,
         help="A run directory or .pt file (left out: the shipped surname classifier), then the texts. No texts and "
              "no --file: one text a line from standard input.")] = None,
-    file: Annotated[Path | None, typer.Option(
-        "--file", help="Read the texts from this UTF-8 file, one a line.", exists=True, dir_okay=False)] = None,
+    file: options.TextsFileOpt = None,
     top_k: TopKOpt = 1,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
@@ -157,8 +144,7 @@ def predict_command(
     options.require_stdout()
     checkpoint, rest = options.model_and_inputs([Path(a) for a in args or []], "classify")
     given_texts = (args or [])[len(args or []) - len(rest):]
-    texts = _texts(given_texts, file)
-    stream = texts if texts is not None else (line.rstrip("\r\n") for line in sys.stdin if line.strip())
+    stream = options.texts_to_read(given_texts, file)
     model, tokenizer, ckpt = load_classifier(checkpoint, resolve_device(device))
     max_chars = (ckpt.get("meta") or {}).get("train_config", {}).get("max_chars", ClassifyTrainConfig.max_chars)
     predictions = iter_predictions(model, tokenizer, stream, top_k=top_k, max_chars=max_chars)

@@ -91,6 +91,23 @@ def require_stdout() -> None:
                            "(> out.txt) or to /dev/null")
 
 
+TextsFileOpt = Annotated[Path | None, typer.Option(
+    "--file", help="Read the texts from this UTF-8 file, one a line.", exists=True, dir_okay=False)]
+
+
+def texts_to_read(texts: list[str] | None, file: Path | None):
+    """The texts a command labels: those on its command line, or the lines of `--file` (UTF-8), or else one a
+    line from standard input, read as they come (a stream answers line by line); blank lines are skipped."""
+    if file is not None and texts:
+        raise CharRNNError("give the texts on the command line or with --file, not both")
+    if file is not None:
+        try:
+            return [line.rstrip("\r") for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            raise CharRNNError(f"--file {str(file)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return texts if texts else (line.rstrip("\r\n") for line in sys.stdin if line.strip())
+
+
 def model_and_inputs(paths: list[Path], task: str) -> tuple[Path, list[Path]]:
     """The model a command was given and its inputs. The first path is the model when it is a run directory,
     a .pt file or a shipped model's name (`shipped`); otherwise the model shipped for `task` (see

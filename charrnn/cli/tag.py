@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import shlex
-import sys
-from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from charrnn.cli import options, render
-from charrnn.core.errors import CharRNNError
 from charrnn.tag.config import DEFAULT_DATA, Derive, TagTrainConfig
 
 app = typer.Typer(help="Label every character (many-to-many): a bidirectional character RNN and a tag per "
@@ -109,8 +106,7 @@ def predict_command(
     texts: Annotated[list[str] | None, typer.Argument(
         metavar="TEXT...", show_default=False,
         help="The texts to tag. None and no --file: one text a line from standard input.")] = None,
-    file: Annotated[Path | None, typer.Option(
-        "--file", help="Read the texts from this UTF-8 file, one a line.", exists=True, dir_okay=False)] = None,
+    file: options.TextsFileOpt = None,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
 ) -> None:
@@ -124,14 +120,7 @@ def predict_command(
     from charrnn.tag.model import load_tagger
 
     options.require_stdout()
-    if file is not None and texts:
-        raise CharRNNError("give the texts on the command line or with --file, not both")
-    if file is not None:
-        try:
-            texts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError as e:
-            raise CharRNNError(f"--file {str(file)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    stream = texts if texts else (line.rstrip("\r\n") for line in sys.stdin if line.strip())
+    stream = options.texts_to_read(texts, file)
     model, tokenizer, ckpt = load_tagger(checkpoint, resolve_device(device))
     case = trained_with(ckpt, TagTrainConfig).derive == "case"
     results = iter_tagged(model, tokenizer, stream, case=case)

@@ -5,6 +5,8 @@ batches it would have read."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 import torch
 
@@ -23,6 +25,19 @@ def epoch_batches(sizes: np.ndarray, batch_size: int, seed: int, epoch: int, win
         order[start:start + span] = part[np.argsort(sizes[part], kind="stable")]
     batches = order.reshape(steps, batch_size)
     return batches[rng.permutation(steps)]
+
+
+def in_batches(items: Iterable, size: int) -> Iterator[list]:
+    """`items` (any iterable, a stream of stdin lines included) in lists of `size`, the last one shorter: a long
+    stream is answered a batch at a time, as it comes."""
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def pad(rows: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

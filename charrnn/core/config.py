@@ -79,6 +79,15 @@ def check_length_alpha(length_alpha: float) -> None:
         raise CharRNNError(f"--length-alpha must be between 0 and {MAX_LENGTH_ALPHA:g}, got {length_alpha}")
 
 
+def check_split(val_frac: float, test_frac: float) -> None:
+    """Validation and test shares of a data set, each in [0, 1), leaving some of it to train on."""
+    check_fraction(val_frac, "--val-frac")
+    check_fraction(test_frac, "--test-frac")
+    if val_frac + test_frac >= 1:
+        raise CharRNNError(f"--val-frac {val_frac} and --test-frac {test_frac} leave nothing to train on; make "
+                           "their sum less than 1")
+
+
 def int_tuple(value, flag: str, high: int | None = None) -> tuple[int, ...]:
     """A tuple of positive ints (each at most `high`, when given) from a tuple, a list (run.json) or "32,64,128"
     (the command line)."""

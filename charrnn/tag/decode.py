@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 
+from charrnn.core.batches import in_batches
 from charrnn.core.errors import CharRNNError
 from charrnn.core.tokenizer import CharTokenizer
 from charrnn.tag.data import lower_and_case_tags, restore_case
@@ -18,23 +19,13 @@ PREDICT_BATCH = 256  # texts read from a file or stdin are tagged this many at a
 def iter_tagged(model: Tagger, tokenizer: CharTokenizer, texts: Iterable[str], *, case: bool) -> Iterator[dict]:
     """{"text", "tags"} of each text, in order, and for a truecaser "truecased": the text with its capitals
     restored (the text is read lower-cased, as the truecaser was trained)."""
-    batch: list[str] = []
-
-    def flush() -> Iterator[dict]:
+    for batch in in_batches(texts, PREDICT_BATCH):
+        if not all(batch):
+            raise CharRNNError("an empty text has no tags; give at least one character")
         inputs = [lower_and_case_tags(t)[0] for t in batch] if case else batch
         tags, _ = predict_tags(model, tokenizer, inputs)
         for text, read, tagged in zip(batch, inputs, tags):
             yield {"text": text, "tags": tagged, **({"truecased": restore_case(read, tagged)} if case else {})}
-
-    for text in texts:
-        if not text:
-            raise CharRNNError("an empty text has no tags; give at least one character")
-        batch.append(text)
-        if len(batch) == PREDICT_BATCH:
-            yield from flush()
-            batch = []
-    if batch:
-        yield from flush()
 
 
 def tag_texts(checkpoint: str | os.PathLike, texts: list[str], *, device: str = "auto") -> list[dict]:
