@@ -41,6 +41,9 @@ TASKS: dict[str, TaskRow] = {row.name: row for row in (
             "charrnn classify", "label whole texts (classify)", "classify", "classify-surnames.pt"),
     TaskRow("tag", "charrnn.tag", "TagTrainConfig", "a tagger", "charrnn tag train", "charrnn tag",
             "label every character, e.g. restore capitals (tag)", "tag"),
+    TaskRow("translate", "charrnn.translate", "TranslateTrainConfig", "a translator", "charrnn translate train",
+            "charrnn translate", "turn one text into another, e.g. spelling into sounds (translate)", "translate",
+            "translate-cmudict.pt"),
 )}
 
 

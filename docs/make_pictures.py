@@ -30,6 +30,8 @@ Pictures (written to --out, default docs/):
 - `alignment.png`: `charrnn ctc decode IMAGE... --show-alignment` with the shipped line reader on three lines
   rendered by `charrnn.ctc.linegen.make_lines` from tinyshakespeare's validation part: two in the training
   fonts, one in the held-out font (Comic Neue).
+- `translation.png`: `charrnn translate run WORD... --show-attention` with the shipped spelling-to-phones model
+  on three words of its held-out test part (x turns into two phones, ng and ph into one, gh into none).
 
 Every picture is made by the project's own commands (run as `python -m charrnn`) or library functions; this
 script only picks the inputs. `--only loss cells` remakes some of them. It takes about 30 s on a
@@ -58,9 +60,10 @@ from charrnn.core.rundir import read_metrics  # noqa: E402
 from charrnn.core.svg import loss_curve_svg  # noqa: E402
 
 DIALOGUE_AT = 2_993_459  # a byte offset in corpora/warpeace_input.txt (`tail -c +2993460`)
-PICTURES = ("loss", "cells", "attention", "alignment")  # cells also makes saturation.svg
+PICTURES = ("loss", "cells", "attention", "alignment", "translation")  # cells also makes saturation.svg
 # The emoji pictured, by caption: ones the 5-minute captioner names right, so the picture shows where a
 # working model looks.
+TRANSLATED_WORDS = ("exploding", "frighten", "shepherd")  # words of the shipped model's held-out test part
 EMOJI = ("man firefighter", "woman pilot: medium-dark skin tone")
 
 
@@ -169,6 +172,12 @@ def alignment(out: Path, tmp: Path) -> str:
     return "the shipped reader on 2 + 1 held-out-font lines"
 
 
+def translation(out: Path) -> str:
+    charrnn("translate", "run", *TRANSLATED_WORDS, "--show-attention", out)
+    small(out)
+    return f"the shipped spelling-to-phones model on {', '.join(TRANSLATED_WORDS)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default_run = ROOT / "checkpoints" / "tinyshakespeare"
@@ -187,7 +196,8 @@ def main() -> None:
         makers = {"loss": lambda: loss_curve(args.run, args.out / "loss.svg"),
                   "cells": lambda: cell_viewer(args.cells_run, args.cells_text, args.out, tmp),
                   "attention": lambda: attention(args.caption_run, args.out / "attention.png", tmp),
-                  "alignment": lambda: alignment(args.out / "alignment.png", tmp)}
+                  "alignment": lambda: alignment(args.out / "alignment.png", tmp),
+                  "translation": lambda: translation(args.out / "translation.png")}
         failed = False
         for name in args.only:
             try:

@@ -129,8 +129,8 @@ OWN_OPTIONS = {
                "--device", "--json"],
     "eval": ["CHECKPOINT", "TEXT_FILE", "--encoding", "--map-unknown", "--streams", "--device", "--json"],
     "info": ["CHECKPOINT", "--json"],
-    "bench": ["--full", "--cell", "--num-layers", "--hidden-size", "--batch-size", "--seq-len", "--steps", "--repeats",
-              "--sample-chars", "--device", "--precision", "--corpus-mb", "--corpus", "--json"],
+    "bench": ["--task", "--full", "--cell", "--num-layers", "--hidden-size", "--batch-size", "--seq-len", "--steps",
+              "--repeats", "--sample-chars", "--device", "--precision", "--corpus-mb", "--corpus", "--json"],
     "dump": ["CHECKPOINT", "TEXT_FILE", "--text", "--out", "--format", "--top-k", "--encoding", "--map-unknown",
              "--device", "--json"],
     "viz": ["ACTIVATIONS", "--out", "--max-chars", "--kinds", "--top", "--encoding", "--map-unknown", "--device",
@@ -142,6 +142,7 @@ OWN_OPTIONS = {
     "ctc": ["train", "decode", "eval", "tune-lm", "make-lines"],
     "classify": ["train", "predict", "eval", "trace"],  # tests/test_classify_task.py has the rest
     "tag": ["train", "predict", "eval"],  # tests/test_tag_task.py has the rest
+    "translate": ["train", "run", "eval", "bench"],  # tests/test_translate_task.py has the rest
 }
 
 
@@ -191,14 +192,18 @@ def test_every_help_ends_with_an_example():
 # The same flag with another meaning, on purpose: where a command writes (a run directory to train, a file to
 # dump or viz), each task's validation and test splits and the parts eval scores (of a corpus, images, lines,
 # labelled texts), dump's output format against classify's input format, bench's grid of models, the cell to
-# open a page on, make-lines' own output directory, dump's stored predictions.
+# open a page on, make-lines' own output directory, dump's stored predictions; caption's --attention switches
+# attention on or off, translate's chooses its kind (a translator always attends).
 DIFFERENT_ON_PURPOSE = {"--out", "-o", "--val-frac", "--cell", "--num-layers", "--hidden-size", "--overwrite",
-                        "--top-k", "--test-frac", "--part", "--format"}
+                        "--top-k", "--test-frac", "--part", "--format", "--attention"}
 # The same flag and meaning in the words of each task that shows it (what a batch holds, the metric that picks
 # best.pt, what one beam means, whether a seed is fixed): one declaration in options.py that takes those words,
 # so the names and bounds still agree; test_cli_help.py checks that no task's words reach another's help.
+# (`translate bench` measures four loops and reports medians, `bench` two and keeps the best: --steps and
+# --repeats say so in each one's words.)
 WORDED_PER_TASK = {"--resume", "--batch-size", "--patience", "--explode-factor", "--embedding-dim", "--channels",
-                   "--skip-bad", "--beam-size", "--num-samples", "--seed", "--max-chars"}
+                   "--skip-bad", "--beam-size", "--num-samples", "--seed", "--max-chars", "--steps", "--repeats",
+                   "--show-attention"}
 
 
 def test_a_shared_option_is_declared_once():

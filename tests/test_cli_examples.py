@@ -11,7 +11,8 @@ changes sizes and durations, never an argument, path or name an example gives:
 - a training run stops after 2 steps (`--time-budget N` becomes `--max-steps 2`) with small layers where the
   command names none (`SMALL`): the language model keeps 128 units, since the examples name cells up to 110;
 - `ctc train` with no data renders 40 lines instead of 20,000 (`DEFAULT_LINE_COUNT`), `make-lines --count N`
-  renders 20, `tune-lm` tunes on 2 lines, `bench` measures 5 steps of a small batch once;
+  renders 20, `tune-lm` tunes on 2 lines, `bench` measures 5 steps of a small batch once, `translate bench` 3 steps
+  of a tiny model on 200 pairs once;
 - heldout.txt and dialogue.txt are 2,000 characters instead of 20,000 and 10,000.
 `caption make-emoji` needs system packages (README: fonts-noto-color-emoji, unicode-data, the emoji extra); where
 they are missing, it must say which in one line.
@@ -29,7 +30,7 @@ from charrnn.cli import app
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
-TRAINING = ("train", "caption train", "ctc train", "classify train", "tag train")
+TRAINING = ("train", "caption train", "ctc train", "classify train", "tag train", "translate train")
 SMALL = {  # the small model each task's training gets where the command does not say
     "train": ["--hidden-size", "128"],
     "caption train": ["--hidden-size", "16", "--image-size", "16", "--channels", "8,16", "--attention-dim", "8",
@@ -37,11 +38,15 @@ SMALL = {  # the small model each task's training gets where the command does no
     "ctc train": ["--hidden-size", "16"],
     "classify train": ["--hidden-size", "16"],
     "tag train": ["--hidden-size", "16", "--num-layers", "1"],
+    "translate train": ["--hidden-size", "16", "--embedding-dim", "8", "--attention-dim", "8", "--val-frac", "0.005",
+                        "--test-frac", "0.005"],
 }
 SCALE = {  # options added to (or replacing those of) other commands
     "ctc make-lines": ["--count", "20"],
     "ctc tune-lm": ["--max-lines", "2"],
     "bench": ["--steps", "5", "--repeats", "1", "--sample-chars", "20", "--batch-size", "2", "--seq-len", "8"],
+    "translate bench": ["--steps", "3", "--repeats", "1", "--batch-size", "4", "--hidden-size", "16", "--max-pairs",
+                        "200"],
 }
 # The README's commands whose runs and files the examples name, in the README's order ("write FILE" steps are its
 # shell lines that cut a text), then every example, each after the steps that make what it reads.
@@ -85,6 +90,12 @@ STEPS = [
     "charrnn tag predict checkpoints/warpeace_input-truecase \"natasha and pierre met in moscow.\"",
     "charrnn tag eval checkpoints/warpeace_input-truecase --json",
     "charrnn tag train corpora/tinyshakespeare.txt --time-budget 5",
+    "charrnn translate run Nakamura charrnn",
+    (README, "charrnn translate train"),
+    "charrnn translate run checkpoints/cmudict-translate Nakamura charrnn --beam-size 5 --n-best 3",
+    "charrnn translate eval checkpoints/cmudict-translate --json",
+    "charrnn translate train corpora/cmudict/cmudict.tsv --attention dot --out checkpoints/cmudict-dot",
+    "charrnn translate bench --attention dot --repeats 3 --device cpu",
 ]
 TEXTS = {  # the README's `tail -c 20000 corpora/tinyshakespeare.txt > heldout.txt` and its dialogue cut, shortened
     "heldout.txt": lambda: (ROOT / "corpora/tinyshakespeare.txt").read_bytes()[-2000:],
@@ -110,7 +121,7 @@ def help_examples() -> list[str]:
 
 def command_of(args: list[str]) -> str:
     """"train", "caption train", ... : the command words of `args` (after `charrnn`)."""
-    return " ".join(args[:2]) if args[0] in ("caption", "ctc", "classify", "tag") else args[0]
+    return " ".join(args[:2]) if args[0] in ("caption", "ctc", "classify", "tag", "translate") else args[0]
 
 
 def scaled(args: list[str]) -> list[str]:

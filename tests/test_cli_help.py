@@ -31,6 +31,9 @@ FOREIGN = {
     "lm": IMAGE_WORDS + CAPTION_WORDS + CTC_WORDS,
     "caption": LM_WORDS + CTC_WORDS,
     "ctc": LM_WORDS + CAPTION_WORDS + SAMPLING_WORDS,
+    # translate scores texts by CER, WER and (sentences) BLEU as well, but reads no images, corpus streams or frames
+    "translate": LM_WORDS + IMAGE_WORDS + [r"\bCIDEr", r"\bcaption", r"\btranscripts?\b", r"\bline images?\b",
+                                           r"\bframes?\b"],
 }
 # "Corpus BLEU" and "Corpus CER" are scores pooled over a whole dataset (corpus-level), not the LM's corpus.
 ALLOWED = ["Corpus BLEU", "Corpus CER"]
@@ -54,10 +57,10 @@ def name(path: list[str]) -> str:
 
 
 def task(path: list[str]) -> str | None:
-    """The task whose words a command's help is written in; None for the root and info, which serve all."""
-    if not path or path[0] == "info":
+    """The task whose words a command's help is written in; None for the root, info and bench, which serve all."""
+    if not path or path[0] in ("info", "bench"):
         return None
-    return path[0] if path[0] in ("caption", "ctc") else "lm"
+    return path[0] if path[0] in ("caption", "ctc", "translate") else "lm"
 
 
 def rendered(path: list[str]) -> str:
@@ -83,7 +86,7 @@ def test_every_command_is_walked():
     names = {name(path) for path in PATHS}
     assert {"charrnn", "charrnn train", "charrnn bench", "charrnn caption", "charrnn caption train",
             "charrnn ctc decode", "charrnn ctc make-lines", "charrnn cells"} <= names
-    assert {task(path) for path in PATHS} == {None, "lm", "caption", "ctc"}
+    assert {task(path) for path in PATHS} == {None, "lm", "caption", "ctc", "translate"}
 
 
 @pytest.mark.parametrize("path", PATHS, ids=name)

@@ -25,6 +25,7 @@ ALLOWED = {
     "ctc": {"core", "vision"},
     "classify": {"core"},
     "tag": {"core"},
+    "translate": {"core"},
     "inspect": {"core", "lm"},
 }
 # The one sanctioned edge between tasks: the line reader's decoder fuses the language model.

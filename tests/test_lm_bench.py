@@ -8,7 +8,16 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.core.errors import CharRNNError
-from charrnn.lm.bench import FULL_GRID, SMALL_GRID, PeakMemory, flops_per_char, in_fresh_process, make_grid, run_bench
+from charrnn.lm.bench import (
+    FULL_GRID,
+    SMALL_GRID,
+    PeakMemory,
+    flops_per_char,
+    in_fresh_process,
+    make_grid,
+    run_bench,
+    sample_bytes_per_char,
+)
 
 
 def test_flops_per_char_counts_gates_and_layers():
@@ -66,6 +75,8 @@ def test_bench_cli_reports_every_field():
     assert row["sample_chars_per_s_batch1"] > 0 and row["sample_chars_per_s_batch64"] > 0
     assert row["flops_per_char_train"] == flops_per_char("gru", 1, 16, 64, 67)
     assert row["peak_memory_mb"] is not None and row["peak_memory_mb"] >= 0
+    assert out["memory_bandwidth"] > 0 and row["sample_fraction_of_bandwidth"] > 0
+    assert row["sample_bytes_per_char"] == sample_bytes_per_char("gru", 1, 16, 67) == 4 * (3 * 16 * 16 + 16 * 67)
 
 
 def test_bench_corpus_encoding():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from charrnn.core.config import (
+    MAX_ATTENTION_DIM,
     MAX_CHANNELS,
     MAX_EMBEDDING_DIM,
     Cell,
@@ -28,7 +29,6 @@ ENCODERS: tuple[str, ...] = get_args(Encoder)
 DEFAULT_CAPTION_DATA = "corpora/emoji.zip"
 # Upper bounds (see core/config.py for the shared ones).
 MAX_IMAGE_SIZE = 4096  # captioners are fed 224 to 1024 pixels; one 4096 image is 48 MB in the cache
-MAX_ATTENTION_DIM = 65536  # as wide as a recurrent layer may be
 # Captions, even paragraph-long ones, are a few hundred tokens; a model that never ends one (an untrained
 # one) decodes this many steps for every validation image at each evaluation.
 MAX_CAPTION_LEN = 4096

@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 import typer
 
 from charrnn.caption.config import (
-    MAX_ATTENTION_DIM,
     MAX_CAPTION_LEN,
     MAX_IMAGE_SIZE,
     CaptionTrainConfig,
@@ -59,12 +58,8 @@ FreezeEncoderOpt = Annotated[bool, typer.Option(
     "--freeze-encoder", help="Train the decoder only; the encoder keeps its weights.", show_default=False)]
 AttentionOpt = Annotated[bool, typer.Option(
     "--attention/--no-attention", help="Soft attention over the CNN's grid at every step (Show, Attend and Tell).")]
-AttentionDimOpt = Annotated[int, typer.Option(
-    "--attention-dim", min=1, max=MAX_ATTENTION_DIM, help="Size of the attention's hidden layer.")]
 DoublyStochasticOpt = Annotated[float, typer.Option(
     "--doubly-stochastic", help="Weight of the penalty for grid cells the caption never attends to.")]
-ScheduledSamplingOpt = Annotated[float, typer.Option(
-    "--scheduled-sampling", help="Probability of feeding the model its own previous token while training.")]
 MaxCaptionLenOpt = Annotated[int, typer.Option(
     "--max-caption-len", min=1, max=MAX_CAPTION_LEN, help="Longest caption decoded, in tokens.")]
 
@@ -92,9 +87,9 @@ def train_command(
     embedding_dim: EmbeddingDimOpt = CaptionTrainConfig.embedding_dim,
     dropout: options.DropoutOpt = CaptionTrainConfig.dropout,
     attention: AttentionOpt = CaptionTrainConfig.attention,
-    attention_dim: AttentionDimOpt = CaptionTrainConfig.attention_dim,
+    attention_dim: options.AttentionDimOpt = CaptionTrainConfig.attention_dim,
     doubly_stochastic: DoublyStochasticOpt = CaptionTrainConfig.doubly_stochastic,
-    scheduled_sampling: ScheduledSamplingOpt = CaptionTrainConfig.scheduled_sampling,
+    scheduled_sampling: options.ScheduledSamplingOpt = CaptionTrainConfig.scheduled_sampling,
     max_caption_len: MaxCaptionLenOpt = CaptionTrainConfig.max_caption_len,
     batch_size: BatchSizeOpt = CaptionTrainConfig.batch_size,
     optimizer: options.OptimizerOpt = CaptionTrainConfig.optimizer,
@@ -143,8 +138,8 @@ def sample_command(
     temperature: options.TemperatureOpt = 0.0,
     num_samples: NumSamplesOpt = 1,
     seed: options.SampleSeedOpt = None,
-    show_attention: Annotated[Path | None, typer.Option(
-        "--show-attention", help="Write a PNG: for each generated token, its attention over the image.")] = None,
+    show_attention: options.show_attention_option(
+        "Write a PNG: for each generated token, its attention over the image.") = None,
     device: options.DeviceOpt = "auto",
     json_output: options.JsonOpt = False,
 ) -> None:

@@ -26,6 +26,7 @@ import typer
 
 from charrnn.core.config import (
     DEFAULT_TIME_BUDGET,
+    MAX_ATTENTION_DIM,
     MAX_BATCH_SIZE,
     MAX_EMBEDDING_DIM,
     MAX_HIDDEN_SIZE,
@@ -169,9 +170,22 @@ def num_samples_option(text: str):
 BeamSizeOpt = beam_size_option(  # the commands that can also sample: sample, caption sample
     "Beam search with this many beams (deterministic); 1 = no beam search: the most likely token each step, or "
     "sampling where --temperature is above 0.")
+def show_attention_option(text: str):
+    """--show-attention PNG: where an attending decoder looked, drawn in the task's own terms."""
+    return Annotated[Path | None, typer.Option("--show-attention", metavar="PNG", help=text)]
+
+
 LengthAlphaOpt = Annotated[float, typer.Option(
     "--length-alpha",
     help="Beam search ranks hypotheses by log-probability / length**alpha (0 to 10; 0 = raw log-probability).")]
+
+
+# ----- the attending decoder (caption, translate) ------------------------------------------------------
+
+AttentionDimOpt = Annotated[int, typer.Option(
+    "--attention-dim", min=1, max=MAX_ATTENTION_DIM, help="Size of additive attention's hidden layer.")]
+ScheduledSamplingOpt = Annotated[float, typer.Option(
+    "--scheduled-sampling", help="Probability of feeding the decoder its own previous token while training.")]
 
 
 # ----- the image tasks (caption, ctc) ------------------------------------------------------------------

@@ -230,7 +230,7 @@ def info_table(info: dict) -> Table:
 
 
 BENCH_COLUMNS = ("cell", "layers", "hidden", "train", "reference", "ratio", "% of matmul peak", "sample b=1",
-                 "sample b=64", "peak MB")
+                 "% of bandwidth", "sample b=64", "peak MB")
 
 
 def bench_table(rows: list[dict]) -> Table:
@@ -242,7 +242,22 @@ def bench_table(rows: list[dict]) -> Table:
         table.add_row(r["cell"], str(r["num_layers"]), str(r["hidden_size"]), f"{r['train_chars_per_s']:,.0f}",
                       f"{r['reference_train_chars_per_s']:,.0f}", f"{r['train_ratio']:.2f}",
                       f"{100 * r['train_fraction_of_peak']:.1f}", f"{r['sample_chars_per_s_batch1']:,.0f}",
+                      f"{100 * r.get('sample_fraction_of_bandwidth', 0.0):.1f}",
                       f"{r['sample_chars_per_s_batch64']:,.0f}", number(r["peak_memory_mb"], ",.0f"))
+    return table
+
+
+def task_bench_table(result: dict) -> Table:
+    """`run_bench()` of a task's trainer (caption, ctc): each model's speed against the plain loop of it."""
+    unit = result["unit"]
+    table = Table(title=f"charrnn bench --task {result['task']}: training ({unit}/s, forward+backward+step) "
+                        "against a plain PyTorch loop of the same model")
+    for name in ("model", "batch", "precision", "charrnn", "plain loop", "ratio", "charrnn runs", "plain runs"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    for r in result["rows"]:
+        table.add_row(r["model"], str(r["batch_size"]), r["precision"], f"{r[f'train_{unit}_per_s']:,.1f}",
+                      f"{r[f'reference_train_{unit}_per_s']:,.1f}", f"{r['train_ratio']:.3f}",
+                      " ".join(f"{v:,.1f}" for v in r["runs"]), " ".join(f"{v:,.1f}" for v in r["reference_runs"]))
     return table
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from charrnn.cli import options, render
+from charrnn.core.config import MAX_BATCH_SIZE
 from charrnn.core.errors import CharRNNError
 
 app = typer.Typer()
@@ -80,23 +82,39 @@ def _show_shipped(json_output: bool) -> None:
     render.out.print(table)
 
 
+BenchTask = Literal["lm", "caption", "ctc"]
+TASK_STEPS = {"caption": 24, "ctc": 40}  # each a few seconds of training on 2 CPU cores, after the warm-up
+LM_ONLY = {"full": "--full", "seq_len": "--seq-len", "sample_chars": "--sample-chars", "corpus_mb": "--corpus-mb",
+           "corpus": "--corpus"}
+
+
 @app.command("bench")
 def bench_command(
+    ctx: typer.Context,
+    task: Annotated[BenchTask, typer.Option(
+        "--task", help="Whose training to measure: lm (the language model over the grid, and its sampling), or "
+                       "caption or ctc (the run's default model, or the sizes given, each against a plain PyTorch "
+                       "loop of the same model, batches and precision).")] = "lm",
     full: Annotated[bool, typer.Option(
         "--full", help="torch-rnn's grid: rnn/lstm/gru x 1-3 layers x hidden 64-512 (long).")] = False,
     cell: Annotated[list[str], typer.Option(
         "--cell", show_default=False,
         help="Measure this cell: rnn, lstm or gru (repeatable); with --num-layers/--hidden-size it replaces the grid. "
-             "Unspecified: all cells, 2 layers, 512 units.")] = [],
+             "Unspecified: all cells, 2 layers, 512 units (lm), or the run's default (the other tasks).")] = [],
     num_layers: Annotated[list[int], typer.Option(
         "--num-layers", show_default=False, help="Measure this many layers (repeatable).")] = [],
     hidden_size: Annotated[list[int], typer.Option(
         "--hidden-size", show_default=False, help="Measure this hidden size (repeatable).")] = [],
-    batch_size: options.BatchSizeOpt = 64,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, max=MAX_BATCH_SIZE, show_default=False,
+        help="Items per step: parallel streams (lm), or what the task's run trains on at once. \\[default: 64 for lm, "
+             "the run's own default for the others]")] = 64,
     seq_len: options.SeqLenOpt = 128,
     steps: Annotated[int, typer.Option(
-        "--steps", help="Training steps per measurement for 2x512 (more for smaller models; the first quarter, "
-                        "at least 2, are warm-up).")] = 8,
+        "--steps", show_default=False,
+        help="Training steps per measurement (the first quarter, at least 2, are warm-up). \\[default: 8 for lm "
+             f"at 2x512, more for smaller models; {TASK_STEPS['caption']} for caption, {TASK_STEPS['ctc']} for ctc]")
+    ] = 8,
     repeats: Annotated[int, typer.Option(
         "--repeats",
         help="Measure charrnn and the reference alternately this many times; keep each one's best.")] = 2,
@@ -115,10 +133,15 @@ def bench_command(
 ) -> None:
     """Measure training and sampling speed against a plain PyTorch loop, and the hardware's limit.
 
-    Both loops run at --precision. --corpus-mb measures corpus encoding instead.
+    Both loops run at --precision. --corpus-mb measures corpus encoding instead, --task another task's trainer.
 
     Example: charrnn bench --cell lstm --num-layers 2 --hidden-size 256 --device cpu
     """
+    if task != "lm":
+        _bench_task(task, options.given(ctx), cells=cell, num_layers=num_layers, hidden_sizes=hidden_size,
+                    batch_size=batch_size, steps=steps, repeats=repeats, device=device, precision=precision,
+                    json_output=json_output)
+        return
     from charrnn.lm import bench
 
     if corpus_mb is not None:
@@ -143,3 +166,32 @@ def bench_command(
 
 def _say_measured(row) -> None:
     render.err.print(f"measured {row.cell} {row.num_layers}x{row.hidden_size}")
+
+
+def _bench_task(task: str, given: set[str], *, cells: list[str], num_layers: list[int], hidden_sizes: list[int],
+                batch_size: int, steps: int, repeats: int, device: str, precision: str, json_output: bool) -> None:
+    """`bench --task caption|ctc`: the task's trainer against a plain loop of its model, one row per model."""
+    wrong = [flag for name, flag in LM_ONLY.items() if name in given]
+    if wrong:
+        raise CharRNNError(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for --task lm only; leave "
+                           f"{'it' if len(wrong) == 1 else 'them'} out with --task {task}")
+    if task == "caption":
+        from charrnn.caption import bench
+    else:
+        from charrnn.ctc import bench
+    kwargs = {"batch_size": batch_size} if "batch_size" in given else {}
+    result = bench.run_bench(cells=cells, num_layers=num_layers, hidden_sizes=hidden_sizes, repeats=repeats,
+                             steps=steps if "steps" in given else TASK_STEPS[task], device=device, precision=precision,
+                             on_run=None if json_output else functools.partial(_say_run, bench.UNIT), **kwargs)
+    if json_output:
+        render.print_json(result)
+        return
+    render.out.print(render.task_bench_table(result))
+    render.out.print(f"device {result['device']}, {result['threads']} threads, {result['precision']}; "
+                     f"{result['steps']} steps, the first {result['warmup_steps']} untimed; best of "
+                     f"{result['repeats']} in turns; data: {result['data']}; load average at the start "
+                     f"{result['load_average_at_start']}", markup=False)
+
+
+def _say_run(unit: str, loop: str, repeat: int, speed: float) -> None:
+    render.err.print(f"measured {loop} (repeat {repeat + 1}): {speed:,.1f} {unit}/s", markup=False)

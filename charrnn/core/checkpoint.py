@@ -38,7 +38,7 @@ import torch
 from charrnn.core.config import type_problems
 from charrnn.core.errors import CharRNNError, CharRNNWarning
 from charrnn.core.files import atomic_write
-from charrnn.core.tokenizer import CharTokenizer, WordTokenizer, tokenizer_from_dict
+from charrnn.core.tokenizer import CharTokenizer, PairTokenizer, WordTokenizer, tokenizer_from_dict
 from charrnn.tasks import TASKS
 
 FORMAT = "charrnn-checkpoint"
@@ -307,10 +307,19 @@ def _check_layout(ckpt: dict, p: Path, version: int) -> None:
 
 def _tokenizer_problem(d: dict) -> str | None:
     """What is wrong with a checkpoint's `tokenizer` entry (None: it makes a tokenizer)."""
-    if d.get("kind") == "word":
+    if d.get("kind") == "pair":
+        for side in ("source", "target"):
+            if not isinstance(d.get(side), dict) or d[side].get("kind") == "pair":
+                return f"has no {side} vocabulary"
+            problem = _tokenizer_problem(d[side])
+            if problem:
+                return f"({side}) {problem}"
+    elif d.get("kind") == "word":
         words = d.get("words")
         if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
             return "has no list of words"
+        if d.get("split", "words") not in WordTokenizer.SPLITS:
+            return "splits words in a way this charrnn does not know"
     else:
         codes, byte_level, separator = d.get("codes"), d.get("byte_level"), d.get("document_separator")
         if not isinstance(codes, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in codes):
@@ -429,6 +438,11 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
     p = Path(ckpt["source"])
     meta = ckpt.get("meta") or {}
     tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    kind = lambda t: "word" if isinstance(t, WordTokenizer) else "char"  # noqa: E731
+    tokens = kind(tokenizer)
+    if isinstance(tokenizer, PairTokenizer):  # the vocabulary shown is the one the model writes
+        tokens = f"{kind(tokenizer.source)} -> {kind(tokenizer.target)}"
+        tokenizer = tokenizer.target
     joiner = " " if isinstance(tokenizer, WordTokenizer) else ""
     shown = joiner.join(tokenizer.symbol(i) for i in range(tokenizer.vocab_size - 2))  # without <eod>, <unk>
     shown = shown.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
@@ -443,7 +457,7 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
         "task": ckpt["task"],
         "format_version": ckpt.get("file_version", ckpt["version"]),
         **model_config,
-        "tokens": "word" if isinstance(tokenizer, WordTokenizer) else "char",
+        "tokens": tokens,
         **({"byte_level": tokenizer.byte_level, "document_separator": tokenizer.document_separator}
            if isinstance(tokenizer, CharTokenizer) and "corpus" in meta else {}),
         "num_parameters": sum(t.numel() for t in ckpt["model_state"].values()),

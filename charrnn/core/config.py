@@ -39,6 +39,7 @@ MAX_LENGTH_ALPHA = 10.0  # 0 ranks by raw log-probability, 1 per character; far 
 MAX_HIDDEN_SIZE = 65536  # an LSTM layer this wide holds 34 billion weights (137 GB in fp32): past any one GPU
 MAX_NUM_LAYERS = 256  # ten times the deepest recurrent stacks in use (GNMT: 8 + 8 layers)
 MAX_EMBEDDING_DIM = 65536  # as wide as a recurrent layer may be; the embedding feeds one
+MAX_ATTENTION_DIM = 65536  # an attention layer as wide as a recurrent layer may be (caption, translate)
 MAX_CHANNELS = 16384  # per CNN block: a 3x3 convolution between two such blocks holds 2.4 billion weights
 MAX_BATCH_SIZE = 65536  # 8M characters a step at --seq-len 128, or 65536 images: a GPU's memory at the defaults
 

@@ -57,11 +57,20 @@ def decode(model, inputs, *, bos: int, eos: int, max_len: int, temperature: floa
     return [Decoded(out[b], torch.stack(attn[b]) if attn[b] else None, float(scores[b])) for b in range(B)]
 
 
-@torch.no_grad()
 def beam_search(model, inputs, *, bos: int, eos: int, max_len: int, beam_size: int,
                 length_alpha: float = 0.0, should_stop: Callable[[], bool] | None = None) -> list[Decoded]:
     """The most likely output of each input under a beam of `beam_size` hypotheses (1 = greedy), ranked at the
     end by log-probability / length ** `length_alpha`; `should_stop()` is asked before each step, as in `decode`."""
+    return [best[0] for best in beam_search_n(model, inputs, bos=bos, eos=eos, max_len=max_len, beam_size=beam_size,
+                                              length_alpha=length_alpha, should_stop=should_stop)]
+
+
+@torch.no_grad()
+def beam_search_n(model, inputs, *, bos: int, eos: int, max_len: int, beam_size: int, n_best: int = 1,
+                  length_alpha: float = 0.0, should_stop: Callable[[], bool] | None = None) -> list[list[Decoded]]:
+    """The `n_best` (at most `beam_size`) best outputs of each input under a beam of `beam_size` hypotheses,
+    best first, each scored by log-probability / length ** `length_alpha`. Hypotheses that the beam kept
+    apart but that read the same (a finished output padded with ends) are listed once."""
     enc, state = model.encode(inputs)
     B, K, device = state[0].size(1), beam_size, state[0].device
     enc, state = enc.repeat(K), tuple(s.repeat_interleave(K, dim=1) for s in state)
@@ -90,17 +99,23 @@ def beam_search(model, inputs, *, bos: int, eos: int, max_len: int, beam_size: i
         finished = finished[rows] | (token == eos)
         if bool(finished.all()):
             break
-    return [_best_beam(history[b * K:(b + 1) * K], scores[b], attn[b * K:(b + 1) * K] if attn is not None else None,
-                       eos, length_alpha) for b in range(B)]
+    return [_best_beams(history[b * K:(b + 1) * K], scores[b], attn[b * K:(b + 1) * K] if attn is not None else None,
+                        eos, length_alpha, n_best) for b in range(B)]
 
 
-def _best_beam(history: torch.Tensor, scores: torch.Tensor, attn: torch.Tensor | None, eos: int,
-               length_alpha: float) -> Decoded:
+def _best_beams(history: torch.Tensor, scores: torch.Tensor, attn: torch.Tensor | None, eos: int,
+                length_alpha: float, n_best: int) -> list[Decoded]:
     candidates = []
     for k in range(history.size(0)):
+        if scores[k] == float("-inf"):
+            continue  # a beam that never held a hypothesis (fewer possible outputs than beams)
         ids = history[k].tolist()
         n = ids.index(eos) if eos in ids else len(ids)
         normalised = float(scores[k]) / max(n + 1, 1) ** length_alpha
         candidates.append((normalised, -k, ids[:n], None if attn is None else attn[k, : n + 1].cpu()))
-    best = max(candidates, key=lambda c: (c[0], c[1]))
-    return Decoded(best[2], best[3], best[0])
+    out, seen = [], set()
+    for c in sorted(candidates, key=lambda c: (c[0], c[1]), reverse=True):
+        if tuple(c[2]) not in seen:
+            seen.add(tuple(c[2]))
+            out.append(Decoded(c[2], c[3], c[0]))
+    return out[:n_best]

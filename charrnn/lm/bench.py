@@ -7,8 +7,10 @@ For each grid point (cell, layers, hidden size) it measures:
 - sampling throughput at batch 1 and batch 64 through `iter_sample`;
 - peak memory while training (growth of the peak resident set on the CPU, `max_memory_allocated` on CUDA),
   measured in a fresh process;
-- FLOPs per character and the machine's measured matrix-multiply rate, so each figure can be read as
-  a fraction of what the hardware allows.
+- FLOPs per character and the machine's measured matrix-multiply rate (at the run's precision), so each
+  training figure can be read as a fraction of what the hardware allows; and for batch-1 sampling, which
+  reads every weight once per character, the bytes of weights read per character against the machine's
+  measured memory bandwidth (a large copy), the limit of a batch-1 loop once the weights outgrow the caches.
 Nothing here is a test: no figure is asserted.
 """
 
@@ -65,6 +67,8 @@ class BenchRow:
     peak_memory_mb: float | None  # None where the platform gives no reading
     flops_per_char_train: float
     train_fraction_of_peak: float
+    sample_bytes_per_char: float = 0.0  # weights read per character at batch 1 (the recurrent layers and the head)
+    sample_fraction_of_bandwidth: float = 0.0  # batch-1 chars/s x bytes per char / measured memory bandwidth
 
 
 def flops_per_char(cell: str, num_layers: int, hidden: int, input_size: int, vocab: int) -> float:
@@ -91,6 +95,29 @@ def matmul_rate(device: torch.device, dtype: torch.dtype = torch.float32, n: int
         count += 1
     _sync(device)
     return 2 * n ** 3 * count / (time.perf_counter() - t0)
+
+
+def memory_bandwidth(device: torch.device, megabytes: int = 256, seconds: float = 0.5) -> float:
+    """Measured bytes/s of copying a `megabytes` buffer into another (read + write counted), far larger than
+    the caches, on `device`."""
+    n = megabytes * 2 ** 20 // 4
+    src, dst = torch.ones(n, device=device), torch.empty(n, device=device)
+    dst.copy_(src)
+    _sync(device)
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        dst.copy_(src)
+        count += 1
+    _sync(device)
+    return 2 * n * 4 * count / (time.perf_counter() - t0)
+
+
+def sample_bytes_per_char(cell: str, num_layers: int, hidden: int, vocab: int, bytes_per_weight: int = 4) -> float:
+    """Bytes of weights a batch-1 step reads: every recurrent layer's matrices (layer 0's input projection is a
+    table row: `Stepper` precomputes it) and the output layer."""
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    weights = gates * hidden * hidden + (num_layers - 1) * gates * hidden * 2 * hidden + hidden * vocab
+    return float(weights * bytes_per_weight)
 
 
 def _sync(device: torch.device) -> None:
@@ -276,6 +303,7 @@ def run_bench(*, grid: list[tuple[str, int, int]], batch_size: int = 64, seq_len
     precision = resolve_precision(precision, dev)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peak = matmul_rate(dev, dtype)
+    bandwidth = memory_bandwidth(dev)
     rows = []
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
         work = Path(tmp)
@@ -283,17 +311,18 @@ def run_bench(*, grid: list[tuple[str, int, int]], batch_size: int = 64, seq_len
         for cell, layers, hidden in grid:
             row = _bench_point(cell, layers, hidden, batch_size=batch_size, seq_len=seq_len, steps=steps,
                                sample_chars=sample_chars, device=device, precision=precision, repeats=repeats,
-                               matmul_flops=peak, workdir=work)
+                               matmul_flops=peak, bandwidth=bandwidth, workdir=work)
             rows.append(row)
             if on_row:
                 on_row(row)
     return {"device": str(dev), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
-            "precision": precision, "matmul_flops": peak, "rows": [asdict(r) for r in rows]}
+            "precision": precision, "matmul_flops": peak, "memory_bandwidth": bandwidth,
+            "rows": [asdict(r) for r in rows]}
 
 
 def _bench_point(cell: str, layers: int, hidden: int, *, batch_size: int, seq_len: int, steps: int,
                  sample_chars: int, device: str, precision: str, repeats: int, matmul_flops: float,
-                 workdir: Path) -> BenchRow:
+                 bandwidth: float, workdir: Path) -> BenchRow:
     # Small models take milliseconds a step: give them more steps so each figure spans seconds.
     n_steps = min(64, max(steps, int(steps * (512 / hidden) ** 2 / layers)))
     # Alternate the two loops and keep each one's best, so a burst of load from elsewhere on a shared
@@ -306,14 +335,17 @@ def _bench_point(cell: str, layers: int, hidden: int, *, batch_size: int, seq_le
         mem = used if mem is None or used is None else max(mem, used)
         ref = max(ref, bench_reference_train(cell, layers, hidden, batch_size, seq_len, n_steps, device, precision))
     fpc = flops_per_char(cell, layers, hidden, CharRNNConfig.embedding_dim, VOCAB + 2)
+    sample1 = bench_sampling(cell, layers, hidden, 1, sample_chars, device)
+    bpc = sample_bytes_per_char(cell, layers, hidden, VOCAB + 2)
     return BenchRow(
         cell=cell, num_layers=layers, hidden_size=hidden, batch_size=batch_size, seq_len=seq_len, precision=precision,
         train_chars_per_s=round(ours, 1), reference_train_chars_per_s=round(ref, 1), train_ratio=round(ours / ref, 3),
-        sample_chars_per_s_batch1=round(bench_sampling(cell, layers, hidden, 1, sample_chars, device), 1),
+        sample_chars_per_s_batch1=round(sample1, 1),
         sample_chars_per_s_batch64=round(bench_sampling(cell, layers, hidden, 64, max(50, sample_chars // 4),
                                                         device), 1),
         peak_memory_mb=round(mem, 1) if mem is not None else None, flops_per_char_train=fpc,
-        train_fraction_of_peak=round(ours * fpc / matmul_flops, 4))
+        train_fraction_of_peak=round(ours * fpc / matmul_flops, 4), sample_bytes_per_char=bpc,
+        sample_fraction_of_bandwidth=round(sample1 * bpc / bandwidth, 4))
 
 
 def bench_encoding(corpus_mb: float, source: Path | None = None) -> dict:

@@ -74,6 +74,7 @@ class Stepper:
         self.gh = torch.zeros(B, G, device=device, dtype=dtype)
         self.tmp = torch.zeros(B, H, device=device, dtype=dtype)
         self.logits = torch.zeros(B, cfg.vocab_size, device=device, dtype=dtype)
+        self._scratch: tuple[torch.Tensor, ...] | None = None  # step_rows' buffers, grown to powers of two
         if self.use_numpy:  # NumPy views of the same memory: weights are stored (G, I), as sgemv reads them
             view = lambda t: None if t is None else t.numpy()  # noqa: E731
             self.np_w_in, self.np_w_hh = [view(w) for w in self.w_in], [view(w) for w in self.w_hh]
@@ -123,44 +124,74 @@ class Stepper:
                 np.dot(self.np_w_in[l], hs[(l - 1) * H:(l + 1) * H], out=gates)
                 gates += self.np_b_in[l]
             return
-        gates, h = self.gates, self.h[l]
+        self._project(l, x, self.hs, self.h, self.gates, self.gh)
+
+    def _project(self, l: int, x: torch.Tensor, hs: torch.Tensor, h: list[torch.Tensor], gates: torch.Tensor,
+                 gh: torch.Tensor) -> None:
+        """`_matvec` with torch, on the given buffers: hs (B, >= L*H) holds [h_0 | ... | h_{L-1}] and h its
+        layers' views."""
+        H = self.H
         if l == 0:
             torch.index_select(self.w_in[0], 0, x, out=gates)
         if self.cell == "gru":
             if l > 0:
-                torch.addmm(self.b_in[l], self.h[l - 1], self.w_in[l].t(), out=gates)
-            torch.addmm(self.b_hh[l], h, self.w_hh[l].t(), out=self.gh)
+                torch.addmm(self.b_in[l], h[l - 1], self.w_in[l].t(), out=gates)
+            torch.addmm(self.b_hh[l], h[l], self.w_hh[l].t(), out=gh)
         elif l == 0:
-            gates.addmm_(h, self.w_hh[0].t())
+            gates.addmm_(h[0], self.w_hh[0].t())
         else:
-            torch.addmm(self.b_in[l], self.hs[:, (l - 1) * H:(l + 1) * H], self.w_in[l].t(), out=gates)
+            torch.addmm(self.b_in[l], hs[:, (l - 1) * H:(l + 1) * H], self.w_in[l].t(), out=gates)
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """Advance every stream by one character `x` (B,); returns the next-character logits (B, V).
 
         Every tensor here is a detached copy, so no autograd graph is recorded even outside no_grad.
         """
-        H, gates, gh, tmp = self.H, self.gates, self.gh, self.tmp
+        H = self.H
         for l in range(self.L):
-            h = self.h[l]
             self._matvec(l, x)
-            if self.cell == "gru":
-                rz = gates[:, :2 * H].add_(gh[:, :2 * H]).sigmoid_()
-                n = gates[:, 2 * H:].addcmul_(rz[:, :H], gh[:, 2 * H:]).tanh_()
-                torch.sub(h, n, out=tmp)
-                h.copy_(n).addcmul_(rz[:, H:], tmp)  # h' = (1 - z) n + z h
-                continue
-            if self.cell == "rnn":
-                torch.tanh(gates, out=h)
-                continue
-            gates[:, :3 * H].sigmoid_()
-            gates[:, 3 * H:].tanh_()
-            c = self.c[l]
-            c.mul_(gates[:, H:2 * H]).addcmul_(gates[:, :H], gates[:, 3 * H:])  # c' = f c + i g
-            torch.tanh(c, out=tmp)
-            torch.mul(gates[:, 2 * H:3 * H], tmp, out=h)  # h' = o tanh(c')
+            self._update(self.gates, self.gh, self.tmp, self.h[l], self.c[l] if self.c else None)
         if self.use_numpy:
             np.dot(self.np_head_w, self.np_hs[(self.L - 1) * H:], out=self.np_logits)
             self.np_logits += self.np_head_b
             return self.logits
         return torch.addmm(self.head_b, self.h[-1], self.head_w.t(), out=self.logits)
+
+    def _update(self, gates: torch.Tensor, gh: torch.Tensor, tmp: torch.Tensor, h: torch.Tensor,
+                c: torch.Tensor | None) -> None:
+        """One layer's new h (and c), in place, from its projections gates (and gh for GRU)."""
+        H = self.H
+        if self.cell == "gru":
+            rz = gates[:, :2 * H].add_(gh[:, :2 * H]).sigmoid_()
+            n = gates[:, 2 * H:].addcmul_(rz[:, :H], gh[:, 2 * H:]).tanh_()
+            torch.sub(h, n, out=tmp)
+            torch.addcmul(n, rz[:, H:], tmp, out=h)  # h' = (1 - z) n + z h
+        elif self.cell == "rnn":
+            torch.tanh(gates, out=h)
+        else:
+            gates[:, :3 * H].sigmoid_()
+            gates[:, 3 * H:].tanh_()
+            c.mul_(gates[:, H:2 * H]).addcmul_(gates[:, :H], gates[:, 3 * H:])  # c' = f c + i g
+            torch.tanh(c, out=tmp)
+            torch.mul(gates[:, 2 * H:3 * H], tmp, out=h)  # h' = o tanh(c')
+
+    @torch.no_grad()
+    def step_rows(self, states: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """`step` for n streams kept outside the stepper: states (n, S) are their states packed as
+        [h_0 .. h_{L-1} | c_0 .. c_{L-1}] (S = L*H, or 2*L*H for an LSTM), advanced in place by one character
+        each, x (n,); returns the logits (n, V), valid until the next call. The same arithmetic as `step`, on
+        any number of streams (ctc's LM fusion keeps a table of states and steps a few hundred at a time).
+        """
+        n, H, L = x.size(0), self.H, self.L
+        hs = states[:, :L * H]
+        h = [hs[:, l * H:(l + 1) * H] for l in range(L)]
+        c = [states[:, (L + l) * H:(L + l + 1) * H] for l in range(L)] if self.cell == "lstm" else [None] * L
+        if self._scratch is None or self._scratch[0].size(0) < n:  # kept: fresh large buffers cost page faults
+            size = 1 << (n - 1).bit_length()
+            self._scratch = (self.gates.new_empty(size, self.gates.size(1)), self.gh.new_empty(size, self.gh.size(1)),
+                             self.tmp.new_empty(size, H), self.logits.new_empty(size, self.logits.size(1)))
+        gates, gh, tmp, logits = (t[:n] for t in self._scratch)
+        for l in range(L):
+            self._project(l, x, hs, h, gates, gh)
+            self._update(gates, gh, tmp, h[l], c[l])
+        return torch.addmm(self.head_b, h[-1], self.head_w.t(), out=logits)

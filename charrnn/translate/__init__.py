@@ -1,0 +1,1 @@
+"""charrnn translate: a character-level encoder-decoder with attention (sequence to sequence)."""
