@@ -8,7 +8,8 @@ same batches, at the same batch size and precision:
 - plain: what a plain PyTorch user writes around that model: the batches already in memory as tensors, then
   forward and `caption_loss` (the same cross-entropy and attention penalty) under the same autocast, backward,
   `clip_grad_norm_` to the run's --grad-clip (the trainer clips, so the plain loop does too), an AdamW step
-  at a constant learning rate.
+  at a constant learning rate (`torch.optim.AdamW(model.parameters())` as a user writes it: on a CPU, a Python
+  loop over the tensors, where the trainer's runs torch's fused kernel, `core.trainer.fused_adam`).
 The data is made on the fly: random-noise images (speed does not depend on what they show) at the run's image
 size, each with one to three captions drawn from the bundled emoji set's, so captions are as long as real ones.
 The loops take turns (`core.bench.in_turns`), each keeps its best run. Nothing here is a test: no figure is

@@ -3,8 +3,8 @@ PyTorch loop's speed over the same batches, and the two taken in turns.
 
 A figure is items per second over the steps after a warm-up (the first quarter, at least 2): the trainer's from
 the per-step `elapsed_s` it logs, the plain loop's from the clock around the same steps. The loops take turns
-(one of each, then again) so a burst of load from elsewhere on a shared machine hits both alike, and each keeps
-its best run. Nothing here is a test: no figure is asserted.
+(one of each, then the other way round) so a burst of load from elsewhere on a shared machine hits both alike,
+and each keeps its best run. Nothing here is a test: no figure is asserted.
 """
 
 from __future__ import annotations
@@ -77,11 +77,13 @@ def plain_rate(step: Callable[[object], torch.Tensor], batches: Iterable, warmup
 
 def in_turns(ours: Callable[[], float], plain: Callable[[], float], repeats: int,
              on_run: Callable[[str, int, float], None] | None = None) -> tuple[list[float], list[float]]:
-    """`ours()` and `plain()` alternately, `repeats` times; their figures in the order they ran.
+    """`ours()` and `plain()` alternately, `repeats` times each, first one then the other, then the other way
+    round (ABBA: a machine that slowly warms up or settles favours neither); their figures in the order they ran.
     `on_run("charrnn" | "plain", repeat, figure)` is called after each."""
     runs: tuple[list[float], list[float]] = ([], [])
     for repeat in range(repeats):
-        for name, measure, out in (("charrnn", ours, runs[0]), ("plain", plain, runs[1])):
+        turn = (("charrnn", ours, runs[0]), ("plain", plain, runs[1]))
+        for name, measure, out in (turn if repeat % 2 == 0 else turn[::-1]):
             out.append(measure())
             if on_run:
                 on_run(name, repeat, out[-1])

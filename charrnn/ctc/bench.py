@@ -8,7 +8,8 @@ same batches (the same lines in the same order, padded the same way), at the sam
 - plain: what a plain PyTorch user writes around that model: the padded batches and their flattened targets
   already in memory as tensors, then forward and `F.ctc_loss` under the same autocast, backward,
   `clip_grad_norm_` to the run's --grad-clip (the trainer clips, so the plain loop does too), an AdamW step
-  at a constant learning rate.
+  at a constant learning rate (`torch.optim.AdamW(model.parameters())` as a user writes it: on a CPU, a Python
+  loop over the tensors, where the trainer's runs torch's fused kernel, `core.trainer.fused_adam`).
 The lines are rendered on the fly by `make_lines` from the bundled tiny-shakespeare (its default fonts, seed 0).
 The loops take turns (`core.bench.in_turns`), each keeps its best run. Nothing here is a test: no figure is
 asserted.
@@ -51,7 +52,7 @@ CORPUS = "corpora/tinyshakespeare.txt"
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # pixels, widths, targets, target lengths
 
 
-def run_bench(*, steps: int = 40, repeats: int = 2, batch_size: int = CTCTrainConfig.batch_size,
+def run_bench(*, steps: int = 60, repeats: int = 2, batch_size: int = CTCTrainConfig.batch_size,
               cells: Sequence[str] = (), num_layers: Sequence[int] = (), hidden_sizes: Sequence[int] = (),
               lines: int | None = None, device: str = "auto", precision: str = "fp32",
               on_run: Callable[[str, int, float], None] | None = None) -> dict:

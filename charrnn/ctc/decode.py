@@ -78,12 +78,12 @@ class CharLM:
         self._gather = np.array([i if i is not None else 0 for i in self.lm_ids])  # (V,) LM id per label
         self._unknown = np.array([i is None for i in self.lm_ids])  # (V,)
         self._unknown[BLANK] = False  # the blank is never scored: 0 there keeps the row finite
+        self._floored = bool(self._unknown.any())
         self.readable = np.array([i is not None for i in self.lm_ids])  # (V,) labels the LM reads (not the blank)
         with torch.inference_mode():
             logits, self._stepper = primed(model, tokenizer, "", 1)  # (1, V_lm); `<unk>` banned (-inf)
             root = torch.cat([t.reshape(1, -1) for t in self._stepper.state()], 1)  # (1, S)
         self._states = root.repeat(64, 1)  # (capacity, S); row 0 is the `<eod>` state
-        self._columns = torch.tensor(self._gather, device=root.device)
         self._log_probs = np.zeros((64, len(labels)))  # (capacity, V) log p_lm(label | the row's prefix)
         self._log_probs[0] = self._label_log_probs(logits)[0]
         self.cache: dict[Prefix, int] = {}  # prefix -> its row of the tables
@@ -134,7 +134,7 @@ class CharLM:
         rows = self._states[first:first + n]  # (n, S): the parents' states, then the children's
         torch.index_select(self._states[:first], 0, torch.from_numpy(parents).to(device), out=rows)
         logits = self._stepper.step_rows(rows, torch.from_numpy(self._gather[labels]).to(device))  # (n, V_lm)
-        self._log_probs[first:first + n] = self._label_log_probs(logits)
+        self._label_log_probs(logits, out=self._log_probs[first:first + n])
         self._used += n
         self.steps += 1
         self.rows += n
@@ -151,12 +151,15 @@ class CharLM:
         log_probs[:used] = self._log_probs[:used]
         self._states, self._log_probs = states, log_probs
 
-    def _label_log_probs(self, logits: torch.Tensor) -> np.ndarray:
-        """LM logits (n, V_lm) -> log-probabilities (n, V) float64 over the reader's labels."""
-        lp = torch.log_softmax(logits.float(), dim=-1).index_select(1, self._columns).cpu().numpy().astype(np.float64)
-        lp[:, self._unknown] = self.floor
-        lp[:, BLANK] = 0.0
-        return np.minimum(lp, 0.0, out=lp)  # it is: the search's bound (`search._Lockstep`) relies on it
+    def _label_log_probs(self, logits: torch.Tensor, out: np.ndarray | None = None) -> np.ndarray:
+        """LM logits (n, V_lm) -> log-probabilities (n, V) float64 over the reader's labels (into `out`)."""
+        lp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()[:, self._gather]  # float32
+        out = np.empty(lp.shape) if out is None else out
+        out[...] = lp  # float64, exactly
+        if self._floored:
+            out[:, self._unknown] = self.floor
+        out[:, BLANK] = 0.0
+        return np.minimum(out, 0.0, out=out)  # it is: the search's bound (`search._Lockstep`) relies on it
 
 
 def _lm_id(tokenizer: CharTokenizer, label: str) -> int | None:

@@ -17,6 +17,10 @@ letter needs a blank between its two copies. The probability of a text is the su
   With a wide beam and no pruning it is exact: the tests compare it with brute force over every path. A
   narrower beam loses the paths of prefixes that left it, so each returned hypothesis also gets its exact
   CTC log-probability, from one forward pass over all its paths (`ctc_log_probs`, torch's CTC loss).
+- `search_lines` runs the beam search of many lines at once: a group of lines advances frame by frame in
+  lockstep, every prefix of every line in one set of numpy arrays, and the LM's steps of a frame are one
+  batched call, skipped for a new prefix none of whose extensions can enter the beam. Neither changes a
+  result: the tests compare every hypothesis with a plain search of one line at a time.
 
 Shapes: T frames, B lines, V reader labels (blank included).
 """
@@ -159,9 +163,10 @@ def prefix_beam_search(log_probs: torch.Tensor, *, beam_size: int, lm: CharLM | 
 
 LM_GROUP = 64  # lines searched in lockstep: their frames' LM queries share one batched step
 # torch threads for the LM's per-frame steps, whatever the caller's setting. They are small (a few hundred rows
-# of a few MFLOP each), and on a machine whose cores are busy with other work, OpenMP threads that must all
-# arrive at each step wait for one another: beam 8 + the shipped LM on 64 lines of a 2-core machine running two
-# busy loops read 37-39 lines/s with 2 threads against 147-200 with 1 (1.25x-1.6x on a quiet one).
+# of about 1 MFLOP each), and on a machine whose cores are busy with other work, OpenMP threads that must all
+# arrive at each matrix product wait for one another: beam 8 + the shipped LM on 64 lines of a 2-core machine
+# running two busy loops read 37-39 lines/s with 2 threads against 147-200 with 1. (On the quiet machine 2
+# threads were 1.26x faster.)
 LM_THREADS = 1
 
 
@@ -309,12 +314,18 @@ class _Trie:
             nodes[new] = ids[np.searchsorted(added, keys[new])]
         return nodes
 
-    def prefix(self, node: int) -> Prefix:
-        labels = []
-        while node > 1:
-            labels.append(int(self.last[node]))
-            node = int(self.parent[node])
-        return tuple(reversed(labels))
+    def prefixes(self, nodes: list[int]) -> list[Prefix]:
+        """The label tuples of `nodes`; each ancestor is built once (the hypotheses of a line share most)."""
+        parent, last = self.parent[:self.size].tolist(), self.last[:self.size].tolist()
+        built: dict[int, Prefix] = {1: ()}
+        for node in nodes:
+            path = []
+            while node not in built:
+                path.append(node)
+                node = parent[node]
+            for n in reversed(path):
+                built[n] = built[parent[n]] + (last[n],)
+        return [built[node] for node in nodes]
 
 
 class _Lockstep:
@@ -353,12 +364,10 @@ class _Lockstep:
     def run(self) -> list[_Beam]:
         for t in range(len(self.lp)):
             self._frame(t, int(np.count_nonzero(self.lengths > t)))
-        beams = []
-        for g in range(len(self.node)):
-            slots = np.flatnonzero(self.node[g])
-            beams.append(_Beam([self.trie.prefix(int(n)) for n in self.node[g, slots]], self.pb[g, slots],
-                               self.pnb[g, slots], self.lm_total[g, slots]))
-        return beams
+        kept = self.node > 0  # (G, K): a beam's slots in use come first
+        prefixes = iter(self.trie.prefixes(self.node[kept].tolist()))
+        return [_Beam([next(prefixes) for _ in range(int(n))], self.pb[g, :n], self.pnb[g, :n], self.lm_total[g, :n])
+                for g, n in enumerate(kept.sum(1))]
 
     def _frame(self, t: int, A: int) -> None:
         """One frame for the A lines still reading: every prefix stays (through a blank, or repeating its last
