@@ -93,6 +93,7 @@ def test_eval_greedy_and_beam_side_by_side(run, tmp_path):
     (["train", "DATA", "--source", "a.txt", "--target", "b.txt"], "not both"),
     (["train", "DATA", "--source", "a.txt"], "give both"),
     (["train", "DATA", "--hidden-size", "33"], "even"),
+    (["train", "--resume", "RUN", "--source", "a.txt", "--target", "b.txt"], "drop DATA, --source, --target"),
     (["train", "DATA", "--source-column", "2", "--target-column", "2"], "two different columns"),
 ])
 def test_bad_input_is_one_line_and_exit_2(run, tmp_path, monkeypatch, args, said):

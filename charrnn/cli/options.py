@@ -77,9 +77,10 @@ def run_config(ctx: typer.Context, config_class: type, resume: Path | None, over
     if resume is None:
         return config_class(**values)
     user_given = given(ctx)
-    if user_given & {"data", "out"} or overwrite:
-        raise CharRNNError("--resume continues a run in its own directory on its own data: drop DATA, --out "
-                           "and --overwrite")
+    if user_given & {"data", "source", "target", "out"} or overwrite:
+        aligned = ", --source, --target" if "source" in values else ""
+        raise CharRNNError(f"--resume continues a run in its own directory on its own data: drop DATA{aligned}, "
+                           "--out and --overwrite")
     return resume_config(resume, **{k: v for k, v in values.items() if k in user_given})
 
 

@@ -123,8 +123,6 @@ def train_command(
     """
     from charrnn.translate.task import resume_config, train
 
-    if resume is not None and options.given(ctx) & {"source", "target"}:
-        raise options.CharRNNError("--resume continues a run on its own data: drop --source and --target")
     config = options.run_config(ctx, TranslateTrainConfig, resume, overwrite, resume_config)
     summary = render.train_and_report(train, config, resume=resume is not None, overwrite=overwrite,
                                       json_output=json_output, command="translate train")

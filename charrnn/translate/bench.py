@@ -26,10 +26,8 @@ encoder reads, to bfloat16); that is what a plain loop gets, and it is kept.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -41,12 +39,12 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
 from charrnn.core.batches import epoch_batches
+from charrnn.core.bench import load_average, plain_rate, trainer_items_per_s
 from charrnn.core.device import autocast, resolve_device, resolve_precision
 from charrnn.core.distributed import World
 from charrnn.core.errors import CharRNNError
 from charrnn.core.files import bundled
 from charrnn.core.rnn import CELL_CLASSES, RNN_CLASSES
-from charrnn.core.rundir import read_metrics
 from charrnn.translate.config import DEFAULT_DATA, TranslateTrainConfig
 from charrnn.translate.task import TranslateTask, build, train
 
@@ -89,7 +87,7 @@ def run_bench(*, steps: int = 60, repeats: int = 3, batch_size: int = TranslateT
     `max_pairs`: train on that many pairs drawn (seeded) from the bundled dictionary instead of all of it (a
     quicker start, the same lengths). `on_run(loop, repeat, pairs_per_s)` is called after each measurement."""
     check_bench_args(steps=steps, repeats=repeats, max_pairs=max_pairs)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # work already running here, before ours
+    load = load_average()  # work already running here, before ours
     # Validation (cell, sizes, precision) by the run config, with its flags' names; evaluation never comes.
     config = TranslateTrainConfig(cell=cell, hidden_size=hidden_size, attention=attention, batch_size=batch_size,
                                   max_steps=steps, eval_every=steps + 1, val_frac=0.0, test_frac=0.0,
@@ -110,7 +108,7 @@ def run_bench(*, steps: int = 60, repeats: int = 3, batch_size: int = TranslateT
             for loop in LOOPS:
                 if loop in (CHARRNN, CHARRNN_FED):
                     fed = replace(config, input_feeding=loop == CHARRNN_FED, out=str(work / f"run-{repeat}-{loop}"))
-                    speed = charrnn_pairs_per_s(fed, warmup)
+                    speed = trainer_items_per_s(train, fed, warmup)
                 else:
                     model = plain_model(loop == TUTORIAL, config, *vocab)
                     speed = plain_pairs_per_s(model, batches, pads, config, dev, precision, warmup)
@@ -151,16 +149,6 @@ def sample_pairs(path: Path, n: int, seed: int) -> Path:
         lines = [lines[k] for k in keep]
     path.write_text("".join(lines), encoding="utf-8")
     return path
-
-
-# ----- charrnn: the real trainer ------------------------------------------------------------------------
-
-def charrnn_pairs_per_s(config: TranslateTrainConfig, warmup: int) -> float:
-    """Pairs/s of `train(config)` over its steps after the first `warmup`, from its metrics.jsonl."""
-    train(config, overwrite=True)
-    records = [r for r in read_metrics(Path(config.out) / "metrics.jsonl") if r["kind"] == "train"]
-    span = records[-1]["elapsed_s"] - records[warmup - 1]["elapsed_s"]
-    return (len(records) - warmup) * config.batch_size / max(span, 1e-3)  # the log's resolution: milliseconds
 
 
 # ----- the plain loops ----------------------------------------------------------------------------------
@@ -286,11 +274,8 @@ def plain_pairs_per_s(model: PlainTranslator, batches: list[Batch], pads: tuple[
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     source_pad, target_pad = pads
-    loss = torch.zeros(())
-    for step, batch in enumerate(batches):
-        if step == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
+
+    def step(batch: Batch) -> torch.Tensor:
         ids, lengths, targets = pad_batch(batch, source_pad, target_pad)
         ids, targets = ids.to(device), targets.to(device)
         with autocast(precision, device):
@@ -301,11 +286,6 @@ def plain_pairs_per_s(model: PlainTranslator, batches: list[Batch], pads: tuple[
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-    loss.item()
-    _sync(device)
-    return (len(batches) - warmup) * config.batch_size / (time.perf_counter() - t0)
+        return loss
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return plain_rate(step, batches, warmup, config.batch_size, device)

@@ -38,12 +38,11 @@ def folds_case(tokenizer: PairTokenizer) -> bool:
     return not any(ch.isupper() for s in symbols for ch in s)
 
 
-def source_ids(tokenizer: PairTokenizer, text: str) -> np.ndarray:
-    """The ids the encoder reads for `text` (lower-cased where the model never saw a capital; a symbol it never
+def source_ids(tokenizer: PairTokenizer, texts: list[str]) -> list[np.ndarray]:
+    """The ids the encoder reads for each text (lower-cased where the model never saw a capital; a symbol it never
     saw becomes `<unk>`)."""
-    if folds_case(tokenizer):
-        text = text.lower()
-    return tokenizer.source.encode(text, map_unknown=True)
+    fold = folds_case(tokenizer)
+    return [tokenizer.source.encode(t.lower() if fold else t, map_unknown=True) for t in texts]
 
 
 @dataclass
@@ -99,12 +98,13 @@ def iter_translations(model: Translator, tokenizer: PairTokenizer, texts: Iterab
     for batch in in_batches(texts, RUN_BATCH):
         if not all(t.strip() for t in batch):
             raise CharRNNError("an empty text has no translation; give at least one character")
-        ids = [source_ids(tokenizer, t) for t in batch]
+        ids = source_ids(tokenizer, batch)
         results = translate_ids(model, tokenizer, ids, beam_size=beam_size, n_best=n_best,
                                 length_alpha=length_alpha, max_target_len=max_target_len)
+        fold = folds_case(tokenizer)
         for text, found in zip(batch, results):
             best = found[0]
-            read = text.lower() if folds_case(tokenizer) else text
+            read = text.lower() if fold else text
             yield {"source": text, "output": best.text, "score": round(best.score, 4),
                    "n_best": [{"output": o.text, "score": round(o.score, 4)} for o in found],
                    "source_tokens": tokens_of(tokenizer.source, read), "output_tokens": best.tokens,

@@ -30,7 +30,7 @@ def teacher_forced_loss(model: Translator, tokenizer: PairTokenizer, pairs: Pair
                         should_stop: Callable[[], bool] | None = None) -> float:
     """Mean cross-entropy per target token (nats) of every pair, in batches of similar lengths."""
     device = model.head.weight.device
-    sources = [source_ids(tokenizer, s) for s in pairs.sources]
+    sources = source_ids(tokenizer, pairs.sources)
     targets = [tokenizer.target.encode(t, map_unknown=True) for t in pairs.targets]
     order = np.argsort([len(s) for s in sources], kind="stable")
     total, count = 0.0, 0
@@ -57,7 +57,7 @@ def translate_references(model: Translator, tokenizer: PairTokenizer, references
                          should_stop: Callable[[], bool] | None = None,
                          on_progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
     """The best output (as target tokens) of every distinct source, in the order of `references`."""
-    ids = [source_ids(tokenizer, s) for s in references]
+    ids = source_ids(tokenizer, list(references))
     found = translate_ids(model, tokenizer, ids, beam_size=beam_size, length_alpha=length_alpha,
                           max_target_len=max_target_len, should_stop=should_stop, on_progress=on_progress)
     return [f[0].tokens for f in found]

@@ -45,7 +45,7 @@ class TranslateTask:
         if len(data.train) < config.batch_size:
             raise CharRNNError(f"{len(data.train)} training pairs are fewer than one batch of --batch-size "
                                f"{config.batch_size}; lower it or add pairs")
-        self.sources = [source_ids(tokenizer, s) for s in data.train.sources]
+        self.sources = source_ids(tokenizer, data.train.sources)
         self.targets = [tokenizer.target.encode(t, map_unknown=True) for t in data.train.targets]
         self.lengths = np.array([len(s) for s in self.sources])
         self.steps_per_epoch = len(data.train) // config.batch_size
