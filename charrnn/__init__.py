@@ -3,4 +3,4 @@
 The library is importable on its own; `charrnn.cli` is a thin Typer layer over it.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

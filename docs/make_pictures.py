@@ -1,7 +1,7 @@
 """Regenerate every picture under docs/ that the README shows, from runs and the shipped models.
 
     python docs/make_pictures.py [--run DIR] [--cells-run DIR] [--cells-text FILE] [--caption-run DIR]
-                                 [--out DIR] [--only NAME ...]
+                                 [--memory-runs DIR ...] [--saliency-run DIR] [--out DIR] [--only NAME ...]
 
 Pictures (written to --out, default docs/):
 
@@ -32,6 +32,13 @@ Pictures (written to --out, default docs/):
   fonts, one in the held-out font (Comic Neue).
 - `translation.png`: `charrnn translate run WORD... --show-attention` with the shipped spelling-to-phones model
   on three words of its held-out test part (x turns into two phones, ng and ph into one, gh into none).
+- `memory.svg`: `charrnn gradients RUN... DIALOGUE --untrained --plot` on the dialogue above; the runs are
+  `--memory-runs` (default checkpoints/rnn, checkpoints/lstm, checkpoints/gru). The committed picture comes from
+  the README's three runs: `charrnn train corpora/warpeace_input.txt --cell CELL --max-steps 700 --out
+  checkpoints/CELL` for rnn, lstm and gru (2x512, the defaults otherwise).
+- `saliency.png`: the viewer of `--saliency-run` (default: the lstm of `--memory-runs`) on the first 1,500
+  characters of the dialogue, traced with `--saliency`, hovering the closing quote of its first quotation that
+  has the opening one within 100 characters: the characters its prediction used are outlined.
 
 Every picture is made by the project's own commands (run as `python -m charrnn`) or library functions; this
 script only picks the inputs. `--only loss cells` remakes some of them. It takes about 30 s on a
@@ -60,7 +67,8 @@ from charrnn.core.rundir import read_metrics  # noqa: E402
 from charrnn.core.svg import loss_curve_svg  # noqa: E402
 
 DIALOGUE_AT = 2_993_459  # a byte offset in corpora/warpeace_input.txt (`tail -c +2993460`)
-PICTURES = ("loss", "cells", "attention", "alignment", "translation")  # cells also makes saturation.svg
+# cells also makes saturation.svg
+PICTURES = ("loss", "cells", "attention", "alignment", "translation", "memory", "saliency")
 # The emoji pictured, by caption: ones the 5-minute captioner names right, so the picture shows where a
 # working model looks.
 TRANSLATED_WORDS = ("exploding", "frighten", "shepherd")  # words of the shipped model's held-out test part
@@ -131,6 +139,43 @@ def cell_viewer(run: Path, text: Path | None, out_dir: Path, tmp: Path) -> str:
     return f"{run} on {text}"
 
 
+def memory(runs: list[Path], out: Path, tmp: Path) -> str:
+    missing = [r for r in runs if not (r / "best.pt").exists()]
+    if missing:
+        return f"skipped: needs {', '.join(f'{r}/best.pt' for r in missing)} (see this script's docstring)"
+    charrnn("gradients", *runs, dialogue(tmp), "--untrained", "--plot", out)
+    return f"{', '.join(map(str, runs))} on the dialogue"
+
+
+def saliency(run: Path, out: Path, tmp: Path) -> str:
+    if not (run / "best.pt").exists():
+        return f"skipped: needs {run}/best.pt (see this script's docstring)"
+    chromium = os.environ.get("CHARRNN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        chromium = None
+    if chromium is None:
+        return "skipped: needs Chromium and Playwright for the screenshot (see cells above)"
+    text = dialogue(tmp).read_text(encoding="utf-8")[:1500]
+    (tmp / "start.txt").write_text(text, encoding="utf-8")
+    page = tmp / "saliency.html"
+    charrnn("viz", run, tmp / "start.txt", "--saliency", "--max-chars", 1500, "--out", page)
+    quotes = [i for i, ch in enumerate(text) if ch == '"']
+    closing = next(close for open_, close in zip(quotes[::2], quotes[1::2]) if close - open_ < 100)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        view = browser.new_page(viewport={"width": 1200, "height": 800})
+        view.goto(page.as_uri())
+        view.wait_for_selector("html[data-ready=true]")
+        view.click(f'[data-i="{closing}"]')  # a click holds the view
+        shot = view.screenshot()
+        browser.close()
+    out.write_bytes(shot)
+    small(out)
+    return f"{run} on the dialogue's first 1,500 characters, the closing quote at {closing}"
+
+
 def emoji_images(tmp: Path) -> list[Path]:
     """A few images of the bundled emoji set, chosen by caption, written out as PNG files."""
     with zipfile.ZipFile(ROOT / "corpora" / "emoji.zip") as z:
@@ -186,6 +231,9 @@ def main() -> None:
     parser.add_argument("--cells-run", type=Path, default=default_wp if default_wp.exists() else Path("/tmp/wp"))
     parser.add_argument("--cells-text", type=Path, default=None)
     parser.add_argument("--caption-run", type=Path, default=None)
+    parser.add_argument("--memory-runs", type=Path, nargs="+",
+                        default=[ROOT / "checkpoints" / cell for cell in ("rnn", "lstm", "gru")])
+    parser.add_argument("--saliency-run", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--only", nargs="+", choices=PICTURES, default=list(PICTURES))
     args = parser.parse_args()
@@ -197,7 +245,11 @@ def main() -> None:
                   "cells": lambda: cell_viewer(args.cells_run, args.cells_text, args.out, tmp),
                   "attention": lambda: attention(args.caption_run, args.out / "attention.png", tmp),
                   "alignment": lambda: alignment(args.out / "alignment.png", tmp),
-                  "translation": lambda: translation(args.out / "translation.png")}
+                  "translation": lambda: translation(args.out / "translation.png"),
+                  "memory": lambda: memory(args.memory_runs, args.out / "memory.svg", tmp),
+                  "saliency": lambda: saliency(args.saliency_run or next(
+                      (r for r in args.memory_runs if r.name == "lstm"), args.memory_runs[0]),
+                      args.out / "saliency.png", tmp)}
         failed = False
         for name in args.only:
             try:

@@ -137,6 +137,8 @@ OWN_OPTIONS = {
             "--json"],
     "cells": ["CHECKPOINT", "TEXT_FILE", "ACTIVATIONS", "--top", "--max-chars", "--html", "--plot", "--encoding",
               "--map-unknown", "--device", "--json"],
+    "gradients": ["RUN", "TEXT_FILE", "--text", "--max-distance", "--positions", "--threshold", "--untrained",
+                  "--batch-size", "--plot", "--encoding", "--map-unknown", "--device", "--json"],
     # The groups' own commands; tests/test_caption_task.py and tests/test_ctc_task.py have the rest.
     "caption": ["train", "sample", "eval", "make-emoji"],
     "ctc": ["train", "decode", "eval", "tune-lm", "make-lines"],
@@ -197,13 +199,13 @@ def test_every_help_ends_with_an_example():
 DIFFERENT_ON_PURPOSE = {"--out", "-o", "--val-frac", "--cell", "--num-layers", "--hidden-size", "--overwrite",
                         "--top-k", "--test-frac", "--part", "--format", "--attention"}
 # The same flag and meaning in the words of each task that shows it (what a batch holds, the metric that picks
-# best.pt, what one beam means, whether a seed is fixed): one declaration in options.py that takes those words,
-# so the names and bounds still agree; test_cli_help.py checks that no task's words reach another's help.
+# best.pt, what one beam means, whether a seed is fixed, what --plot draws): one declaration in options.py that takes
+# those words, so the names and bounds still agree; test_cli_help.py checks that no task's words reach another's help.
 # (`translate bench` measures four loops and reports medians, `bench` two and keeps the best: --steps and
 # --repeats say so in each one's words.)
 WORDED_PER_TASK = {"--resume", "--batch-size", "--patience", "--explode-factor", "--embedding-dim", "--channels",
                    "--skip-bad", "--beam-size", "--num-samples", "--seed", "--max-chars", "--steps", "--repeats",
-                   "--show-attention"}
+                   "--show-attention", "--plot"}
 
 
 def test_a_shared_option_is_declared_once():

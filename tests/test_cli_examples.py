@@ -12,7 +12,7 @@ changes sizes and durations, never an argument, path or name an example gives:
   command names none (`SMALL`): the language model keeps 128 units, since the examples name cells up to 110;
 - `ctc train` with no data renders 40 lines instead of 20,000 (`DEFAULT_LINE_COUNT`), `make-lines --count N`
   renders 20, `tune-lm` tunes on 2 lines, `bench` measures 5 steps of a small batch once, `translate bench` 3 steps
-  of a tiny model on 200 pairs once;
+  of a tiny model on 200 pairs once, `gradients` averages over 16 positions;
 - heldout.txt and dialogue.txt are 2,000 characters instead of 20,000 and 10,000.
 `caption make-emoji` needs system packages (README: fonts-noto-color-emoji, unicode-data, the emoji extra); where
 they are missing, it must say which in one line.
@@ -45,6 +45,7 @@ SCALE = {  # options added to (or replacing those of) other commands
     "ctc make-lines": ["--count", "20"],
     "ctc tune-lm": ["--max-lines", "2"],
     "bench": ["--steps", "5", "--repeats", "1", "--sample-chars", "20", "--batch-size", "2", "--seq-len", "8"],
+    "gradients": ["--positions", "16"],
     "translate bench": ["--steps", "3", "--repeats", "1", "--batch-size", "4", "--hidden-size", "16", "--max-pairs",
                         "200"],
 }
@@ -68,6 +69,7 @@ STEPS = [
     "charrnn dump checkpoints/tinyshakespeare heldout.txt --out acts.npz",
     "charrnn viz acts.npz --cell layer0/h/110 --kinds all --out cells.html",
     "charrnn cells checkpoints/wp dialogue.txt --html cells.html --cell layer0/c/63",
+    "charrnn gradients checkpoints/wp dialogue.txt --untrained --plot memory.svg",
     "charrnn caption sample corpora/examples/monkey.png",
     "charrnn caption train corpora/emoji.zip --split grouped --out checkpoints/emoji-grouped --time-budget 10",
     "charrnn caption sample checkpoints/emoji-caption corpora/examples/bear.png --show-attention att.png",

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from charrnn.inspect.activations import Trace, kinds_of
-from charrnn.inspect.probes import in_double_quotes
+from charrnn.inspect.probes import in_double_quotes, quote_pairs
+from charrnn.inspect.saliency import Saliency
 from charrnn.inspect.viewer import render_html
 
 try:
@@ -272,3 +273,69 @@ def test_a_two_layer_gru_page_names_its_layers(browser, tmp_path):
     assert page.page.input_value("#pick") == "layer1/z/4" and page.page.inner_text("#pickmsg") == ""
     assert page.page.inner_text("#barhi") == "1 open"  # a gate, drawn from 0 to 1
     assert "update gate" in page.page.text_content("#glossary")
+
+
+# ----- saliency: hovering a character lights up what its prediction used ----------------------------------
+
+def planted_saliency(window: int = 200) -> Saliency:
+    """The prediction of every closing quote used its opening quote most (s = 1.0), then the characters just
+    before it; every other prediction only the characters just before it (s = 0.5, 0.2, -0.1, 0.05)."""
+    top = 4
+    offsets = np.tile(np.arange(top, dtype=np.uint8), (T, 1))
+    values = np.tile(np.array([0.5, 0.2, -0.1, 0.05], np.float16), (T, 1))
+    values[offsets > np.arange(T)[:, None]] = np.nan  # only characters 0..t exist
+    for opening, closing in quote_pairs(CHARS):
+        offsets[closing - 1] = [closing - 1 - opening, 0, 1, 2]
+        values[closing - 1] = [1.0, 0.3, -0.2, 0.1]
+    values[-1] = np.nan
+    return Saliency(window, offsets, values)
+
+
+@pytest.fixture(scope="module")
+def saliency_page(tmp_path_factory):
+    trace = planted_trace()
+    trace.saliency = planted_saliency()
+    path = tmp_path_factory.mktemp("saliency") / "cells.html"
+    path.write_text(render_html(trace, kinds=("h", "c"), title="planted"), encoding="utf-8")
+    return path
+
+
+def outlined(page: Page) -> dict[int, tuple[str, float]]:
+    """The characters outlined as used: {index: (class, alpha of the outline's colour)}."""
+    found = page.page.evaluate("""() => [...document.querySelectorAll('#text .used, #text .usedneg')].map(s => {
+        const parts = getComputedStyle(s).outlineColor.match(/[\\d.]+/g).map(Number);
+        return [Number(s.dataset.i), s.className, parts.length > 3 ? parts[3] : 1]; })""")
+    return {i: (cls, alpha) for i, cls, alpha in found}
+
+
+def test_hovering_a_closing_quote_lights_up_its_opening_quote(browser, saliency_page):
+    page = Page(browser, saliency_page)
+    assert page.page.is_visible("#usedsection")
+    opening, closing = quote_pairs(CHARS)[1]
+    page.page.locator(f'[data-i="{closing}"]').hover()
+    lit = outlined(page)
+    assert lit[opening] == ("used", 1.0)  # the strongest influence, at full strength
+    assert lit[closing - 1][1] == pytest.approx(0.3, abs=0.01) and lit[closing - 2][0] == "usedneg"
+    assert set(lit) == {opening, closing - 1, closing - 2, closing - 3}
+    assert page.page.evaluate(f"() => document.querySelector('[data-i=\"{closing}\"]').classList.contains('predicted')")
+    info = page.page.inner_text("#usedinfo")
+    assert info.startswith("predicting '\"' after '") and f"'\"' {closing - opening} back +1.0" in info
+    # A click holds the view while the pointer moves on; a second click, or Esc, lets go.
+    page.page.locator(f'[data-i="{closing}"]').click()
+    page.page.locator('[data-i="3"]').hover()
+    assert opening in outlined(page) and "held" in page.page.inner_text("#usedinfo")
+    page.page.keyboard.press("Escape")
+    assert outlined(page) == {}
+    page.page.locator('[data-i="3"]').click()
+    page.page.locator(f'[data-i="{closing}"]').hover()
+    assert set(outlined(page)) == {0, 1, 2}  # still character 3's: its prediction could use characters 0..2
+    page.page.locator('[data-i="3"]').click()
+    page.page.locator(f'[data-i="{closing}"]').hover()
+    assert opening in outlined(page) and page.errors == []
+
+
+def test_a_page_without_saliency_has_no_saliency_section(browser, page_file):
+    page = Page(browser, page_file)
+    assert not page.page.is_visible("#usedsection")
+    page.page.locator('[data-i="5"]').hover()
+    assert outlined(page) == {} and page.errors == []

@@ -2,7 +2,7 @@
 
 One module per task, named after it and mounted as the task table says (`charrnn/tasks.py`): `lm` (train,
 sample, eval), `caption` (`charrnn caption ...`), `ctc` (`charrnn ctc ...`); and `inspect` (dump, viz,
-cells) and `tools` (info, bench). The options they share are declared once in `options`, and the Rich views
+cells, gradients) and `tools` (info, bench). The options they share are declared once in `options`, and the Rich views
 live in `render`.
 Commands import the library inside their bodies, so `charrnn --help` never loads PyTorch.
 
@@ -19,6 +19,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
+from inspect import cleandoc
 from typing import Annotated, Any
 
 import typer
@@ -36,7 +37,7 @@ class OneLineErrors(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):
         try:
-            with _warnings_as_lines():
+            with _warnings_as_lines(), _ieee_floats_after():
                 result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                       standalone_mode=False, **extra)
         except CharRNNError as e:
@@ -125,6 +126,19 @@ def _warnings_as_lines() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _ieee_floats_after() -> Iterator[None]:
+    """Commands that take gradients through time (`gradients`, `--saliency`) flush denormal floats to zero for
+    the whole process, so that torch's worker threads start with it; afterwards the calling thread gets IEEE
+    floats back, for a program that runs commands in-process (tests with CliRunner)."""
+    try:
+        yield
+    finally:
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_flush_denormal(False)
+
+
+@contextlib.contextmanager
 def _ctrl_c_as_abort() -> Iterator[None]:
     try:
         yield
@@ -154,6 +168,15 @@ def _root(version: Annotated[bool, typer.Option(
     """The options of `charrnn` itself (each command has its own)."""
 
 
+def _reflow(doc: str | None) -> str | None:
+    """A docstring as Rich help shows it best: each paragraph one line, which Rich wraps to the terminal (it keeps
+    a docstring's own line breaks, so a paragraph wrapped at 120 columns broke mid-sentence in a narrower one)."""
+    if not doc:
+        return doc
+    paragraphs = re.split(r"\n\s*\n", cleandoc(doc))
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
 # Each task's commands from its own module, as the task table mounts them: top-level ones (the language
 # model's train, sample, eval) first, then the tools, then one group per other task.
 _task_apps = {name: importlib.import_module(f"charrnn.cli.{name}").app for name in TASKS}
@@ -165,6 +188,11 @@ app.add_typer(tools.app)
 for _row in TASKS.values():
     if _row.group is not None:
         app.add_typer(_task_apps[_row.name], name=_row.group)
+
+
+for _app in (*_task_apps.values(), inspect.app, tools.app):
+    for _command in _app.registered_commands:
+        _command.callback.__doc__ = _reflow(_command.callback.__doc__)
 
 
 def main() -> None:

@@ -143,17 +143,34 @@ SampleSeedOpt = Annotated[int | None, typer.Option(  # a command that draws a fr
     "--seed", show_default=False,
     help="Random seed: the same seed gives the same result. \\[default: none, so each run differs]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text and tables.")]
+TextOpt = Annotated[str | None, typer.Option(  # dump, gradients: a text typed on the command line
+    "--text", parser=unescape, help="Read this text instead of a file (\\n escapes are read).")]
 EncodingOpt = Annotated[str, typer.Option(
     "--encoding", help="Text encoding of the text file (any Python codec; byte-level models read bytes).")]
 MapUnknownOpt = Annotated[bool, typer.Option(
     "--map-unknown",
     help="Read characters the model never saw as <unk> (eval leaves them unscored) instead of failing.")]
 TopOpt = Annotated[int, typer.Option("--top", min=1, help="Top cells listed per probe.")]
+
+
+def plot_option(text: str):
+    """--plot SVG; `text` says what the command plots."""
+    return Annotated[Path | None, typer.Option("--plot", metavar="SVG", help=text)]
+
+
 def max_chars_option(text: str):
     return Annotated[int, typer.Option("--max-chars", min=2, help=text)]
 
 
 MaxCharsOpt = max_chars_option("Read only the first N characters of the text (or of the activations file).")
+SaliencyOpt = Annotated[bool, typer.Option(
+    "--saliency", help="Also record which earlier characters each prediction used: gradient x input of the last "
+                       "--saliency-window characters, the --saliency-top largest kept per character (float16). "
+                       "Slow: a forward and backward pass over the window per character.")]
+SaliencyWindowOpt = Annotated[int, typer.Option(
+    "--saliency-window", min=1, max=65536, help="Characters back that --saliency looks at.")]
+SaliencyTopOpt = Annotated[int, typer.Option(
+    "--saliency-top", min=1, help="Largest influences --saliency keeps per character.")]
 TemperatureOpt = Annotated[float, typer.Option(
     "--temperature", "-t", min=0.0,
     help="Sampling temperature: below 1 safer, above 1 more varied; 0 = the most likely token each step.")]

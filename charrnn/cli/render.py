@@ -280,6 +280,65 @@ def cells_tables(result: dict, length: int) -> tuple[Table, Table]:
     return table, sat
 
 
+INFLUENCE_PAIRS = {"quotes": '"..."', "parentheses": "(...)", "brackets": "[...]", "braces": "{...}"}
+
+
+def influence_table(influence: dict) -> Table:
+    """`probes.influence_summary()`: how often a closing character's prediction used its opening one."""
+    top, window = influence["top"], influence["window"]
+    table = Table(title=f"influence (saliency window {window})",
+                  caption=f"does the prediction of a closing character have its opening one among its top {top} "
+                          f"influences? chance: {top} / the characters in its window")
+    for name in ("pair", "closing", "opening in window", f"opening in top {top}", "chance"):
+        table.add_column(name)
+    for name, r in influence["pairs"].items():
+        if r["closing"] == 0:
+            continue
+        hits = f"{r['opening_in_top']} ({r['fraction']:.1%})" if r["in_window"] else "-"
+        chance = f"{r['chance']:.1%}" if r["in_window"] else "-"
+        table.add_row(INFLUENCE_PAIRS.get(name, name), str(r["closing"]), str(r["in_window"]), hits, chance)
+    if not table.row_count:
+        table.caption = "no closing quotes or brackets in this text"
+    return table
+
+
+MEMORY_DISTANCES = (1, 10, 50, 100, 200)  # the distances `memory_table` shows, those within the curve, and its end
+
+
+def memory_table(report: dict) -> Table:
+    """`gradients.memory_report()`: each run's memory length, its mean gradient norm at k = 0 and, at a few
+    distances k, the norm relative to that."""
+    K, runs = report["max_distance"], report["runs"]
+    distances = [k for k in MEMORY_DISTANCES if k < K] + [K]
+    counts = sorted({r["positions"] for r in runs})
+    positions = f"{counts[0]:,}" if len(counts) == 1 else "/".join(f"{n:,}" for n in counts)
+    table = Table(title=f"gradients through time: mean |gradient| of log p(next character) with respect to the "
+                        f"input k characters back, over {positions} positions")
+    for name in ("run", "cell", "layers x hidden", "memory length", "|gradient| at k = 0",
+                 *(f"k = {k}" for k in distances)):
+        table.add_column(name, justify="left" if name in ("run", "cell") else "right")
+    for r in runs:
+        relative = r["relative"]
+        table.add_row(r["name"], r["cell"], f"{r['num_layers']}x{r['hidden_size']}", _memory_length(r, K),
+                      f"{r['curve'][0]:.3g}", *(_ratio(relative[k]) for k in distances))
+    table.caption = (f"k = columns: relative to k = 0. Memory length: the first k (characters) at which the mean "
+                     f"norm falls below {report['threshold']:g} x its value at k = 0.")
+    return table
+
+
+def _memory_length(run: dict, K: int) -> str:
+    if run["memory_length"] is not None:
+        return f"{run['memory_length']:,}"
+    end = run["relative"][K]
+    if not math.isfinite(end):
+        return "-"  # no gradient at k = 0: nothing to fall from
+    return f"> {K:,}" + (f" (grows: {end:.3g}x at {K:,})" if end > 1 else "")
+
+
+def _ratio(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{value:.3g}"
+
+
 def train_and_report(train, config, *, resume: bool, overwrite: bool, json_output: bool, command: str):
     """Run a task's `train` with the live view, then show its summary and end as its outcome says: status 1
     when it diverged, 130 when it was interrupted (with the command that resumes it). Returns the summary of

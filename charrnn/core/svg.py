@@ -1,5 +1,5 @@
 """Dependency-free SVG: the primitives every plot uses (a document, a plotting box with axes, text, lines, dots)
-and the loss curve of a run; `inspect/plot.py` draws the gate-saturation scatter with them.
+and the loss curve of a run; `inspect/plot.py` draws the gate-saturation scatter and the memory curves with them.
 
 The only user text in a plot (a title, a layer name) goes through `_escape`.
 """
@@ -59,12 +59,17 @@ def text(x: float, y: float, content: str, anchor: str = "start", size: int | No
     return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{_escape(content)}</text>'
 
 
-def line(x1: float, y1: float, x2: float, y2: float, colour: str) -> str:
-    return f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour}"/>'
+def _dashed(dash: str | None) -> str:
+    return f' stroke-dasharray="{dash}"' if dash else ""
 
 
-def polyline(points: list[tuple[float, float]], colour: str, width: float = 1.5) -> str:
-    return (f'<polyline fill="none" stroke="{colour}" stroke-width="{width}" points="'
+def line(x1: float, y1: float, x2: float, y2: float, colour: str, dash: str | None = None) -> str:
+    """A line; `dash` is an SVG dash pattern ("6 4": 6 pixels drawn, 4 left out), None for a solid one."""
+    return f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour}"{_dashed(dash)}/>'
+
+
+def polyline(points: list[tuple[float, float]], colour: str, width: float = 1.5, dash: str | None = None) -> str:
+    return (f'<polyline fill="none" stroke="{colour}" stroke-width="{width}"{_dashed(dash)} points="'
             + " ".join(f"{x:.1f},{y:.1f}" for x, y in points) + '"/>')
 
 
@@ -74,16 +79,22 @@ def circle(x: float, y: float, r: float, colour: str, opacity: float = 1.0) -> s
 
 
 def axes(box: Box, x_label: str, y_label: str, ticks: int = 5, x_format: str = "{:.0f}",
-         y_format: str = "{:.2f}") -> list[str]:
-    """Grid lines, the frame of `box`, `ticks` evenly spaced values labelled on each axis, both axis titles."""
+         y_format: str = "{:.2f}", y_ticks: int | None = None) -> list[str]:
+    """Grid lines, the frame of `box`, `ticks` evenly spaced values labelled on each axis (`y_ticks` on the
+    vertical one where given), both axis titles."""
     (x0, x1), (y0, y1) = box.x_range, box.y_range
     parts, labels = [], []
-    for k in range(ticks):
-        x_value, y_value = x0 + (x1 - x0) * k / (ticks - 1), y0 + (y1 - y0) * k / (ticks - 1)
-        px, py = box.at(x_value, y_value)
-        parts.append(line(box.left, py, box.left + box.width, py, "#eee"))
-        labels.append(text(box.left - 6, py + 4, y_format.format(y_value), anchor="end"))
-        labels.append(text(px, box.bottom + 16, x_format.format(x_value), anchor="middle"))
+    y_ticks = y_ticks or ticks
+    for k in range(max(ticks, y_ticks)):
+        if k < y_ticks:
+            y_value = y0 + (y1 - y0) * k / (y_ticks - 1)
+            _, py = box.at(x0, y_value)
+            parts.append(line(box.left, py, box.left + box.width, py, "#eee"))
+            labels.append(text(box.left - 6, py + 4, y_format.format(y_value), anchor="end"))
+        if k < ticks:
+            x_value = x0 + (x1 - x0) * k / (ticks - 1)
+            px, _ = box.at(x_value, y0)
+            labels.append(text(px, box.bottom + 16, x_format.format(x_value), anchor="middle"))
     parts.append(f'<rect x="{box.left:.1f}" y="{box.top:.1f}" width="{box.width:.1f}" height="{box.height:.1f}" '
                  'fill="none" stroke="#999"/>')
     return [*parts, *labels, text(box.left + box.width / 2, box.bottom + 34, x_label, anchor="middle"),

@@ -9,7 +9,8 @@ chunk of characters at a time, for every character t:
 `collect_activations` gathers the chunks into one in-memory `Trace`; `dump_activations` writes each
 chunk straight to its place in an .npz or LSTMVis file, so its memory is bounded by a few chunks and the
 model whatever the length of the text. `load_npz` maps a dump back without reading it: the arrays of the
-`Trace` it returns are memory-mapped, and only the rows a reader touches are read from disk.
+`Trace` it returns are memory-mapped, and only the rows a reader touches are read from disk. Asked for, the
+same pass records which earlier characters each prediction used (`saliency.py`), from the states it traces.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +33,16 @@ from charrnn.core.files import replace_directory
 from charrnn.core.signals import raise_on_signals
 from charrnn.core.tokenizer import CharTokenizer
 from charrnn.inspect.npz import NpzArchive, NpzFormatError, write_npz
+from charrnn.inspect.saliency import (
+    MAX_WINDOW,
+    Saliency,
+    SaliencyChunk,
+    SaliencySettings,
+    SaliencyTracer,
+    check_saliency,
+    collect_saliency,
+    offset_dtype,
+)
 from charrnn.lm.model import CharRNN
 
 FORMAT = "charrnn-activations"
@@ -98,6 +109,7 @@ class TraceOutline:
     hidden_size: int
     top_k: int  # K, the predictions kept per character
     source: dict = field(default_factory=dict)  # what was traced through what: {"checkpoint": ..., "text": ...}
+    saliency: SaliencySettings | None = None  # what saliency the trace keeps, if any
 
     @property
     def length(self) -> int:
@@ -121,6 +133,7 @@ class Trace:
     top_probs: np.ndarray  # (T, K)
     vocabulary: list[str] = field(default_factory=list)  # printable symbol of every id
     source: dict = field(default_factory=dict)  # what was traced through what: {"checkpoint": ..., "text": ...}
+    saliency: Saliency | None = None  # which earlier characters each prediction used (see saliency.py)
 
     @property
     def length(self) -> int:
@@ -129,8 +142,9 @@ class Trace:
     def head(self, n: int) -> Trace:
         """The first `n` characters of this trace (views, no copies)."""
         layers = [{k: v[:n] for k, v in layer.items()} for layer in self.layers]
-        return Trace(self.chars[:n], self.ids[:n], self.cell, layers,
-                     self.next_prob[:n], self.top_ids[:n], self.top_probs[:n], self.vocabulary, self.source)
+        return Trace(self.chars[:n], self.ids[:n], self.cell, layers, self.next_prob[:n], self.top_ids[:n],
+                     self.top_probs[:n], self.vocabulary, self.source,
+                     self.saliency.head(n) if self.saliency is not None else None)
 
     def matrix(self) -> tuple[np.ndarray, list[tuple[int, str]]]:
         """All series side by side as a (T, N) array, with the (layer, kind) of each block of columns."""
@@ -139,7 +153,13 @@ class Trace:
 
     def outline(self) -> TraceOutline:
         return TraceOutline(self.chars, self.ids, self.vocabulary, self.cell, len(self.layers),
-                            self.layers[0]["h"].shape[1], self.top_ids.shape[1], self.source)
+                            self.layers[0]["h"].shape[1], self.top_ids.shape[1], self.source,
+                            self.saliency.settings if self.saliency is not None else None)
+
+    def saliency_rows(self, part: TraceChunk) -> SaliencyChunk:
+        """The stored saliency of the rows of `part`, one of this trace's `chunks`."""
+        rows = slice(part.start, part.start + len(part.next_prob))
+        return SaliencyChunk(part.start, self.saliency.offsets[rows], self.saliency.values[rows])
 
     def chunks(self, rows: int = CHUNK) -> Iterator[TraceChunk]:
         """This trace as the tracer would have yielded it, `rows` characters at a time (views)."""
@@ -200,12 +220,17 @@ def iter_activations(model: CharRNN, tokenizer: CharTokenizer, ids: np.ndarray, 
 
 
 def collect_activations(model: CharRNN, tokenizer: CharTokenizer, text: str | bytes, chunk: int = CHUNK,
-                        top_k: int = 5, map_unknown: bool = False) -> Trace:
-    """Trace `text` through `model` into one in-memory `Trace` (preallocated, filled chunk by chunk)."""
+                        top_k: int = 5, map_unknown: bool = False, *, saliency: SaliencySettings | None = None,
+                        on_progress: Callable[[int, int], None] | None = None) -> Trace:
+    """Trace `text` through `model` into one in-memory `Trace` (preallocated, filled chunk by chunk), with the
+    saliency of every prediction when `saliency` says how much to keep (`on_progress(done, total)` follows it)."""
     outline = outline_text(model, tokenizer, text, top_k, map_unknown)
     trace = _allocate(outline)
     for part in iter_activations(model, tokenizer, outline.ids, chunk, top_k):
         _store(trace, part)
+    if saliency is not None:
+        trace.saliency = collect_saliency(model, trace, tokenizer.eod_id, saliency, rows=chunk,
+                                          on_progress=on_progress)
     return trace
 
 
@@ -226,14 +251,18 @@ def _store(trace: Trace, part: TraceChunk) -> None:
 
 def dump_activations(model: CharRNN, tokenizer: CharTokenizer, text: str | bytes, out: str | os.PathLike, *,
                      fmt: str = "npz", dtype: str = "float32", name: str = "charrnn", top_k: int = 5,
-                     map_unknown: bool = False, chunk: int = CHUNK, source: dict | None = None) -> dict:
+                     map_unknown: bool = False, chunk: int = CHUNK, source: dict | None = None,
+                     saliency: SaliencySettings | None = None,
+                     on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Trace `text` straight into a file, `chunk` characters at a time: memory stays bounded by a few chunks
     and the model, whatever the length of the text.
 
     `fmt` is "npz" (see `save_npz`) or "lstmvis" (a project directory, see `save_lstmvis`, which `name`
     names); `dtype` float16 halves the file; `source` (the checkpoint and text traced, by name) is kept in the
-    .npz's metadata for the viewer's title. Returns the summary of `describe`, with "out", "format" and
-    "dtype".
+    .npz's metadata for the viewer's title. `saliency` adds which earlier characters each prediction used
+    (`saliency.SaliencyTracer`, in the same pass; .npz only, always float16), and `on_progress(done, total)`
+    follows its positions, which take most of the time. Returns the summary of `describe`, with "out",
+    "format" and "dtype".
 
     The file (or the LSTMVis directory) appears whole or not at all: until the trace is complete it is
     written beside `out` under a temporary name, and Ctrl-C, SIGTERM or SIGHUP remove it (they raise
@@ -241,12 +270,18 @@ def dump_activations(model: CharRNN, tokenizer: CharTokenizer, text: str | bytes
     """
     if fmt not in ("npz", "lstmvis"):
         raise CharRNNError(f"format {fmt!r}: choose npz or lstmvis")
+    if fmt == "lstmvis" and saliency is not None:
+        raise CharRNNError("--saliency is kept in the .npz only (an LSTMVis project has no place for it): "
+                           "leave out --format lstmvis or --saliency")
     _check_dtype(dtype)
-    outline = replace(outline_text(model, tokenizer, text, top_k, map_unknown), source=source or {})
+    outline = replace(outline_text(model, tokenizer, text, top_k, map_unknown), source=source or {},
+                      saliency=saliency)
     surprisal = _Surprisal()
     parts = surprisal.tally(iter_activations(model, tokenizer, outline.ids, chunk, top_k))
     if fmt == "npz":
-        written = _write_npz(outline, parts, npz_path(out), dtype)
+        tracer = None if saliency is None else SaliencyTracer(model, outline.ids, tokenizer.eod_id, saliency,
+                                                              on_progress)
+        written = _write_npz(outline, parts, npz_path(out), dtype, tracer.trace if tracer is not None else None)
     else:
         written = _write_lstmvis(outline, parts, Path(out), name, dtype)
     return {**_summary(outline, surprisal.mean), "out": str(written), "format": fmt, "dtype": dtype}
@@ -290,27 +325,37 @@ def save_npz(trace: Trace, path: str | os.PathLike, dtype: str = "float32", *, c
     """One uncompressed .npz, written `chunk` rows at a time: `layer{l}_{kind}` arrays (T, H) in `dtype`,
     `chars`, `ids`, `vocabulary`, `next_prob`, `top_ids`, `top_probs`, and `meta` (JSON: format, version,
     cell, num_layers, hidden_size, dtype, and the source traced when known). `numpy.load` reads it; `load_npz`
-    maps it."""
-    return _write_npz(trace.outline(), trace.chunks(chunk), npz_path(path), dtype)
+    maps it. A trace with saliency also gets `saliency_offsets` and `saliency_values` (T, N), uint8 (uint16 for
+    windows over 256) and float16, and its window and top in the metadata."""
+    return _write_npz(trace.outline(), trace.chunks(chunk), npz_path(path), dtype,
+                      trace.saliency_rows if trace.saliency is not None else None)
 
 
 def _whole_arrays(o: TraceOutline, dtype: str) -> dict[str, np.ndarray]:
     """The arrays known before tracing starts, written at once."""
     meta = {"format": FORMAT, "version": VERSION, "cell": o.cell, "num_layers": o.num_layers,
-            "hidden_size": o.hidden_size, "dtype": dtype, **({"source": o.source} if o.source else {})}
+            "hidden_size": o.hidden_size, "dtype": dtype, **({"source": o.source} if o.source else {}),
+            **({"saliency": o.saliency.meta()} if o.saliency is not None else {})}
     return {"meta": np.array(json.dumps(meta)), "vocabulary": np.array(o.vocabulary, dtype=str),
             "chars": np.array(o.chars, dtype=str), "ids": o.ids}
 
 
-def _write_npz(o: TraceOutline, parts: Iterable[TraceChunk], path: Path, dtype: str) -> Path:
-    """Lay the file out (every shape is known from the outline), then write each chunk's rows in place."""
+def _write_npz(o: TraceOutline, parts: Iterable[TraceChunk], path: Path, dtype: str,
+               saliency_of: Callable[[TraceChunk], SaliencyChunk] | None = None) -> Path:
+    """Lay the file out (every shape is known from the outline), then write each chunk's rows in place, and
+    the saliency of the same rows (`saliency_of` each chunk) when the outline keeps saliency."""
     _check_dtype(dtype)
+    assert (o.saliency is None) == (saliency_of is None)
     whole = _whole_arrays(o, dtype)
     T, K, H = o.length, o.top_k, o.hidden_size
     layout = {**{name: (a.shape, a.dtype) for name, a in whole.items()},
               "next_prob": ((T,), np.dtype(np.float32)), "top_ids": ((T, K), np.dtype(np.int32)),
               "top_probs": ((T, K), np.dtype(np.float32)),
               **{f"layer{l}_{k}": ((T, H), np.dtype(dtype)) for l in range(o.num_layers) for k in o.kinds}}
+    if o.saliency is not None:
+        N = o.saliency.top
+        layout["saliency_offsets"] = ((T, N), offset_dtype(o.saliency.window))
+        layout["saliency_values"] = ((T, N), np.dtype(np.float16))
     path.parent.mkdir(parents=True, exist_ok=True)
     with raise_on_signals(), write_npz(path, layout) as f:
         for name, values in whole.items():
@@ -322,6 +367,10 @@ def _write_npz(o: TraceOutline, parts: Iterable[TraceChunk], path: Path, dtype: 
             f.write("next_prob", part.next_prob)
             f.write("top_ids", part.top_ids)
             f.write("top_probs", part.top_probs)
+            if saliency_of is not None:
+                rows = saliency_of(part)
+                f.write("saliency_offsets", rows.offsets)
+                f.write("saliency_values", rows.values)
     return path
 
 
@@ -349,7 +398,7 @@ def _read_trace(archive: NpzArchive, max_chars: int | None) -> Trace:
     """Check the file's metadata and shapes, then map its first `max_chars` rows."""
     meta = _read_meta(archive)
     kinds = kinds_of(meta["cell"])
-    T = _check_arrays(archive, meta["num_layers"], kinds)
+    T = _check_arrays(archive, meta["num_layers"], kinds, meta.get("saliency"))
     n = T if max_chars is None else max(0, min(max_chars, T))
     vocabulary = [str(v) for v in archive.read("vocabulary")]
     ids, top_ids = archive.rows("ids", n, mapped=False), archive.rows("top_ids", n, mapped=False)
@@ -359,7 +408,19 @@ def _read_trace(archive: NpzArchive, max_chars: int | None) -> Trace:
     layers = [{k: archive.rows(f"layer{l}_{k}", n) for k in kinds} for l in range(meta["num_layers"])]
     return Trace([str(c) for c in archive.rows("chars", n, mapped=False)], ids, meta["cell"], layers,
                  archive.rows("next_prob", n), top_ids, archive.rows("top_probs", n), vocabulary,
-                 meta["source"] if isinstance(meta.get("source"), dict) else {})
+                 meta["source"] if isinstance(meta.get("source"), dict) else {}, _read_saliency(archive, meta, n))
+
+
+def _read_saliency(archive: NpzArchive, meta: dict, n: int) -> Saliency | None:
+    """The first `n` rows of the saliency (None in a dump without), its distances checked."""
+    if "saliency" not in meta:
+        return None
+    window = meta["saliency"]["window"]
+    saliency = Saliency(window, archive.rows("saliency_offsets", n), archive.rows("saliency_values", n))
+    problem = check_saliency(saliency.offsets, saliency.values, window)
+    if problem is not None:
+        raise NpzFormatError(problem)
+    return saliency
 
 
 def _read_meta(archive: NpzArchive) -> dict:
@@ -378,11 +439,17 @@ def _read_meta(archive: NpzArchive) -> dict:
         raise NpzFormatError(f"its meta array names no known cell and layer count: {json.dumps(meta)[:200]}")
     if meta.get("dtype", "float32") not in DTYPES:
         raise NpzFormatError(f"its meta array names an unknown dtype {meta['dtype']!r}")
+    if "saliency" in meta:
+        saliency = meta["saliency"]
+        if not (isinstance(saliency, dict) and all(type(saliency.get(key)) is int for key in ("window", "top"))
+                and 1 <= saliency["top"] <= saliency["window"] <= MAX_WINDOW):
+            raise NpzFormatError(f"its meta array names no saliency window and top: {json.dumps(saliency)[:200]}")
     return meta
 
 
-def _check_arrays(archive: NpzArchive, num_layers: int, kinds: tuple[str, ...]) -> int:
-    """Check every array's shape and kind of values against the others'; returns T, the characters."""
+def _check_arrays(archive: NpzArchive, num_layers: int, kinds: tuple[str, ...], saliency: dict | None = None) -> int:
+    """Check every array's shape and kind of values against the others' (and the saliency's against its
+    window and top, when the metadata names them); returns T, the characters."""
     (T,), (V,) = _dims(archive, "ids", 1), _dims(archive, "vocabulary", 1)
     (_, K), (_, H) = _dims(archive, "top_ids", 2), _dims(archive, "layer0_h", 2)
     if T == 0:
@@ -390,6 +457,8 @@ def _check_arrays(archive: NpzArchive, num_layers: int, kinds: tuple[str, ...]) 
     expected = {"vocabulary": ((V,), "U"), "chars": ((T,), "U"), "ids": ((T,), "iu"), "next_prob": ((T,), "f"),
                 "top_ids": ((T, K), "iu"), "top_probs": ((T, K), "f"),
                 **{f"layer{l}_{k}": ((T, H), "f") for l in range(num_layers) for k in kinds}}
+    if saliency is not None:
+        expected.update(saliency_offsets=((T, saliency["top"]), "u"), saliency_values=((T, saliency["top"]), "f"))
     for name, (shape, value_kinds) in expected.items():
         got, dtype = archive.header(name)
         if got != shape:
@@ -557,4 +626,5 @@ def describe(trace: Trace) -> dict:
 
 def _summary(o: TraceOutline, nats_per_char: float) -> dict:
     return {"chars": o.length, "cell": o.cell, "num_layers": o.num_layers, "hidden_size": o.hidden_size,
-            "kinds": list(o.kinds), "nats_per_char": nats_per_char}
+            "kinds": list(o.kinds), "nats_per_char": nats_per_char,
+            "saliency": o.saliency.meta() if o.saliency is not None else None}

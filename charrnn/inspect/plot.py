@@ -1,8 +1,25 @@
-"""The gate-saturation scatter of a trace, drawn with the SVG primitives of `charrnn.core.svg`."""
+"""The gate-saturation scatter of a trace and the memory curves of `charrnn gradients`, drawn with the SVG
+primitives of `charrnn.core.svg`."""
 
 from __future__ import annotations
 
-from charrnn.core.svg import COLOURS, Box, axes, circle, document, legend, line, text
+import math
+
+from charrnn.core.svg import (
+    COLOURS,
+    PAD_B,
+    PAD_L,
+    PAD_R,
+    PAD_T,
+    Box,
+    axes,
+    circle,
+    document,
+    legend,
+    line,
+    polyline,
+    text,
+)
 
 
 def saturation_svg(saturation: dict, width: int = 640, height: int = 360) -> str:
@@ -32,3 +49,47 @@ def saturation_svg(saturation: dict, width: int = 640, height: int = 360) -> str
                           for left, right in zip(stats[gate]["left"], stats[gate]["right"])]
     parts += legend(58, 44, list(colours.items()), spacing=14)
     return document(width, round(min(height, size + 74)), parts, font_size=11)
+
+
+MAX_DECADES_BELOW_THRESHOLD = 6  # a curve that vanishes further runs along the bottom edge
+DASH = "6 4"  # untrained curves and the threshold
+
+
+def memory_svg(report: dict, title: str, width: int = 720, height: int = 420) -> str:
+    """The curves of `gradients.memory_report`: mean gradient norm against distance k, relative to k = 0, on a
+    log scale; one colour per run, its untrained curve dashed in the same colour; the threshold dashed grey,
+    with a dot where a curve first falls below it (its memory length)."""
+    K, threshold = report["max_distance"], report["threshold"]
+    curves = [r for r in report["runs"] if all(math.isfinite(v) for v in r["relative"])]
+    shown = [v for r in curves for v in r["relative"] if v > 0]
+    bottom = math.floor(math.log10(threshold)) - MAX_DECADES_BELOW_THRESHOLD
+    lo = max(bottom, math.floor(math.log10(min(shown + [threshold]))))
+    hi = max(0, math.ceil(math.log10(max(shown + [1.0]))))
+    step = max(1, math.ceil((hi - lo) / 8))  # decades per tick: at most 9 labels
+    lo = hi - step * math.ceil((hi - lo) / step)
+    box = Box(PAD_L, PAD_T, width - PAD_L - PAD_R, height - PAD_T - PAD_B, (0, K), (lo, hi))
+    parts = [text(width / 2, 20, title, anchor="middle", size=14),
+             *axes(box, "distance k (characters back)", "mean |gradient|, relative to k = 0", x_format="{:.0f}",
+                   y_format="1e{:.0f}", y_ticks=(hi - lo) // step + 1)]
+
+    def at(k: int, value: float) -> tuple[float, float]:
+        return box.at(k, min(max(math.log10(value), lo), hi) if value > 0 else lo)
+
+    _, y_threshold = at(0, threshold)
+    parts.append(line(box.left, y_threshold, box.left + box.width, y_threshold, "#888", dash=DASH))
+    entries, colour = [], COLOURS[0]
+    trained = 0
+    for r in report["runs"]:
+        if not r["untrained"]:
+            colour, trained = COLOURS[trained % len(COLOURS)], trained + 1
+        dash = DASH if r["untrained"] else None
+        entries.append((f"{'- -' if dash else '—'} {r['name']}", colour))
+        if r not in curves:
+            continue
+        parts.append(polyline([at(k, v) for k, v in enumerate(r["relative"])], colour, dash=dash))
+        if r["memory_length"] is not None:
+            parts.append(circle(*at(r["memory_length"], r["relative"][r["memory_length"]]), 3, colour))
+    entries.append((f"- - threshold {threshold:g} (dots: memory lengths)", "#888"))  # a label on the line meets curves
+    widest = max((len(label) for label, _ in entries), default=0) * 7  # pixels, about, at the default 12 px
+    parts += legend(max(box.left + 8, box.left + box.width - 8 - widest), box.top + 18, entries)
+    return document(width, height, parts)

@@ -123,6 +123,80 @@ PROBES = {
 BINARY = {"in_quotes", "in_brackets", "in_comment", "word_start", "after_newline"}
 
 
+# ----- pairs: which opening character each closing one closes -------------------------------------------
+
+PAIRS = {"quotes": '""', "parentheses": "()", "brackets": "[]", "braces": "{}"}
+
+
+def quote_pairs(chars: list[str]) -> list[tuple[int, int]]:
+    """(opening, closing) indices of the double quotes, read as `in_double_quotes` reads them: a quote after the
+    start, whitespace, an opening bracket or "=" opens (a second one opening again moves the start), any other
+    closes the open one. A closing quote with none open (a text cut inside a quotation) is left out."""
+    pairs, opened, prev = [], None, ""
+    for t, ch in enumerate(chars):
+        if ch == '"':
+            if prev == "" or prev.isspace() or prev in "([{<=":
+                opened = t
+            elif opened is not None:
+                pairs.append((opened, t))
+                opened = None
+        prev = ch
+    return pairs
+
+
+def bracket_pairs(chars: list[str], opening: str, closing: str) -> list[tuple[int, int]]:
+    """(opening, closing) indices of one kind of bracket, "(" and ")" say. Brackets of every kind nest on one
+    stack, and a closing bracket closes the innermost open one only when it is of its kind: a stray one (`(a]`,
+    or a closing bracket with none open) is left out, and leaves the open ones open."""
+    pairs, stack = [], []
+    for t, ch in enumerate(chars):
+        if ch in OPENING:
+            stack.append((ch, t))
+        elif ch in CLOSING and stack and OPENING.index(stack[-1][0]) == CLOSING.index(ch):
+            ch_open, start = stack.pop()
+            if ch_open == opening and ch == closing:
+                pairs.append((start, t))
+    return pairs
+
+
+def closing_pairs(chars: list[str]) -> dict[str, list[tuple[int, int]]]:
+    """The (opening, closing) pairs of every kind of `PAIRS`, in the order of their closing characters."""
+    return {name: quote_pairs(chars) if pair == '""' else bracket_pairs(chars, pair[0], pair[1])
+            for name, pair in PAIRS.items()}
+
+
+def influence_summary(trace: Trace, top: int = 5) -> dict:
+    """For each kind of pair: how often the prediction of a closing character (made after reading the character
+    before it) has its opening character among its `top` influences (saliency, largest |s|), against chance.
+
+    Returns {"window", "top", "pairs": {name: {"closing", "in_window", "opening_in_top", "fraction",
+    "chance"}}}: the closing characters, those whose opening one lies within the saliency window of their
+    prediction, how many of those have it among the top, that as a fraction, and the fraction a top chosen at
+    random among the characters in each window would give (top / characters in the window, averaged). The
+    fractions are None where no opening character lies within the window.
+    """
+    saliency = trace.saliency
+    if saliency is None:
+        raise ValueError("the trace has no saliency")
+    top = min(top, saliency.top)
+    out: dict = {"window": saliency.window, "top": top, "pairs": {}}
+    for name, pairs in closing_pairs(trace.chars).items():
+        within, hits, chance = 0, 0, 0.0
+        for opening, closing in pairs:
+            t = closing - 1  # the position whose prediction is the closing character
+            k = t - opening
+            if k >= saliency.window:
+                continue
+            within += 1
+            kept = ~np.isnan(np.asarray(saliency.values[t, :top], dtype=np.float32))
+            hits += bool((saliency.offsets[t, :top][kept] == k).any())
+            chance += min(1.0, top / min(saliency.window, t + 1))
+        out["pairs"][name] = {"closing": len(pairs), "in_window": within, "opening_in_top": hits,
+                              "fraction": hits / within if within else None,
+                              "chance": chance / within if within else None}
+    return out
+
+
 def threshold_accuracy(values: np.ndarray, labels: np.ndarray) -> float:
     """Best accuracy of a one-unit classifier `value > threshold` (or `<`) for binary labels."""
     order = np.argsort(values, kind="stable")

@@ -240,8 +240,107 @@ textEl.addEventListener("mousemove", e => {
   placeTip(e.clientX, e.clientY);
   const cell = CELLS.get(current), x = xLut(cell)[codesOf(cell)[Number(i)]];
   Object.assign($("barmark").style, {display: "block", left: `calc(${(x + 1) * 50}% - 1px)`});
+  if (SAL && pinned === null && Number(i) !== marked) light(Number(i));
 });
-textEl.addEventListener("mouseleave", () => { tip.style.display = "none"; $("barmark").style.display = "none"; });
+textEl.addEventListener("mouseleave", () => {
+  tip.style.display = "none";
+  $("barmark").style.display = "none";
+  if (SAL && pinned === null) light(null);
+});
+
+// ----- saliency: the earlier characters each prediction used (a dump made with --saliency) ---------------
+//
+// D.saliency holds, for the prediction made after reading character t (of character t + 1), its N largest
+// influences s(t, k) of the character k back from t: distances k, signed 8-bit codes relative to the position's
+// largest |s| (s = code / 127 * scale), and that scale. Hovering character i shows the prediction *of* i, made
+// after reading i - 1: the characters it used are outlined, as strongly as |s| / the largest |s|.
+
+const SAL = D.saliency;
+let salArrays = null;  // decoded on first use
+let lit = [], marked = null, pinned = null;  // outlined characters, the predicted one, the one held by a click
+
+function bytesOf(b64) {
+  const raw = atob(b64), bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  return bytes;
+}
+
+function saliencyArrays() {
+  if (!salArrays) {
+    const offsets = bytesOf(SAL.offsets), scale = bytesOf(SAL.scale);
+    salArrays = {offsets: SAL.wide ? new Uint16Array(offsets.buffer) : offsets,  // little-endian, as written
+                 codes: new Int8Array(bytesOf(SAL.codes).buffer), scale: new Float32Array(scale.buffer)};
+  }
+  return salArrays;
+}
+
+// The influences on the prediction of character i, largest first: [{at, back, strength, value}].
+function influences(i) {
+  if (!SAL || i < 1) return [];
+  const {offsets, codes, scale} = saliencyArrays(), N = SAL.top, t = i - 1, out = [];
+  for (let n = 0; n < N; n++) {
+    const q = codes[t * N + n];
+    if (q === 0) continue;  // no entry, or too small to show
+    const k = offsets[t * N + n];
+    out.push({at: t - k, back: k + 1, strength: Math.abs(q) / 127, value: q / 127 * scale[t]});
+  }
+  return out;
+}
+
+const quoted = ch => `'${printable(ch)}'`;
+
+function usedText(i, list) {
+  const from = Math.max(0, i - 24);
+  const head = `predicting ${quoted(D.chars[i])} after '${from > 0 ? "\u2026" : ""}${snippet(from, i)}'`;
+  if (i === 0) return `${head}: the first character is predicted from the start of the text alone.`;
+  const used = list.map(e => `${quoted(D.chars[e.at])} ${e.back} back ${e.value >= 0 ? "+" : ""}` +
+    `${e.value.toPrecision(2)}`);
+  return `${head}: ${used.length ? used.join(", ") : "no influence large enough to show"}` +
+    (pinned !== null ? "  (held: click it again or press Esc to let go)" : "");
+}
+
+// Outline what the prediction of character i used (null: nothing), and list it.
+function light(i) {
+  for (const j of lit) {
+    spans[j].classList.remove("used", "usedneg");
+    spans[j].style.removeProperty("--used");
+  }
+  if (marked !== null) spans[marked].classList.remove("predicted");
+  lit = [];
+  marked = i;
+  if (i === null) { $("usedinfo").textContent = "Hover a character."; return; }
+  const list = influences(i);
+  spans[i].classList.add("predicted");
+  for (const e of list) {
+    spans[e.at].classList.add(e.value >= 0 ? "used" : "usedneg");
+    spans[e.at].style.setProperty("--used", e.strength.toFixed(3));
+    lit.push(e.at);
+  }
+  $("usedinfo").textContent = usedText(i, list);
+}
+
+function pin(i) {
+  pinned = pinned === i ? null : i;
+  light(i);
+}
+
+if (SAL) {
+  $("usedsection").hidden = false;
+  $("usedhint").textContent = `Hover a character: the earlier characters its prediction used are outlined, ` +
+    `orange where they made it likelier and purple where they made it less likely, as strongly as they counted ` +
+    `(gradient \u00d7 input, relative to the prediction's largest; its top ${SAL.top} of the last ` +
+    `${SAL.window} characters). Click to hold them; click again or press Esc to let go.`;
+  $("usedinfo").textContent = "Hover a character.";
+  textEl.addEventListener("click", e => {
+    const i = e.target.dataset ? e.target.dataset.i : undefined;
+    const sel = getSelection();
+    if (i === undefined || (sel && !sel.isCollapsed)) return;  // a drag selects text; it does not hold
+    pin(Number(i));
+  });
+  document.addEventListener("keydown", e => {
+    if (e.key === "Escape" && pinned !== null) { pinned = null; light(null); }
+  });
+}
 
 // ----- selection: rank the cells on over the span and off around it (LSTMVis) ----------------------------
 
@@ -494,7 +593,9 @@ function drawGlossary() {
   more.textContent = "A cell is named layerL/kind/unit. The page holds every unit of " + D.kinds.join(", ") +
     " (--kinds) and the probes' top cells; values are stored with 8 bits, 1/255 of each cell's range. " +
     "Hover a character for the cell's value, the true next character with the probability the model gave it, " +
-    "and the model's top guesses.";
+    "and the model's top guesses." + (SAL ? " With saliency, the info line lists what the prediction of the " +
+    "hovered character used: each character, how far back (1 = just before it) and its s, the change in the log " +
+    "probability of the hovered character it accounts for, to first order." : "");
   $("glossary").replaceChildren(dl, more);
 }
 
@@ -531,5 +632,5 @@ drawGlossary();
 const fromHash = decodeURIComponent(location.hash.slice(1));
 show(CELLS.has(fromHash) ? fromHash : D.initial) || show(CELLS.keys().next().value);
 // For scripts and tests: the page's own functions.
-window.charrnn = {show, pick, resolve, stack, rankSelection, findMatches, cells: CELLS};
+window.charrnn = {show, pick, resolve, stack, rankSelection, findMatches, cells: CELLS, influences, light, pin};
 document.documentElement.dataset.ready = "true";

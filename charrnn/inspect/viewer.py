@@ -6,7 +6,9 @@ tanh, gates on 0 to 1. Any embedded cell can be picked by name; the top cells of
 away; selecting a span of text ranks the cells that are on over it and off around it, and match search finds
 the other places where those cells are on together (the two core views of LSTMVis, Strobelt et al. 2017);
 several cells can be drawn at once as heatmap rows under the text; hovering a character shows the cell's
-value, the true next character with its probability and the model's top guesses.
+value, the true next character with its probability and the model's top guesses. A trace with saliency
+(`dump --saliency`) also lights up, on hover, the earlier characters the prediction of the hovered character
+used (`saliency_data`); a click holds them.
 
 Everything (data, script, style) is inside the file: it opens offline, with no network. The page's script
 and style are `viewer.js` and `viewer.css` beside this module; the data is one JSON object (see `page_data`)
@@ -27,6 +29,7 @@ import numpy as np
 from charrnn.core.errors import CharRNNError
 from charrnn.inspect.activations import SIGMOID_GATES, Trace
 from charrnn.inspect.probes import MIN_GAIN, PROBES, best_probe_cell, rank_cells
+from charrnn.inspect.saliency import Saliency
 
 # The page embeds every recorded kind while it holds at most this many values (1 byte each, 4/3 in base64),
 # else only h and c: a 1x128 LSTM with all six kinds fits 20,000 characters.
@@ -91,6 +94,24 @@ def _blocks(window: Trace, kinds: Sequence[str], extra: Sequence[tuple[int, str,
     return blocks
 
 
+def saliency_data(saliency: Saliency) -> dict:
+    """What the page needs to light up the characters each prediction used, in base64: for every position, its
+    N distances k (uint8, or little-endian uint16 when `wide`), its N values as signed 8-bit codes relative to
+    the position's largest |s| (s ~= code / 127 * scale; 0 where there is no entry), and that scale (float32)."""
+    values = np.asarray(saliency.values, dtype=np.float32)  # (T, N)
+    values = np.where(np.isfinite(values), values, 0.0)  # no entry (NaN) shows nothing
+    scale = np.abs(values).max(axis=1) if values.size else np.zeros(len(values), np.float32)  # (T,)
+    codes = np.round(values / np.where(scale > 0, scale, 1.0)[:, None] * 127).astype(np.int8)  # (T, N)
+    wide = saliency.offsets.dtype.itemsize > 1
+    offsets = np.asarray(saliency.offsets, dtype="<u2" if wide else np.uint8)
+
+    def b64(a: np.ndarray) -> str:
+        return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
+
+    return {"window": saliency.window, "top": saliency.top, "wide": wide, "offsets": b64(offsets),
+            "codes": b64(codes), "scale": b64(scale.astype("<f4"))}
+
+
 def _probe_notes() -> dict[str, str]:
     """What each probe measures: the first line of its function's docstring."""
     return {name: (probe.__doc__ or name).strip().splitlines()[0] for name, probe in PROBES.items()}
@@ -126,6 +147,7 @@ def page_data(trace: Trace, *, max_chars: int | None = None, kinds: Sequence[str
         "series": _blocks(window, kinds, extra),
         "probes": ranking["probes"], "constant": ranking["constant"], "probe_notes": _probe_notes(),
         "ranked_chars": ranked_chars or trace.length, "initial": initial, "initial_note": note, "min_gain": MIN_GAIN,
+        "saliency": saliency_data(window.saliency) if window.saliency is not None else None,
     }
 
 
@@ -195,6 +217,12 @@ __STYLE__
 <div id="bar"><div id="barmark"></div></div>
 <div id="barlabels"><span id="barlo"></span><span id="barmid"></span><span id="barhi"></span></div>
 <div id="legend" class="hint"></div>
+</section>
+
+<section id="usedsection" hidden>
+<h2>What each prediction used</h2>
+<p class="hint" id="usedhint"></p>
+<div id="usedinfo" aria-live="polite"></div>
 </section>
 
 <section>
