@@ -22,7 +22,6 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +32,15 @@ from charrnn.caption.config import DEFAULT_CAPTION_DATA, CaptionTrainConfig
 from charrnn.caption.model import caption_loss
 from charrnn.caption.task import CaptionTask, build, train
 from charrnn.core.bench import (
+    built_task,
     check_bench_args,
-    in_turns,
+    grid_rows,
     load_average,
     model_grid,
     plain_rate,
-    speed_fields,
-    trainer_items_per_s,
     warmup_steps,
 )
-from charrnn.core.device import autocast, resolve_device, resolve_precision, seed_everything
-from charrnn.core.distributed import World
+from charrnn.core.device import autocast, resolve_device, resolve_precision
 from charrnn.core.files import bundled
 
 UNIT = "images"
@@ -69,22 +66,12 @@ def run_bench(*, steps: int = 24, repeats: int = 2, batch_size: int = CaptionTra
     precision = resolve_precision(base.precision, dev)
     warmup = warmup_steps(steps)
     load = load_average()
-    rows = []
     with tempfile.TemporaryDirectory(prefix="charrnn-caption-bench-") as tmp:
         work = Path(tmp)
         data = synthetic_captions(work / "data", images, image_size, seed=0)
-        for k, config in enumerate(configs):
-            config = replace(config, data=str(data))
-            task = plain_task(replace(config, out=str(work / f"plain-{k}")), dev)
-            batches = plain_batches(task, steps)
-            start = {name: t.clone() for name, t in task.model.state_dict().items()}
-            ours = partial(trainer_items_per_s, train, replace(config, out=str(work / f"run-{k}")), warmup)
-            plain = partial(plain_images_per_s, task, start, batches, dev, precision, warmup)
-            ours_runs, plain_runs = in_turns(ours, plain, repeats, on_run)
-            m = task.model.config
-            rows.append({"cell": m.cell, "num_layers": m.num_layers, "hidden_size": m.hidden_size,
-                         "model": describe(task), "batch_size": batch_size, "precision": precision,
-                         **speed_fields(UNIT, ours_runs, plain_runs)})
+        rows = grid_rows([replace(c, data=str(data)) for c in configs], work, train=train, build=build,
+                         plain_batches=plain_batches, plain_items_per_s=plain_images_per_s, describe=describe,
+                         unit=UNIT, steps=steps, repeats=repeats, device=dev, precision=precision, on_run=on_run)
     return {"task": "caption", "unit": UNIT, "device": str(dev), "torch": str(torch.__version__),
             "threads": torch.get_num_threads(), "precision": precision, "steps": steps, "warmup_steps": warmup,
             "repeats": repeats, "load_average_at_start": load, "train_images": images,
@@ -116,10 +103,9 @@ def synthetic_captions(out: Path, count: int, size: int, seed: int = 0) -> Path:
     return out
 
 
-def plain_task(config: CaptionTrainConfig, device: torch.device) -> CaptionTask:
+def plain_task(config, device: torch.device) -> CaptionTask:
     """The task as `train(config)` builds it (its data, tokenizer and model, from the same seed)."""
-    seed_everything(config.seed)
-    return build(config, checkpoint=None, world=World(), device=device)
+    return built_task(build, config, device)
 
 
 def plain_batches(task: CaptionTask, steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

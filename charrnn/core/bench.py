@@ -12,11 +12,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from charrnn.core.config import LoopConfig
+from charrnn.core.device import seed_everything
+from charrnn.core.distributed import World
 from charrnn.core.errors import CharRNNError
 from charrnn.core.rundir import read_metrics
 
@@ -102,3 +106,33 @@ def speed_fields(unit: str, ours: list[float], plain: list[float]) -> dict:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def built_task(build: Callable, config: LoopConfig, device: torch.device):
+    """The task as `train(config)` builds it (its data, tokenizer and model, from the same seed), for a plain loop
+    of its model to train on."""
+    seed_everything(config.seed)
+    return build(config, checkpoint=None, world=World(), device=device)
+
+
+def grid_rows(configs: Sequence[LoopConfig], work: Path, *, train: Callable, build: Callable,
+              plain_batches: Callable, plain_items_per_s: Callable, describe: Callable, unit: str, steps: int,
+              repeats: int, device: torch.device, precision: str,
+              on_run: Callable[[str, int, float], None] | None = None) -> list[dict]:
+    """One row per run config: the real trainer (`trainer_items_per_s`) against the task's plain loop
+    (`plain_items_per_s(task, start_weights, batches, device, precision, warmup)` over `plain_batches(task,
+    steps)`), both from the same initial weights, in turns (`in_turns`); run directories go under `work`."""
+    warmup = warmup_steps(steps)
+    rows = []
+    for k, config in enumerate(configs):
+        task = built_task(build, replace(config, out=str(work / f"plain-{k}")), device)
+        batches = plain_batches(task, steps)
+        start = {name: t.clone() for name, t in task.model.state_dict().items()}
+        ours = partial(trainer_items_per_s, train, replace(config, out=str(work / f"run-{k}")), warmup)
+        plain = partial(plain_items_per_s, task, start, batches, device, precision, warmup)
+        ours_runs, plain_runs = in_turns(ours, plain, repeats, on_run)
+        m = task.model.config
+        rows.append({"cell": m.cell, "num_layers": m.num_layers, "hidden_size": m.hidden_size,
+                     "model": describe(task), "batch_size": config.batch_size, "precision": precision,
+                     **speed_fields(unit, ours_runs, plain_runs)})
+    return rows

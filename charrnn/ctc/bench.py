@@ -20,7 +20,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +28,15 @@ import torch.nn.functional as F
 
 from charrnn.core.batches import epoch_batches
 from charrnn.core.bench import (
+    built_task,
     check_bench_args,
-    in_turns,
+    grid_rows,
     load_average,
     model_grid,
     plain_rate,
-    speed_fields,
-    trainer_items_per_s,
     warmup_steps,
 )
-from charrnn.core.device import autocast, resolve_device, resolve_precision, seed_everything
-from charrnn.core.distributed import World
+from charrnn.core.device import autocast, resolve_device, resolve_precision
 from charrnn.core.files import bundled
 from charrnn.ctc.config import CTCTrainConfig
 from charrnn.ctc.linegen import make_lines
@@ -72,22 +69,13 @@ def run_bench(*, steps: int = 60, repeats: int = 2, batch_size: int = CTCTrainCo
     precision = resolve_precision(base.precision, dev)
     warmup = warmup_steps(steps)
     load = load_average()
-    rows = []
     with tempfile.TemporaryDirectory(prefix="charrnn-ctc-bench-") as tmp:
         work = Path(tmp)
         make_lines(bundled(CORPUS), work / "lines", count=lines, val_count=1, val_fonts=[])
-        for k, config in enumerate(configs):
-            config = replace(config, data=str(work / "lines" / "train"))  # its labels.tsv alone: no validation
-            task = plain_task(replace(config, out=str(work / f"plain-{k}")), dev)
-            batches = plain_batches(task, steps)
-            start = {name: t.clone() for name, t in task.model.state_dict().items()}
-            ours = partial(trainer_items_per_s, train, replace(config, out=str(work / f"run-{k}")), warmup)
-            plain = partial(plain_lines_per_s, task, start, batches, dev, precision, warmup)
-            ours_runs, plain_runs = in_turns(ours, plain, repeats, on_run)
-            m = task.model.config
-            rows.append({"cell": m.cell, "num_layers": m.num_layers, "hidden_size": m.hidden_size,
-                         "model": describe(task), "batch_size": batch_size, "precision": precision,
-                         **speed_fields(UNIT, ours_runs, plain_runs)})
+        data = work / "lines" / "train"  # its labels.tsv alone: no validation
+        rows = grid_rows([replace(c, data=str(data)) for c in configs], work, train=train, build=build,
+                         plain_batches=plain_batches, plain_items_per_s=plain_lines_per_s, describe=describe,
+                         unit=UNIT, steps=steps, repeats=repeats, device=dev, precision=precision, on_run=on_run)
     return {"task": "ctc", "unit": UNIT, "device": str(dev), "torch": str(torch.__version__),
             "threads": torch.get_num_threads(), "precision": precision, "steps": steps, "warmup_steps": warmup,
             "repeats": repeats, "load_average_at_start": load, "train_lines": lines,
@@ -100,10 +88,9 @@ def describe(task: CTCTask) -> str:
             f"{m.num_layers}x{m.hidden_size}")
 
 
-def plain_task(config: CTCTrainConfig, device: torch.device) -> CTCTask:
+def plain_task(config, device: torch.device) -> CTCTask:
     """The task as `train(config)` builds it (its data, tokenizer and model, from the same seed)."""
-    seed_everything(config.seed)
-    return build(config, checkpoint=None, world=World(), device=device)
+    return built_task(build, config, device)
 
 
 def plain_batches(task: CTCTask, steps: int) -> list[Batch]:
