@@ -21,7 +21,7 @@ from charrnn.classify.config import DEFAULT_DATA, ClassifyTrainConfig
 from charrnn.classify.data import ClassifyData, read_classify_data
 from charrnn.classify.evaluate import classification_scores, predict_ids
 from charrnn.classify.model import Classifier, classify_loss
-from charrnn.core.batches import epoch_batches, pad
+from charrnn.core.batches import ExampleBatches, pad
 from charrnn.core.checkpoint import load_checkpoint, require_task
 from charrnn.core.distributed import World
 from charrnn.core.errors import CharRNNError
@@ -36,7 +36,7 @@ def encode_texts(tokenizer: CharTokenizer, texts: list[str], max_chars: int) -> 
     return [tokenizer.encode(t[:max_chars], map_unknown=True) for t in texts]
 
 
-class ClassifyTask:
+class ClassifyTask(ExampleBatches):
     """Shuffled, length-sorted batches of texts scored by cross-entropy; accuracy for validation."""
 
     name, unit, selection, lower_is_better = "classify", "texts", "accuracy", False
@@ -45,22 +45,11 @@ class ClassifyTask:
                  world: World, device: torch.device):
         self.config, self.data, self.tokenizer, self.model = config, data, tokenizer, model
         self.world, self.device = world, device
-        if len(data.train) < config.batch_size:
-            raise CharRNNError(f"{len(data.train)} training examples are fewer than one batch of --batch-size "
-                               f"{config.batch_size}; lower it or add examples")
         index = {label: k for k, label in enumerate(model.config.labels)}
         self.train_ids = encode_texts(tokenizer, data.train.texts, config.max_chars)
         self.train_targets = np.array([index[label] for label in data.train.labels])
-        self.lengths = np.array([len(ids) for ids in self.train_ids])
-        self.steps_per_epoch = len(data.train) // config.batch_size
-        self.items_per_step = config.batch_size
-        self.local = config.batch_size // world.size
+        self._plan_batches([len(ids) for ids in self.train_ids], "training examples", "examples")
         self.loss_at_chance = math.log(len(model.config.labels))
-        self._plan: tuple = (None, None)
-
-    @property
-    def has_validation(self) -> bool:
-        return self.data.val is not None and len(self.data.val) > 0
 
     def describe(self) -> tuple[str, list[str]]:
         m = self.model.config
@@ -74,17 +63,8 @@ class ClassifyTask:
                          + (" (frozen)" if self.config.freeze else ""))
         return line, notes
 
-    def start_epoch(self, epoch: int) -> None:
-        pass  # batches are a function of (epoch, i)
-
-    def _epoch_plan(self, epoch: int) -> np.ndarray:
-        if self._plan[0] != epoch:
-            self._plan = (epoch, epoch_batches(self.lengths, self.config.batch_size, self.config.seed, epoch))
-        return self._plan[1]
-
     def loss(self, forward: Callable, epoch: int, i: int) -> torch.Tensor:
-        rows = self._epoch_plan(epoch)[i]
-        rows = rows[self.world.rank * self.local:(self.world.rank + 1) * self.local]
+        rows = self.batch_rows(epoch, i)
         ids, lengths = pad([self.train_ids[r] for r in rows], self.tokenizer.eod_id)
         targets = torch.from_numpy(self.train_targets[rows]).to(self.device)
         return classify_loss(forward(ids.to(self.device), lengths.to(self.device)), targets)
@@ -98,12 +78,6 @@ class ClassifyTask:
         self.model.train(was_training)
         scores = classification_scores(probs, val.labels, self.model.config.labels)
         return {"val_loss": scores["loss"], "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
-
-    def train_state(self) -> dict:
-        return {}
-
-    def load_train_state(self, state: dict) -> None:
-        pass
 
     def meta(self) -> dict:
         return {"data": str(self.config.data), "split_rule": self.data.split_rule,

@@ -5,10 +5,12 @@ batches it would have read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+
+from charrnn.core.errors import CharRNNError
 
 SORT_WINDOW = 50  # batches whose items are sorted by size together: short padding, still shuffled
 
@@ -25,6 +27,44 @@ def epoch_batches(sizes: np.ndarray, batch_size: int, seed: int, epoch: int, win
         order[start:start + span] = part[np.argsort(sizes[part], kind="stable")]
     batches = order.reshape(steps, batch_size)
     return batches[rng.permutation(steps)]
+
+
+class ExampleBatches:
+    """What a task trained on separate examples of different lengths shares (classify, tag, translate): the epoch's
+    length-sorted batches (`epoch_batches`, a function of (seed, epoch), so nothing to keep for a resume) and this
+    process's share of each, and the parts of the trainer's task protocol that follow from that. A task sets
+    `config`, `data` (with `val`) and `world`, then calls `_plan_batches` with its examples' lengths."""
+
+    def _plan_batches(self, lengths: Sequence[int], examples: str, more: str) -> None:
+        """`examples`: what the data holds ("training pairs"), `more`: what to add ("pairs"), for the error."""
+        batch_size = self.config.batch_size
+        if len(lengths) < batch_size:
+            raise CharRNNError(f"{len(lengths)} {examples} are fewer than one batch of --batch-size {batch_size}; "
+                               f"lower it or add {more}")
+        self.lengths = np.asarray(lengths)
+        self.steps_per_epoch = len(lengths) // batch_size
+        self.items_per_step = batch_size
+        self.local = batch_size // self.world.size
+        self._plan: tuple = (None, None)
+
+    def batch_rows(self, epoch: int, i: int) -> np.ndarray:
+        """The examples of batch `i` of `epoch` that this process trains on."""
+        if self._plan[0] != epoch:
+            self._plan = (epoch, epoch_batches(self.lengths, self.config.batch_size, self.config.seed, epoch))
+        return self._plan[1][i][self.world.rank * self.local:(self.world.rank + 1) * self.local]
+
+    @property
+    def has_validation(self) -> bool:
+        return self.data.val is not None and len(self.data.val) > 0
+
+    def start_epoch(self, epoch: int) -> None:
+        pass  # batches are a function of (epoch, i)
+
+    def train_state(self) -> dict:
+        return {}
+
+    def load_train_state(self, state: dict) -> None:
+        pass
 
 
 def in_batches(items: Iterable, size: int) -> Iterator[list]:

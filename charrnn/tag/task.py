@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn.core.batches import epoch_batches, pad
+from charrnn.core.batches import ExampleBatches, pad
 from charrnn.core.distributed import World
-from charrnn.core.errors import CharRNNError
 from charrnn.core.files import bundled
 from charrnn.core.rundir import resume_config as _resume_config
 from charrnn.core.tokenizer import CharTokenizer
@@ -31,7 +30,7 @@ from charrnn.tag.evaluate import predict_tags, tag_scores
 from charrnn.tag.model import Tagger, tag_loss
 
 
-class TagTask:
+class TagTask(ExampleBatches):
     """Shuffled, length-sorted batches of tagged texts; tag accuracy and F1 for validation."""
 
     name, unit, lower_is_better = "tag", "chars", False
@@ -41,22 +40,12 @@ class TagTask:
         self.config, self.data, self.tokenizer, self.model = config, data, tokenizer, model
         self.world, self.device = world, device
         self.selection = "word_f1" if config.derive == "case" else "macro_f1"
-        if len(data.train) < config.batch_size:
-            raise CharRNNError(f"{len(data.train)} training texts are fewer than one batch of --batch-size "
-                               f"{config.batch_size}; lower it or add text")
         index = {t: k for k, t in enumerate(model.config.tags)}
         self.train_ids = [tokenizer.encode(t, map_unknown=True) for t in data.train.texts]
         self.train_tags = [np.array([index.get(t, 0) for t in row]) for row in data.train.tags]
-        self.lengths = np.array([len(t) for t in self.train_ids])
-        self.steps_per_epoch = len(data.train) // config.batch_size
+        self._plan_batches([len(t) for t in self.train_ids], "training texts", "text")
         self.items_per_step = int(self.lengths.mean() * config.batch_size)  # characters
-        self.local = config.batch_size // world.size
         self.loss_at_chance = math.log(len(model.config.tags))
-        self._plan: tuple = (None, None)
-
-    @property
-    def has_validation(self) -> bool:
-        return self.data.val is not None and len(self.data.val) > 0
 
     def describe(self) -> tuple[str, list[str]]:
         m = self.model.config
@@ -66,13 +55,8 @@ class TagTask:
                 f"{len(self.train_ids):,} texts")
         return line, [self.data.split_rule]
 
-    def start_epoch(self, epoch: int) -> None:
-        pass  # batches are a function of (epoch, i)
-
     def loss(self, forward: Callable, epoch: int, i: int) -> torch.Tensor:
-        if self._plan[0] != epoch:
-            self._plan = (epoch, epoch_batches(self.lengths, self.config.batch_size, self.config.seed, epoch))
-        rows = self._plan[1][i][self.world.rank * self.local:(self.world.rank + 1) * self.local]
+        rows = self.batch_rows(epoch, i)
         ids, lengths = pad([self.train_ids[r] for r in rows], self.tokenizer.eod_id)
         targets, _ = pad([self.train_tags[r] for r in rows], 0)
         logits = forward(ids.to(self.device), lengths.to(self.device))
@@ -89,12 +73,6 @@ class TagTask:
         if "words" in scores:
             out["word_f1"] = scores["words"]["f1"]
         return out
-
-    def train_state(self) -> dict:
-        return {}
-
-    def load_train_state(self, state: dict) -> None:
-        pass
 
     def meta(self) -> dict:
         return {"data": str(self.config.data), "split_rule": self.data.split_rule}

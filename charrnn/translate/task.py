@@ -16,12 +16,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from charrnn.core.batches import epoch_batches, pad
+from charrnn.core.batches import ExampleBatches, pad
 from charrnn.core.distributed import World
-from charrnn.core.errors import CharRNNError
 from charrnn.core.files import bundled
 from charrnn.core.rundir import resume_config as _resume_config
 from charrnn.core.tokenizer import PairTokenizer, WordTokenizer, tokenizer_from_dict
@@ -33,7 +31,7 @@ from charrnn.translate.evaluate import score_outputs, teacher_forced_loss, trans
 from charrnn.translate.model import Translator, encode_targets, translate_loss
 
 
-class TranslateTask:
+class TranslateTask(ExampleBatches):
     """Shuffled, length-sorted batches of pairs scored by cross-entropy; greedy token error rate for validation."""
 
     name, unit, selection, lower_is_better = "translate", "pairs", "token_error_rate", True
@@ -42,21 +40,10 @@ class TranslateTask:
                  world: World, device: torch.device):
         self.config, self.data, self.tokenizer, self.model = config, data, tokenizer, model
         self.world, self.device = world, device
-        if len(data.train) < config.batch_size:
-            raise CharRNNError(f"{len(data.train)} training pairs are fewer than one batch of --batch-size "
-                               f"{config.batch_size}; lower it or add pairs")
         self.sources = source_ids(tokenizer, data.train.sources)
         self.targets = [tokenizer.target.encode(t, map_unknown=True) for t in data.train.targets]
-        self.lengths = np.array([len(s) for s in self.sources])
-        self.steps_per_epoch = len(data.train) // config.batch_size
-        self.items_per_step = config.batch_size
-        self.local = config.batch_size // world.size
+        self._plan_batches([len(s) for s in self.sources], "training pairs", "pairs")
         self.loss_at_chance = math.log(tokenizer.vocab_size)
-        self._plan: tuple = (None, None)
-
-    @property
-    def has_validation(self) -> bool:
-        return self.data.val is not None and len(self.data.val) > 0
 
     def describe(self) -> tuple[str, list[str]]:
         m = self.model.config
@@ -67,13 +54,8 @@ class TranslateTask:
                 f"train {len(self.data.train):,} pairs")
         return line, [self.data.split_rule] + self.data.notes
 
-    def start_epoch(self, epoch: int) -> None:
-        pass  # batches are a function of (epoch, i)
-
     def loss(self, forward: Callable, epoch: int, i: int) -> torch.Tensor:
-        if self._plan[0] != epoch:
-            self._plan = (epoch, epoch_batches(self.lengths, self.config.batch_size, self.config.seed, epoch))
-        rows = self._plan[1][i][self.world.rank * self.local:(self.world.rank + 1) * self.local]
+        rows = self.batch_rows(epoch, i)
         ids, lengths = pad([self.sources[r] for r in rows], self.tokenizer.source.eod_id)
         gold = encode_targets([self.targets[r] for r in rows], self.tokenizer.eod_id, self.tokenizer.unk_id)
         return translate_loss(forward, ids.to(self.device), lengths.to(self.device), gold.to(self.device),
@@ -91,12 +73,6 @@ class TranslateTask:
         scores = score_outputs(self.tokenizer, references, outputs)
         return {"val_loss": loss, "token_error_rate": scores["token_error_rate"],
                 "exact_match": scores["exact_match"], "cer": scores["cer"]}
-
-    def train_state(self) -> dict:
-        return {}
-
-    def load_train_state(self, state: dict) -> None:
-        pass
 
     def meta(self) -> dict:
         c = self.config
